@@ -1,0 +1,25 @@
+// thaw: the serverless LLM inference runtime's one binary. Each subcommand is in cmd_*.cpp.
+
+#include "apps/thaw/commands.hpp"
+
+#include "runtime/common/log.hpp"
+
+#include <cstdio>
+
+int main(int argc, char** argv) {
+  CLI::App app{"thaw: a serverless LLM inference runtime"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "thaw 0.1.0");
+  thaw::app::add_make_model_command(app);
+  thaw::app::add_convert_command(app);
+  thaw::app::add_inspect_command(app);
+  auto* bench = app.add_subcommand("bench", "Benchmarks that print ratios to a reference measured in the same run");
+  bench->require_subcommand(1);
+  thaw::app::add_bench_load_command(*bench);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return thaw::app::run_result;
+}
