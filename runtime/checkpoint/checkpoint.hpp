@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,11 @@ public:
 
   /// The tensor with this name, or nullptr.
   [[nodiscard]] const tensor_entry* find_tensor(std::string_view name) const;
+
+  /// Reads every chunk and checks its checksum (`thaw inspect --verify`); the first mismatch is
+  /// `corrupt`, naming the file, chunk index and byte offset. `on_progress(done, total)`.
+  [[nodiscard]] status verify_data(
+      const std::function<void(std::uint64_t, std::uint64_t)>& on_progress = {}) const;
 
 private:
   std::filesystem::path dir_;

@@ -83,6 +83,9 @@ struct tensor_spec {
 /// model.norm; lm_head unless tied).
 [[nodiscard]] std::vector<tensor_spec> expected_tensors(const model_config& cfg);
 
+/// Number of weights (elements) over expected_tensors(cfg).
+[[nodiscard]] std::uint64_t parameter_count(const model_config& cfg);
+
 /// Tensors that HF checkpoints sometimes carry but that are derived, not weights (e.g.
 /// "model.layers.0.self_attn.rotary_emb.inv_freq"); importers skip them.
 [[nodiscard]] bool is_ignorable_tensor(std::string_view name) noexcept;

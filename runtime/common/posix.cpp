@@ -120,6 +120,11 @@ expected<std::filesystem::path> make_temp_dir(const std::filesystem::path& targe
   std::string templ = (parent / name).string();
   if (::mkdtemp(templ.data()) == nullptr)
     return unexpected(posix_error(errno, "mkdtemp()", templ, __FILE__, __LINE__));
+  // mkdtemp makes the directory 0700; once renamed it is an ordinary directory, so give it the
+  // mode mkdir(2) would have (0777 less the umask).
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  THAW_POSIX_CHECK(::chmod(templ.c_str(), 0777 & ~mask), templ);
   return std::filesystem::path{templ};
 }
 
