@@ -1,0 +1,380 @@
+#include "runtime/loader/loader.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <limits>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+namespace thaw {
+namespace detail {
+
+/// Everything one load shares between its driver thread, the copy lanes' completions and the
+/// handles. Kept alive by the loader until the driver thread is joined.
+struct load_state {
+  checkpoint ckpt;
+  std::string name;
+  std::unique_ptr<device_buffer> buffer;
+  std::stop_source stop;
+  std::thread driver;
+
+  mutable std::mutex mutex;
+  mutable std::condition_variable_any cv;
+  load_phase phase = load_phase::waiting;
+  load_source source = load_source::ssd;
+  status result;
+  bool finished = false;
+  bool buffer_taken = false;
+  std::uint64_t bytes_done = 0;
+  std::uint64_t prefix = 0;
+  std::size_t prefix_segments = 0;
+  std::vector<std::uint32_t> pieces_left; ///< per segment: copies not yet completed
+  std::vector<bool> copied;
+  std::size_t segments_in_flight = 0;
+  std::optional<error> copy_error;
+
+  /// A copy lane finished `len` bytes of segment `i`.
+  void on_copied(std::size_t i, std::uint64_t len, status st) {
+    std::lock_guard lock{mutex};
+    if (st)
+      bytes_done += len;
+    else if (!copy_error)
+      copy_error = with_context(std::move(st).err(), "loading " + name + ": copy to the device");
+    if (--pieces_left[i] == 0) {
+      copied[i] = !copy_error;
+      --segments_in_flight;
+      const auto& chunks = ckpt.chunks();
+      while (prefix_segments < chunks.size() && copied[prefix_segments]) {
+        prefix = chunks[prefix_segments].device_offset + chunks[prefix_segments].bytes;
+        ++prefix_segments;
+      }
+    }
+    // Notified under the lock: once the driver sees the last copy done, this state may go.
+    cv.notify_all();
+  }
+};
+
+} // namespace detail
+
+namespace {
+
+/// Reads one model from its data files into its DRAM-tier entry, keeping a few reads queued so
+/// the reader threads never idle. Owned by its read completions: it lives as long as reads do.
+struct model_read : std::enable_shared_from_this<model_read> {
+  dram_tier* tier = nullptr;
+  ssd_reader* reader = nullptr;
+  std::shared_ptr<cached_model> model;
+  std::vector<checkpoint_chunk> chunks;
+  std::vector<std::uint64_t> index_in_file;
+  std::vector<std::shared_ptr<const source_file>> files;
+  std::atomic<std::size_t> next{0};
+
+  void submit_next() {
+    const std::size_t i = next.fetch_add(1);
+    if (i >= chunks.size() || !tier->begin_read(*model))
+      return;
+    const auto& c = chunks[i];
+    read_request r;
+    r.file = files[c.file];
+    r.offset = c.file_offset;
+    r.bytes = c.bytes;
+    r.buffers = model->segment_buffers(i);
+    r.checksum = c.checksum;
+    r.chunk_index = index_in_file[i];
+    r.stop = model->abandoned();
+    reader->submit(std::move(r), [self = shared_from_this(), i](status s) {
+      self->tier->end_read(*self->model, i, std::move(s));
+      self->submit_next(); // does nothing once the model has failed
+    });
+  }
+};
+
+} // namespace
+
+const char* to_string(load_source s) noexcept {
+  switch (s) {
+    case load_source::ssd: return "ssd";
+    case load_source::dram: return "dram";
+  }
+  return "?";
+}
+
+const char* to_string(load_phase p) noexcept {
+  switch (p) {
+    case load_phase::waiting: return "waiting";
+    case load_phase::loading: return "loading";
+    case load_phase::done: return "done";
+    case load_phase::failed: return "failed";
+    case load_phase::cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+expected<loader_options> loader_options::from_config(const config& cfg) {
+  loader_options o;
+  THAW_ASSIGN(o.pool_bytes, cfg.get_bytes("loader.pool_bytes", o.pool_bytes));
+  THAW_ASSIGN(o.chunk_bytes, cfg.get_bytes("loader.chunk_bytes", o.chunk_bytes));
+  THAW_ASSIGN(auto threads, cfg.get_int("loader.read_threads", o.read_threads));
+  THAW_ASSIGN(auto lanes, cfg.get_int("loader.copy_lanes", o.copy_lanes));
+  THAW_ASSIGN(o.verify_checksums, cfg.get_bool("loader.verify_checksums", o.verify_checksums));
+  constexpr std::int64_t max_threads = 256;
+  if (threads < 1 || threads > max_threads)
+    return make_error(errc::invalid_argument, "loader.read_threads: " + std::to_string(threads) +
+                                                  " is not between 1 and 256");
+  if (lanes < 1 || lanes > max_threads)
+    return make_error(errc::invalid_argument, "loader.copy_lanes: " + std::to_string(lanes) +
+                                                  " is not between 1 and 256");
+  o.read_threads = static_cast<int>(threads);
+  o.copy_lanes = static_cast<int>(lanes);
+  THAW_TRY(o.validate());
+  return o;
+}
+
+status loader_options::validate() const {
+  if (chunk_bytes == 0 || chunk_bytes % 4096 != 0)
+    return make_error(errc::invalid_argument, "loader.chunk_bytes: " + std::to_string(chunk_bytes) +
+                                                  " is not a positive multiple of 4096");
+  if (pool_bytes < chunk_bytes)
+    return make_error(errc::invalid_argument, "loader.pool_bytes: " + std::to_string(pool_bytes) +
+                                                  " is smaller than one chunk (" +
+                                                  std::to_string(chunk_bytes) + " bytes)");
+  if (read_threads < 1 || read_threads > 256)
+    return make_error(errc::invalid_argument, "loader.read_threads: " +
+                                                  std::to_string(read_threads) +
+                                                  " is not between 1 and 256");
+  if (copy_lanes < 1 || copy_lanes > 256)
+    return make_error(errc::invalid_argument, "loader.copy_lanes: " + std::to_string(copy_lanes) +
+                                                  " is not between 1 and 256");
+  return {};
+}
+
+// --- load_handle --------------------------------------------------------------------------
+
+status load_handle::wait() const {
+  std::unique_lock lock{state_->mutex};
+  state_->cv.wait(lock, [&] { return state_->finished; });
+  return state_->result;
+}
+
+void load_handle::cancel() const { state_->stop.request_stop(); }
+
+load_progress load_handle::progress() const {
+  std::lock_guard lock{state_->mutex};
+  return load_progress{state_->bytes_done, state_->ckpt.total_bytes(), state_->source,
+                       state_->phase};
+}
+
+std::uint64_t load_handle::loaded_prefix() const {
+  std::lock_guard lock{state_->mutex};
+  return state_->prefix;
+}
+
+status load_handle::wait_for_layer(std::int32_t layer) const {
+  const auto layers = static_cast<std::int64_t>(state_->ckpt.config().num_layers);
+  if (layer < -1 || layer > layers)
+    return make_error(errc::invalid_argument, "loading " + state_->name + ": layer " +
+                                                  std::to_string(layer) + " is not between -1 and " +
+                                                  std::to_string(layers));
+  const std::uint64_t end = state_->ckpt.layer_end(layer);
+  std::unique_lock lock{state_->mutex};
+  state_->cv.wait(lock, [&] { return state_->prefix >= end || state_->finished; });
+  if (state_->prefix >= end)
+    return {};
+  return state_->result;
+}
+
+device_buffer& load_handle::buffer() const { return *state_->buffer; }
+
+expected<std::unique_ptr<device_buffer>> load_handle::take_buffer() const {
+  THAW_TRY(wait());
+  std::lock_guard lock{state_->mutex};
+  if (state_->buffer_taken)
+    return make_error(errc::invalid_argument,
+                      "loading " + state_->name + ": the buffer was already taken");
+  state_->buffer_taken = true;
+  return std::move(state_->buffer);
+}
+
+// --- loader -------------------------------------------------------------------------------
+
+expected<std::unique_ptr<loader>> loader::create(const loader_options& options, device& dev) {
+  THAW_TRY(options.validate());
+  std::unique_ptr<loader> l{new loader(options, dev)};
+  THAW_ASSIGN(l->pool_, chunk_pool::create(options.pool_bytes, options.chunk_bytes, &dev));
+  l->tier_ = std::make_unique<dram_tier>(*l->pool_);
+  THAW_ASSIGN(l->reader_, ssd_reader::create(ssd_reader_options{options.read_threads,
+                                                                 options.verify_checksums}));
+  l->engine_ = dev.make_copy_engine(options.copy_lanes);
+  return l;
+}
+
+loader::~loader() {
+  std::vector<std::shared_ptr<detail::load_state>> loads;
+  {
+    std::lock_guard lock{loads_mutex_};
+    loads.swap(loads_);
+  }
+  for (auto& s : loads)
+    s->stop.request_stop();
+  for (auto& s : loads)
+    s->driver.join();
+  // Reads may still be finishing for abandoned models; they touch the tier, which touches the
+  // pool: stop in that order. (Members may be null when create() failed part way.)
+  if (engine_)
+    engine_->drain();
+  reader_.reset();
+  engine_.reset();
+  tier_.reset();
+  pool_.reset();
+}
+
+loader_stats loader::stats() const {
+  loader_stats s;
+  s.bytes_read_ssd = reader_->bytes_read();
+  s.bytes_from_dram = bytes_from_dram_.load();
+  s.ssd_reads = reader_->reads_issued();
+  s.evictions = tier_->evictions();
+  s.loads = loads_started_.load();
+  return s;
+}
+
+void loader::reap_finished() {
+  std::lock_guard lock{loads_mutex_};
+  std::erase_if(loads_, [](const std::shared_ptr<detail::load_state>& s) {
+    {
+      std::lock_guard state_lock{s->mutex};
+      if (!s->finished)
+        return false;
+    }
+    s->driver.join(); // it has set `finished`; only its return is left
+    return true;
+  });
+}
+
+expected<load_handle> loader::load(const checkpoint& ckpt) {
+  reap_finished();
+  THAW_TRY(tier_->check_fits(ckpt));
+  auto s = std::make_shared<detail::load_state>();
+  s->ckpt = ckpt;
+  s->name = ckpt.dir().has_filename() ? ckpt.dir().filename().string()
+                                      : ckpt.dir().parent_path().filename().string();
+  auto buffer = device_.allocate(ckpt.total_bytes());
+  if (!buffer)
+    return with_context(std::move(buffer).err(), "loading " + s->name);
+  s->buffer = std::move(*buffer);
+  s->pieces_left.assign(ckpt.chunks().size(), 0);
+  s->copied.assign(ckpt.chunks().size(), false);
+  loads_started_.fetch_add(1);
+  s->driver = std::thread([this, raw = s.get()] { run(*raw); });
+  {
+    std::lock_guard lock{loads_mutex_};
+    loads_.push_back(s);
+  }
+  return load_handle{std::move(s)};
+}
+
+void loader::start_read(detail::load_state& s, const dram_tier::lease& lease) {
+  auto read = std::make_shared<model_read>();
+  read->tier = tier_.get();
+  read->reader = reader_.get();
+  read->model = lease.shared_model();
+  read->chunks = s.ckpt.chunks();
+  for (const auto& c : read->chunks)
+    read->index_in_file.push_back(c.file_offset / s.ckpt.info().files.at(c.file).chunk_bytes);
+  // Open every file before reading a byte: a missing file fails the load before any work.
+  for (std::uint32_t f = 0; f < s.ckpt.info().files.size(); ++f) {
+    auto file = source_file::open(s.ckpt.file_path(f));
+    if (!file) {
+      tier_->fail(*read->model, std::move(file).err());
+      return;
+    }
+    read->files.push_back(std::move(*file));
+  }
+  // Two requests per reader thread: when a read completes, the next one is already queued.
+  for (int k = 0; k < 2 * options_.read_threads; ++k)
+    read->submit_next();
+}
+
+void loader::run(detail::load_state& s) {
+  const std::stop_token stop = s.stop.get_token();
+  status result;
+  auto lease = tier_->acquire(s.ckpt, stop);
+  if (!lease) {
+    result = std::move(lease).err();
+  } else {
+    auto model = lease->shared_model();
+    {
+      std::lock_guard lock{s.mutex};
+      s.phase = load_phase::loading;
+      s.source = lease->was_ready() ? load_source::dram : load_source::ssd;
+    }
+    if (lease->created())
+      start_read(s, *lease);
+
+    // A few segments in flight per lane keep the lanes busy while keeping cancel prompt.
+    const std::size_t limit = 2 * static_cast<std::size_t>(std::max(options_.copy_lanes, 1));
+    const std::size_t n = s.ckpt.chunks().size();
+    for (std::size_t i = 0; i < n; ++i) {
+      {
+        std::unique_lock lock{s.mutex};
+        s.cv.wait(lock, stop, [&] { return s.segments_in_flight < limit || s.copy_error; });
+        if (s.copy_error)
+          break;
+      }
+      if (stop.stop_requested())
+        break;
+      if (auto ready = tier_->wait_segment(*model, i, stop); !ready) {
+        if (!stop.stop_requested())
+          result = with_context(std::move(ready).err(), "loading " + s.name);
+        break;
+      }
+      auto buffers = model->segment_buffers(i);
+      std::uint64_t left = model->segment_bytes(i);
+      std::uint64_t dst = s.ckpt.chunks()[i].device_offset;
+      std::uint32_t pieces = 0;
+      for (std::uint64_t rest = left; rest > 0; ++pieces)
+        rest -= std::min<std::uint64_t>(rest, buffers[pieces].size());
+      {
+        std::lock_guard lock{s.mutex};
+        s.pieces_left[i] = pieces;
+        ++s.segments_in_flight;
+      }
+      for (std::uint32_t p = 0; p < pieces; ++p) {
+        const auto len = std::min<std::uint64_t>(left, buffers[p].size());
+        engine_->submit(*s.buffer, dst, buffers[p].data(), len,
+                        [&s, i, len](status st) { s.on_copied(i, len, std::move(st)); });
+        dst += len;
+        left -= len;
+      }
+    }
+    // Copies in flight read the model's chunks and write the buffer: let them end, whatever
+    // happened, before giving either up.
+    {
+      std::unique_lock lock{s.mutex};
+      s.cv.wait(lock, [&] { return s.segments_in_flight == 0; });
+      if (result && s.copy_error)
+        result = *s.copy_error;
+      if (result && s.prefix_segments != n)
+        result = make_error(errc::cancelled, "loading " + s.name + ": cancelled");
+    }
+    if (result && lease->was_ready())
+      bytes_from_dram_.fetch_add(s.ckpt.total_bytes());
+    lease->reset();
+    // A failed or abandoned model's chunks return once its last reads end; wait, so that a
+    // caller of wait() sees the pool whole again.
+    if (!result)
+      tier_->wait_released(*model);
+  }
+  std::lock_guard lock{s.mutex};
+  s.result = std::move(result);
+  if (s.result)
+    s.phase = load_phase::done;
+  else
+    s.phase = s.result.err().code == errc::cancelled ? load_phase::cancelled : load_phase::failed;
+  s.finished = true;
+  s.cv.notify_all();
+}
+
+} // namespace thaw

@@ -1,0 +1,483 @@
+#include "runtime/loader/loader.hpp"
+
+#include "gpu/host/host_device.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/test_checkpoint.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+namespace thaw {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// A host device whose copies wait at a gate until the test opens it: a load cannot finish
+/// while the gate is shut, so a test can act "mid-load" deterministically.
+class gated_device final : public device {
+public:
+  device_kind kind() const noexcept override { return device_kind::host; }
+  std::string name() const override { return "gated host"; }
+  std::uint64_t memory_bytes() const noexcept override { return inner_.memory_bytes(); }
+  expected<std::unique_ptr<device_buffer>> allocate(std::size_t bytes) override {
+    return inner_.allocate(bytes);
+  }
+  std::unique_ptr<copy_engine> make_copy_engine(int lanes) override {
+    return std::make_unique<engine>(*this, inner_.make_copy_engine(lanes));
+  }
+
+  /// Blocks until at least one copy is held at the gate.
+  void wait_for_a_copy() {
+    std::unique_lock lock{mutex_};
+    cv_.wait(lock, [&] { return !held_.empty(); });
+  }
+  void open() {
+    std::deque<std::function<void()>> held;
+    {
+      std::lock_guard lock{mutex_};
+      open_ = true;
+      held.swap(held_);
+    }
+    for (auto& submit : held)
+      submit();
+  }
+
+private:
+  class engine final : public copy_engine {
+  public:
+    engine(gated_device& dev, std::unique_ptr<copy_engine> inner)
+        : dev_(dev), inner_(std::move(inner)) {}
+    void submit(device_buffer& dst, std::uint64_t offset, const void* src, std::size_t n,
+                completion done) override {
+      std::unique_lock lock{dev_.mutex_};
+      if (dev_.open_) {
+        lock.unlock();
+        inner_->submit(dst, offset, src, n, std::move(done));
+        return;
+      }
+      dev_.held_.push_back([this, &dst, offset, src, n, done = std::move(done)]() mutable {
+        inner_->submit(dst, offset, src, n, std::move(done));
+      });
+      dev_.cv_.notify_all();
+    }
+    void drain() override { inner_->drain(); }
+
+  private:
+    gated_device& dev_;
+    std::unique_ptr<copy_engine> inner_;
+  };
+
+  host_device inner_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  std::deque<std::function<void()>> held_;
+};
+
+loader_options small_options(std::uint64_t pool_bytes = 16 << 20) {
+  loader_options o;
+  o.pool_bytes = pool_bytes;
+  o.chunk_bytes = 64 << 10;
+  o.read_threads = 2;
+  o.copy_lanes = 2;
+  return o;
+}
+
+std::vector<std::byte> buffer_bytes(const load_handle& h) {
+  const auto* p = static_cast<const std::byte*>(h.buffer().data());
+  return {p, p + h.buffer().size()};
+}
+
+class Loader : public ::testing::Test {
+protected:
+  checkpoint make(std::uint64_t seed, testing::test_model_spec spec = {}) {
+    spec.seed = seed;
+    auto c = testing::make_test_checkpoint(dir / ("model-" + std::to_string(seed)), spec);
+    EXPECT_TRUE(c) << c.err().to_string();
+    return std::move(*c);
+  }
+  std::unique_ptr<loader> make_loader(const loader_options& o, device& d) {
+    auto l = loader::create(o, d);
+    EXPECT_TRUE(l) << l.err().to_string();
+    return std::move(*l);
+  }
+
+  testing::temp_dir dir;
+  host_device dev;
+};
+
+TEST_F(Loader, ColdLoadGivesTheDataFilesByteForByte) {
+  const auto ckpt = make(1);
+  ASSERT_GT(ckpt.info().files.size(), 2u);
+  ASSERT_GT(ckpt.chunks().size(), 8u);
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h) << h.err().to_string();
+  auto s = h->wait();
+  ASSERT_TRUE(s) << s.err().to_string();
+
+  EXPECT_EQ(h->buffer().size(), ckpt.total_bytes());
+  EXPECT_EQ(buffer_bytes(*h), testing::concatenated_data(ckpt));
+  // Every tensor sits at file_base + offset with the bytes it was written with.
+  const auto* base = static_cast<const std::byte*>(h->buffer().data());
+  std::uint64_t index = 0;
+  for (const auto& t : ckpt.info().tensors) {
+    const auto want = testing::test_tensor_bytes(t, 1, index++);
+    EXPECT_EQ(std::memcmp(base + ckpt.file_base(t.file) + t.offset, want.data(), t.bytes), 0)
+        << t.name;
+  }
+  const auto p = h->progress();
+  EXPECT_EQ(p.phase, load_phase::done);
+  EXPECT_EQ(p.source, load_source::ssd);
+  EXPECT_EQ(p.bytes_done, ckpt.total_bytes());
+  EXPECT_EQ(p.total_bytes, ckpt.total_bytes());
+  EXPECT_EQ(h->loaded_prefix(), ckpt.total_bytes());
+  const auto st = l->stats();
+  EXPECT_EQ(st.ssd_reads, ckpt.chunks().size());
+  EXPECT_EQ(st.bytes_read_ssd, ckpt.total_bytes());
+  EXPECT_EQ(st.bytes_from_dram, 0u);
+  EXPECT_EQ(l->tier().state_of(ckpt.content_id()), dram_state::ready);
+}
+
+TEST_F(Loader, ChunksLargerOrSmallerThanPoolChunksLoadTheSame) {
+  const auto ckpt = make(3); // 64 KiB checkpoint chunks
+  const auto want = testing::concatenated_data(ckpt);
+  for (std::uint64_t pool_chunk : {16u << 10, 128u << 10}) {
+    auto o = small_options();
+    o.chunk_bytes = pool_chunk;
+    auto l = make_loader(o, dev);
+    for (int round = 0; round < 2; ++round) { // from the SSD, then from DRAM
+      auto h = l->load(ckpt);
+      ASSERT_TRUE(h);
+      ASSERT_TRUE(h->wait()) << pool_chunk;
+      EXPECT_EQ(buffer_bytes(*h), want) << pool_chunk;
+    }
+    EXPECT_EQ(l->stats().ssd_reads, ckpt.chunks().size()) << "one read per chunk, whatever its pieces";
+  }
+}
+
+TEST_F(Loader, SecondLoadComesFromDramWithoutReading) {
+  const auto ckpt = make(2);
+  auto l = make_loader(small_options(), dev);
+  auto first = l->load(ckpt);
+  ASSERT_TRUE(first && first->wait());
+  const auto reads = l->stats().ssd_reads;
+
+  auto second = l->load(ckpt);
+  ASSERT_TRUE(second);
+  ASSERT_TRUE(second->wait());
+  EXPECT_EQ(second->progress().source, load_source::dram);
+  EXPECT_EQ(l->stats().ssd_reads, reads);
+  EXPECT_EQ(l->stats().bytes_from_dram, ckpt.total_bytes());
+  EXPECT_EQ(buffer_bytes(*second), testing::concatenated_data(ckpt));
+  EXPECT_NE(second->buffer().data(), first->buffer().data());
+}
+
+TEST_F(Loader, SmallPoolEvictsLeastRecentlyUsedModels) {
+  const auto a = make(1), b = make(2), c = make(3);
+  const auto per_model = a.chunks().size() * (64 << 10);
+  auto l = make_loader(small_options(2 * per_model), dev);
+  auto load = [&](const checkpoint& m) {
+    auto h = l->load(m);
+    EXPECT_TRUE(h && h->wait());
+    EXPECT_EQ(buffer_bytes(*h), testing::concatenated_data(m));
+    return h->progress().source;
+  };
+  EXPECT_EQ(load(a), load_source::ssd);
+  EXPECT_EQ(load(b), load_source::ssd);
+  EXPECT_EQ(load(a), load_source::dram); // b is now the least recently used
+  EXPECT_EQ(load(c), load_source::ssd);  // evicts b
+  EXPECT_EQ(l->stats().evictions, 1u);
+  EXPECT_EQ(load(a), load_source::dram);
+  EXPECT_EQ(load(b), load_source::ssd); // evicts c
+  EXPECT_EQ(l->stats().evictions, 2u);
+  EXPECT_FALSE(l->tier().state_of(c.content_id()));
+  EXPECT_EQ(l->stats().ssd_reads, 4 * a.chunks().size());
+}
+
+TEST_F(Loader, ModelBiggerThanThePoolFailsUpFrontAndCachedModelsStay) {
+  const auto small = make(1);
+  testing::test_model_spec spec;
+  spec.vocab = 16000;
+  const auto big = make(7, spec);
+  auto l = make_loader(small_options(2 << 20), dev);
+  ASSERT_LT(l->pool().capacity_bytes(), big.total_bytes());
+  auto first = l->load(small);
+  ASSERT_TRUE(first && first->wait());
+
+  auto refused = l->load(big);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err().code, errc::resource_exhausted);
+  const auto& msg = refused.err().message;
+  EXPECT_NE(msg.find("model-7"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::to_string(big.total_bytes())), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::to_string(l->pool().capacity_bytes())), std::string::npos) << msg;
+
+  auto again = l->load(small);
+  ASSERT_TRUE(again && again->wait());
+  EXPECT_EQ(again->progress().source, load_source::dram);
+  EXPECT_EQ(l->stats().evictions, 0u);
+}
+
+TEST_F(Loader, DeviceTooSmallFailsUpFront) {
+  const auto ckpt = make(1);
+  host_device tiny{ckpt.total_bytes() / 2};
+  auto l = make_loader(small_options(), tiny);
+  auto h = l->load(ckpt);
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.err().code, errc::resource_exhausted);
+  EXPECT_NE(h.err().message.find("model-1"), std::string::npos) << h.err().message;
+}
+
+TEST_F(Loader, FlippedByteIsCorruptNamingFileAndChunkAndOthersAreUntouched) {
+  const auto good = make(1);
+  const auto bad = make(2);
+  auto l = make_loader(small_options(), dev);
+  auto cached = l->load(good);
+  ASSERT_TRUE(cached && cached->wait());
+  const auto full = l->pool().free_chunks() + good.chunks().size();
+
+  const auto& f1 = bad.info().files.at(1);
+  ASSERT_GT(f1.bytes, 3 * f1.chunk_bytes);
+  ASSERT_TRUE(testing::flip_byte(bad.file_path(1), 2 * f1.chunk_bytes + 1234));
+  auto h = l->load(bad);
+  ASSERT_TRUE(h);
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::corrupt);
+  const auto& msg = s.err().message;
+  EXPECT_NE(msg.find(f1.name), std::string::npos) << msg;
+  EXPECT_NE(msg.find("chunk 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::to_string(2 * f1.chunk_bytes)), std::string::npos) << msg;
+  EXPECT_EQ(h->progress().phase, load_phase::failed);
+  EXPECT_FALSE(l->tier().state_of(bad.content_id())) << "the partial model is dropped";
+  EXPECT_EQ(l->pool().free_chunks() + good.chunks().size(), full);
+
+  auto again = l->load(good);
+  ASSERT_TRUE(again && again->wait());
+  EXPECT_EQ(again->progress().source, load_source::dram);
+}
+
+TEST_F(Loader, TruncatedDataFileFailsNamingIt) {
+  const auto ckpt = make(1);
+  const auto path = ckpt.file_path(2);
+  std::filesystem::resize_file(path, ckpt.info().files[2].bytes - 3 * 4096);
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::corrupt);
+  EXPECT_NE(s.err().message.find("truncated"), std::string::npos) << s.err().message;
+  EXPECT_NE(s.err().message.find(path.filename().string()), std::string::npos) << s.err().message;
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+}
+
+TEST_F(Loader, MissingDataFileIsNotFoundNamingIt) {
+  const auto ckpt = make(1);
+  std::filesystem::remove(ckpt.file_path(1));
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::not_found);
+  EXPECT_NE(s.err().message.find(ckpt.info().files[1].name), std::string::npos) << s.err().message;
+  EXPECT_EQ(l->stats().ssd_reads, 0u) << "files are opened before anything is read";
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+}
+
+TEST_F(Loader, CancelMidLoadStopsAndReturnsEveryChunk) {
+  // 16 MB in 16 KiB chunks, one reader: about a thousand reads, far more than happen between
+  // the first copy and the cancel.
+  testing::test_model_spec spec;
+  spec.vocab = 16000;
+  spec.hidden = 128;
+  spec.head_dim = 32;
+  spec.chunk_bytes = 16 << 10;
+  spec.max_file_bytes = 4 << 20;
+  const auto ckpt = make(1, spec);
+  ASSERT_GT(ckpt.chunks().size(), 900u);
+  gated_device gated;
+  auto o = small_options(32 << 20);
+  o.chunk_bytes = 16 << 10;
+  o.read_threads = 1;
+  auto l = make_loader(o, gated);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  gated.wait_for_a_copy(); // reading has begun; nothing can finish yet
+  h->cancel();
+  gated.open();
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::cancelled);
+  EXPECT_EQ(h->progress().phase, load_phase::cancelled);
+  EXPECT_LT(l->stats().ssd_reads, ckpt.chunks().size()) << "reading stopped early";
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+  EXPECT_FALSE(l->tier().state_of(ckpt.content_id()));
+  EXPECT_EQ(h->wait().err().code, errc::cancelled) << "wait may be called again";
+
+  // The loader is still usable, and the model loads whole afterwards.
+  auto again = l->load(ckpt);
+  ASSERT_TRUE(again && again->wait());
+  EXPECT_EQ(buffer_bytes(*again), testing::concatenated_data(ckpt));
+}
+
+TEST_F(Loader, CancelWhileWaitingForRoomDisturbsNothing) {
+  const auto a = make(1), b = make(2);
+  auto l = make_loader(small_options(a.chunks().size() * (64 << 10)), dev);
+  auto first = l->load(a);
+  ASSERT_TRUE(first && first->wait());
+  auto pin = l->tier().try_acquire(a); // model a in use
+  ASSERT_TRUE(pin);
+  auto h = l->load(b);
+  ASSERT_TRUE(h);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(h->progress().phase, load_phase::waiting);
+  h->cancel();
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::cancelled);
+  EXPECT_EQ(l->tier().state_of(a.content_id()), dram_state::ready);
+  EXPECT_EQ(l->stats().ssd_reads, a.chunks().size());
+
+  // Once a is no longer in use, b takes its place.
+  auto waiting = l->load(b);
+  ASSERT_TRUE(waiting);
+  pin->reset();
+  ASSERT_TRUE(waiting->wait());
+  EXPECT_EQ(buffer_bytes(*waiting), testing::concatenated_data(b));
+  EXPECT_EQ(l->stats().evictions, 1u);
+}
+
+TEST_F(Loader, ConcurrentLoadsOfTwoModelsBothComplete) {
+  const auto a = make(1), b = make(2);
+  auto l = make_loader(small_options(), dev);
+  auto ha = l->load(a);
+  auto hb = l->load(b);
+  ASSERT_TRUE(ha && hb);
+  ASSERT_TRUE(ha->wait());
+  ASSERT_TRUE(hb->wait());
+  EXPECT_EQ(buffer_bytes(*ha), testing::concatenated_data(a));
+  EXPECT_EQ(buffer_bytes(*hb), testing::concatenated_data(b));
+  EXPECT_EQ(l->stats().ssd_reads, a.chunks().size() + b.chunks().size());
+}
+
+TEST_F(Loader, ConcurrentLoadsOfOneModelShareOneRead) {
+  const auto a = make(1);
+  auto l = make_loader(small_options(), dev);
+  std::vector<load_handle> loads;
+  for (int i = 0; i < 3; ++i) {
+    auto h = l->load(a);
+    ASSERT_TRUE(h);
+    loads.push_back(*h);
+  }
+  const auto want = testing::concatenated_data(a);
+  for (auto& h : loads) {
+    ASSERT_TRUE(h.wait());
+    EXPECT_EQ(buffer_bytes(h), want);
+  }
+  EXPECT_EQ(l->stats().ssd_reads, a.chunks().size()) << "exactly one read per chunk";
+  EXPECT_EQ(l->stats().bytes_read_ssd, a.total_bytes());
+}
+
+TEST_F(Loader, SharedReadFailureFailsEveryLoadSharingIt) {
+  const auto a = make(1);
+  ASSERT_TRUE(testing::flip_byte(a.file_path(0), 100));
+  auto l = make_loader(small_options(), dev);
+  auto h1 = l->load(a);
+  auto h2 = l->load(a);
+  ASSERT_TRUE(h1 && h2);
+  for (const auto& h : {*h1, *h2}) {
+    auto s = h.wait();
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.err().code, errc::corrupt);
+    EXPECT_NE(s.err().message.find(a.info().files[0].name), std::string::npos);
+  }
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+}
+
+TEST_F(Loader, LoadedPrefixGrowsInLayerOrder) {
+  testing::test_model_spec spec;
+  spec.layers = 6;
+  const auto ckpt = make(1, spec);
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  const auto want = testing::concatenated_data(ckpt);
+  std::uint64_t last_prefix = 0;
+  std::uint64_t last_end = 0;
+  for (std::int32_t layer = -1; layer <= static_cast<std::int32_t>(spec.layers); ++layer) {
+    const auto end = ckpt.layer_end(layer);
+    EXPECT_GE(end, last_end) << "layers are stored in order";
+    last_end = end;
+    ASSERT_TRUE(h->wait_for_layer(layer));
+    const auto prefix = h->loaded_prefix();
+    EXPECT_GE(prefix, end);
+    EXPECT_GE(prefix, last_prefix) << "the prefix never shrinks";
+    last_prefix = prefix;
+    // What the prefix covers is already final, whether or not the load has finished.
+    EXPECT_EQ(std::memcmp(h->buffer().data(), want.data(), end), 0) << "layer " << layer;
+  }
+  EXPECT_LE(last_end, ckpt.total_bytes());
+  ASSERT_TRUE(h->wait());
+  EXPECT_EQ(h->loaded_prefix(), ckpt.total_bytes());
+  auto bad = h->wait_for_layer(99);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.err().code, errc::invalid_argument);
+}
+
+TEST_F(Loader, TakeBufferHandsOverOnce) {
+  const auto ckpt = make(1);
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  auto buf = h->take_buffer();
+  ASSERT_TRUE(buf) << buf.err().to_string();
+  EXPECT_EQ((*buf)->size(), ckpt.total_bytes());
+  auto twice = h->take_buffer();
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.err().code, errc::invalid_argument);
+}
+
+TEST(LoaderOptions, ReadFromConfigWithDefaults) {
+  auto empty = config::parse("");
+  ASSERT_TRUE(empty);
+  auto d = loader_options::from_config(*empty);
+  ASSERT_TRUE(d) << d.err().to_string();
+  EXPECT_EQ(d->chunk_bytes, 16u << 20);
+  EXPECT_EQ(d->read_threads, 2);
+  EXPECT_EQ(d->copy_lanes, 2);
+  EXPECT_TRUE(d->verify_checksums);
+
+  auto cfg = config::parse("[loader]\npool_bytes = \"64MiB\"\nchunk_bytes = \"4MiB\"\n"
+                           "read_threads = 4\ncopy_lanes = 3\nverify_checksums = false\n");
+  ASSERT_TRUE(cfg) << cfg.err().to_string();
+  auto o = loader_options::from_config(*cfg);
+  ASSERT_TRUE(o) << o.err().to_string();
+  EXPECT_EQ(o->pool_bytes, 64u << 20);
+  EXPECT_EQ(o->chunk_bytes, 4u << 20);
+  EXPECT_EQ(o->read_threads, 4);
+  EXPECT_EQ(o->copy_lanes, 3);
+  EXPECT_FALSE(o->verify_checksums);
+
+  for (const char* bad : {"[loader]\nchunk_bytes = 5000\n", "[loader]\nread_threads = 0\n",
+                          "[loader]\ncopy_lanes = -1\n",
+                          "[loader]\npool_bytes = \"1MiB\"\nchunk_bytes = \"2MiB\"\n"}) {
+    auto c = config::parse(bad);
+    ASSERT_TRUE(c) << bad;
+    auto r = loader_options::from_config(*c);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.err().code, errc::invalid_argument);
+    EXPECT_NE(r.err().message.find("loader."), std::string::npos) << r.err().message;
+  }
+  EXPECT_STREQ(to_string(load_source::dram), "dram");
+  EXPECT_STREQ(to_string(load_phase::cancelled), "cancelled");
+}
+
+} // namespace
+} // namespace thaw

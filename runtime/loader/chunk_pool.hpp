@@ -1,0 +1,102 @@
+#pragma once
+/// The chunk pool: one page-aligned allocation made at start-up and cut into fixed-size chunks
+/// (fatcache's slabs), through which every checkpoint byte passes between the disk and the device
+/// and in which the DRAM tier keeps models. Allocating once means no allocation on the load path,
+/// memory that O_DIRECT can read into, and one registration with the device (CUDA pins it, so
+/// copies from it run at full PCIe speed) instead of one per load.
+///
+/// The memory is faulted in at creation, with transparent huge pages where the kernel offers
+/// them: the first touch of a page is paid at start-up, not in the middle of a cold load.
+///
+/// Chunks are handed out as move-only `handle`s that give the chunk back when destroyed, so a
+/// chunk cannot leak past its owner and `free_chunks()` returns to `total_chunks()` once every
+/// owner is gone. Thread-safe.
+
+#include "gpu/device.hpp"
+#include "runtime/common/error.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace thaw {
+
+class chunk_pool {
+public:
+  /// One chunk, owned until destroyed or reset.
+  class handle {
+  public:
+    handle() = default;
+    handle(handle&& other) noexcept
+        : pool_(std::exchange(other.pool_, nullptr)), index_(other.index_) {}
+    handle& operator=(handle&& other) noexcept;
+    handle(const handle&) = delete;
+    handle& operator=(const handle&) = delete;
+    ~handle() { reset(); }
+
+    [[nodiscard]] explicit operator bool() const noexcept { return pool_ != nullptr; }
+    /// Start of the chunk, aligned to 4096 bytes (O_DIRECT needs no more).
+    [[nodiscard]] std::byte* data() const noexcept;
+    /// The pool's chunk size.
+    [[nodiscard]] std::size_t size() const noexcept;
+    [[nodiscard]] std::span<std::byte> bytes() const noexcept { return {data(), size()}; }
+    /// Index of the chunk in the pool (0 .. total_chunks()-1).
+    [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
+    /// Gives the chunk back to the pool now.
+    void reset() noexcept;
+
+  private:
+    friend class chunk_pool;
+    handle(chunk_pool* pool, std::uint32_t index) noexcept : pool_(pool), index_(index) {}
+    chunk_pool* pool_ = nullptr;
+    std::uint32_t index_ = 0;
+  };
+
+  /// Allocates `pool_bytes / chunk_bytes` chunks of `chunk_bytes` and registers them with `dev`
+  /// (may be null: no registration). `chunk_bytes` must be a positive multiple of 4096 and
+  /// `pool_bytes` at least one chunk (`invalid_argument` naming the value otherwise).
+  [[nodiscard]] static expected<std::unique_ptr<chunk_pool>> create(std::uint64_t pool_bytes,
+                                                                    std::uint64_t chunk_bytes,
+                                                                    device* dev = nullptr);
+  /// Every handle must have been released; the memory is unregistered and unmapped.
+  ~chunk_pool();
+  chunk_pool(const chunk_pool&) = delete;
+  chunk_pool& operator=(const chunk_pool&) = delete;
+
+  /// One free chunk, or nullopt when none is free.
+  [[nodiscard]] std::optional<handle> try_acquire();
+  /// `n` chunks, or nullopt and nothing taken when fewer than `n` are free.
+  [[nodiscard]] std::optional<std::vector<handle>> try_acquire(std::size_t n);
+
+  [[nodiscard]] std::size_t free_chunks() const;
+  [[nodiscard]] std::size_t total_chunks() const noexcept { return total_chunks_; }
+  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept { return chunk_bytes_; }
+  /// total_chunks() * chunk_bytes(): the usable bytes.
+  [[nodiscard]] std::uint64_t capacity_bytes() const noexcept {
+    return total_chunks_ * chunk_bytes_;
+  }
+  /// Chunks needed to hold `bytes`.
+  [[nodiscard]] std::size_t chunks_for(std::uint64_t bytes) const noexcept {
+    return static_cast<std::size_t>((bytes + chunk_bytes_ - 1) / chunk_bytes_);
+  }
+
+private:
+  chunk_pool(std::byte* base, std::uint64_t mapped, std::uint64_t chunk_bytes,
+             std::size_t total_chunks, device* dev);
+  void release(std::uint32_t index) noexcept;
+
+  std::byte* base_;
+  std::uint64_t mapped_;
+  std::uint64_t chunk_bytes_;
+  std::size_t total_chunks_;
+  device* device_; ///< where the memory is registered, or null
+  mutable std::mutex mutex_;
+  std::vector<std::uint32_t> free_; ///< a stack: the most recently used chunk is reused first
+};
+
+} // namespace thaw

@@ -1,0 +1,148 @@
+#pragma once
+/// The load pipeline (ARCHITECTURE.md section 5), the loader's public entry point: brings a
+/// checkpoint's bytes into a device buffer laid out like the concatenated data files, from the
+/// fastest tier that holds them.
+///
+///   SSD --O_DIRECT reads, N threads, checksums--> chunk pool (= DRAM tier) --copy lanes--> device
+///
+/// Chunks are read into pool chunks while earlier chunks are copied to the device, so the disk
+/// and the copies overlap; a model already in the DRAM tier is copied from memory without a read;
+/// loads of one model that overlap share a single read of each chunk. Because tensors are stored
+/// in layer order, the contiguous prefix already on the device grows from the embeddings to the
+/// lm_head, and `wait_for_layer` lets the engine start a layer as soon as its bytes are there.
+///
+/// A load's lifecycle:
+///
+///     waiting (for room in the pool) --> loading --> done
+///                |                         |
+///                +-------------------------+--> failed | cancelled
+///
+/// `waiting` lasts only while models that are being loaded hold the chunks this one needs.
+
+#include "gpu/device.hpp"
+#include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/common/config.hpp"
+#include "runtime/common/error.hpp"
+#include "runtime/loader/chunk_pool.hpp"
+#include "runtime/loader/dram_tier.hpp"
+#include "runtime/loader/ssd_reader.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace thaw {
+
+struct loader_options {
+  std::uint64_t pool_bytes = 2ull << 30;   ///< loader.pool_bytes: the chunk pool = DRAM tier
+  std::uint64_t chunk_bytes = 16ull << 20; ///< loader.chunk_bytes: pool chunk, multiple of 4096
+  int read_threads = 2;                    ///< loader.read_threads: concurrent SSD reads
+  int copy_lanes = 2;                      ///< loader.copy_lanes: concurrent device copies
+  bool verify_checksums = true;            ///< loader.verify_checksums: XXH3 of every chunk read
+
+  /// Reads the `loader.*` keys, defaults above; a bad value is an error naming its key.
+  [[nodiscard]] static expected<loader_options> from_config(const config& cfg);
+  /// Checks the values (`invalid_argument` naming the key).
+  [[nodiscard]] status validate() const;
+};
+
+/// Where a load's bytes came from: the DRAM tier, or the SSD (read by this load or by an
+/// overlapping load of the same model whose read it shares). Decided when loading starts.
+enum class load_source : std::uint8_t { ssd = 0, dram = 1 };
+[[nodiscard]] const char* to_string(load_source s) noexcept;
+
+enum class load_phase : std::uint8_t { waiting = 0, loading = 1, done = 2, failed = 3, cancelled = 4 };
+[[nodiscard]] const char* to_string(load_phase p) noexcept;
+
+struct load_progress {
+  std::uint64_t bytes_done = 0;  ///< bytes copied to the device (not necessarily contiguous)
+  std::uint64_t total_bytes = 0; ///< the checkpoint's total_bytes()
+  load_source source = load_source::ssd;
+  load_phase phase = load_phase::waiting;
+};
+
+/// Counters since the loader was created.
+struct loader_stats {
+  std::uint64_t bytes_read_ssd = 0;  ///< bytes read from data files
+  std::uint64_t bytes_from_dram = 0; ///< bytes of loads served by a model already in DRAM
+  std::uint64_t ssd_reads = 0;       ///< reads issued, one per checkpoint chunk
+  std::uint64_t evictions = 0;       ///< models evicted from the DRAM tier to make room
+  std::uint64_t loads = 0;           ///< loads started
+};
+
+namespace detail {
+struct load_state;
+}
+
+/// One asynchronous load. Copyable (copies observe the same load). Destroying every handle does
+/// not stop the load; `cancel` does.
+class load_handle {
+public:
+  /// Blocks until the load ends; its result (`cancelled` after cancel). May be called again.
+  [[nodiscard]] status wait() const;
+  /// Asks the load to stop: reading and copying for it stop promptly, and if no other load
+  /// shares the model's read, the incomplete model's chunks go back to the pool before wait()
+  /// returns. No effect on a load that has ended.
+  void cancel() const;
+  [[nodiscard]] load_progress progress() const;
+  /// Bytes from offset 0 of the buffer that are on the device; only grows.
+  [[nodiscard]] std::uint64_t loaded_prefix() const;
+  /// Blocks until loaded_prefix() >= the checkpoint's layer_end(layer), then succeeds; or until
+  /// the load fails (its error). `layer` runs from -1 (embeddings) to num_layers (final norm,
+  /// lm_head); others are `invalid_argument`.
+  [[nodiscard]] status wait_for_layer(std::int32_t layer) const;
+  /// The destination buffer (valid while a handle or the loader holds the load). Bytes beyond
+  /// loaded_prefix() are unspecified until the load is done.
+  [[nodiscard]] device_buffer& buffer() const;
+  /// Waits for the load; on success hands the buffer to the caller (once), else the error.
+  [[nodiscard]] expected<std::unique_ptr<device_buffer>> take_buffer() const;
+
+private:
+  friend class loader;
+  explicit load_handle(std::shared_ptr<detail::load_state> s) : state_(std::move(s)) {}
+  std::shared_ptr<detail::load_state> state_;
+};
+
+class loader {
+public:
+  /// Allocates the chunk pool (registered with `dev`), starts the reader threads and the copy
+  /// lanes. `dev` must outlive the loader and every buffer it hands out.
+  [[nodiscard]] static expected<std::unique_ptr<loader>> create(const loader_options& options,
+                                                                device& dev);
+  /// Cancels loads still running and waits for them.
+  ~loader();
+  loader(const loader&) = delete;
+  loader& operator=(const loader&) = delete;
+
+  /// Starts loading `ckpt` into a new device buffer of ckpt.total_bytes(). Fails at once, with
+  /// nothing disturbed, when the device cannot hold the buffer or the model can never fit in
+  /// the chunk pool (`resource_exhausted` naming the model, its size and the pool's). Errors met
+  /// later (missing or corrupt data files) are reported by the handle and name the file.
+  [[nodiscard]] expected<load_handle> load(const checkpoint& ckpt);
+
+  [[nodiscard]] loader_stats stats() const;
+  [[nodiscard]] const loader_options& options() const noexcept { return options_; }
+  [[nodiscard]] chunk_pool& pool() noexcept { return *pool_; }
+  [[nodiscard]] dram_tier& tier() noexcept { return *tier_; }
+
+private:
+  loader(const loader_options& options, device& dev) : options_(options), device_(dev) {}
+  void run(detail::load_state& s);
+  void start_read(detail::load_state& s, const dram_tier::lease& lease);
+  void reap_finished();
+
+  loader_options options_;
+  device& device_;
+  std::unique_ptr<chunk_pool> pool_;
+  std::unique_ptr<dram_tier> tier_;
+  std::unique_ptr<ssd_reader> reader_;
+  std::unique_ptr<copy_engine> engine_;
+  std::atomic<std::uint64_t> bytes_from_dram_{0};
+  std::atomic<std::uint64_t> loads_started_{0};
+  std::mutex loads_mutex_;
+  std::vector<std::shared_ptr<detail::load_state>> loads_; ///< running or not yet joined
+};
+
+} // namespace thaw
