@@ -1,0 +1,227 @@
+#include "bench/load_bench.hpp"
+
+#include "bench/reference_io.hpp"
+#include "gpu/host/host_device.hpp"
+#include "runtime/checkpoint/safetensors.hpp"
+#include "runtime/common/posix.hpp"
+#include "runtime/common/units.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fcntl.h>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+namespace thaw::bench {
+namespace {
+
+using clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  auto n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
+}
+
+// Copies a file with plain read/write (no reflink or copy_file_range, which could share the
+// physical blocks and defeat the point of distinct copies), then drops it from the page cache.
+status copy_file_plain(const fs::path& from, const fs::path& to) {
+  THAW_ASSIGN(auto in, open_file(from, O_RDONLY));
+  THAW_ASSIGN(auto out, open_file(to, O_WRONLY | O_CREAT | O_TRUNC));
+  std::vector<char> buf(8 << 20);
+  while (true) {
+    ssize_t got = ::read(in.get(), buf.data(), buf.size());
+    THAW_POSIX_CHECK(got, from.string());
+    if (got == 0)
+      break;
+    THAW_TRY(write_full(out.get(), buf.data(), static_cast<std::size_t>(got), to));
+  }
+  THAW_POSIX_CHECK(::fsync(out.get()), to.string());
+  return drop_page_cache(to);
+}
+
+// Makes copies 1..n-1 of the checkpoint (copy 0 is the original).
+expected<std::vector<fs::path>> make_copies(const checkpoint& ck, const fs::path& work, int n,
+                                            const load_bench_options& o) {
+  std::vector<fs::path> dirs{ck.dir()};
+  for (int i = 1; i < n; ++i) {
+    auto dir = work / ("copy-" + std::to_string(i));
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      return make_error(errc::io_error, dir.string() + ": " + ec.message());
+    THAW_TRY(copy_file_plain(ck.dir() / manifest_file_name, dir / manifest_file_name));
+    for (std::uint32_t f = 0; f < ck.info().files.size(); ++f)
+      if (!fs::exists(dir / ck.info().files[f].name) ||
+          fs::file_size(dir / ck.info().files[f].name) != ck.info().files[f].bytes)
+        THAW_TRY(copy_file_plain(ck.file_path(f), dir / ck.info().files[f].name));
+    if (o.log)
+      o.log("made copy " + std::to_string(i) + " at " + dir.string());
+    dirs.push_back(dir);
+  }
+  return dirs;
+}
+
+std::vector<fs::path> data_files(const checkpoint& ck, const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& f : ck.info().files)
+    out.push_back(dir / f.name);
+  return out;
+}
+
+status drop_all(const std::vector<fs::path>& files) {
+  for (const auto& f : files)
+    THAW_TRY(drop_page_cache(f));
+  return {};
+}
+
+expected<double> timed_load(loader& l, const checkpoint& ck, load_source want) {
+  auto start = clock::now();
+  THAW_ASSIGN(auto handle, l.load(ck));
+  THAW_TRY(handle.wait());
+  double secs = std::chrono::duration<double>(clock::now() - start).count();
+  if (handle.progress().source != want)
+    return make_error(errc::internal, std::string{"expected a load from "} + to_string(want) +
+                                          ", got one from " + to_string(handle.progress().source));
+  return secs;
+}
+
+} // namespace
+
+expected<nlohmann::json> run_load_bench(const load_bench_options& o) {
+  THAW_ASSIGN(auto ck, checkpoint::open(o.checkpoint));
+  const auto bytes = ck.total_bytes();
+  const int copies = std::max(1, o.copies);
+  const int rounds = o.rounds > 0 ? o.rounds : copies;
+  fs::path work = o.work_dir.empty() ? o.checkpoint.parent_path() /
+                                           (".thaw-bench-" + o.checkpoint.filename().string())
+                                     : o.work_dir;
+  THAW_ASSIGN(auto dirs, make_copies(ck, work, copies, o));
+  std::vector<checkpoint> cks;
+  for (const auto& d : dirs) {
+    THAW_ASSIGN(auto c, checkpoint::open(d));
+    cks.push_back(std::move(c));
+  }
+  std::vector<fs::path> source_files;
+  if (!o.source_hf.empty()) {
+    THAW_ASSIGN(auto st, open_hf_weights(o.source_hf));
+    for (const auto& f : st)
+      source_files.push_back(f.path);
+  }
+
+  loader_options lopt = o.loader;
+  lopt.pool_bytes = std::max<std::uint64_t>(lopt.pool_bytes, bytes + 2 * lopt.chunk_bytes);
+  host_device dev;
+  THAW_ASSIGN(auto ld, loader::create(lopt, dev));
+
+  std::map<std::string, std::vector<double>> secs;
+  const auto block = static_cast<std::size_t>(lopt.chunk_bytes);
+  auto pick = [&](int round, int k) { return static_cast<std::size_t>((round + k) % copies); };
+  for (int r = 0; r < rounds; ++r) {
+    if (o.log)
+      o.log("round " + std::to_string(r + 1) + " of " + std::to_string(rounds));
+    // Each disk measurement reads a different copy from the one before it.
+    THAW_ASSIGN(double raw2, raw_odirect_read(data_files(ck, dirs[pick(r, 0)]), block, 2));
+    secs["raw_odirect_2t"].push_back(raw2);
+    THAW_ASSIGN(double raw1, raw_odirect_read(data_files(ck, dirs[pick(r, 1)]), block, 1));
+    secs["raw_odirect_1t"].push_back(raw1);
+    ld->tier().evict_unpinned();
+    THAW_ASSIGN(double cold, timed_load(*ld, cks[pick(r, 2)], load_source::ssd));
+    secs["thaw_cold"].push_back(cold);
+    THAW_ASSIGN(double warm, timed_load(*ld, cks[pick(r, 2)], load_source::dram));
+    secs["thaw_dram"].push_back(warm);
+    secs["memcpy_2t"].push_back(memcpy_seconds(bytes, 2));
+    auto buffered_files = data_files(ck, dirs[pick(r, 3)]);
+    THAW_TRY(drop_all(buffered_files));
+    THAW_ASSIGN(double buffered, buffered_read(buffered_files, block));
+    secs["buffered_read"].push_back(buffered);
+    if (!source_files.empty()) {
+      THAW_TRY(drop_all(source_files));
+      THAW_ASSIGN(double mm, mmap_copy_load(source_files));
+      secs["mmap_safetensors"].push_back(mm);
+    }
+  }
+  ld->tier().evict_unpinned();
+  if (!o.keep_copies)
+    remove_tree_quietly(work);
+
+  nlohmann::json out;
+  out["checkpoint"] = o.checkpoint.string();
+  out["model_bytes"] = bytes;
+  out["copies"] = copies;
+  out["rounds"] = rounds;
+  out["chunk_bytes"] = lopt.chunk_bytes;
+  out["read_threads"] = lopt.read_threads;
+  out["copy_lanes"] = lopt.copy_lanes;
+  std::map<std::string, double> gbps;
+  for (const auto& [name, v] : secs) {
+    double s = median(v);
+    std::uint64_t n = name == "mmap_safetensors" ? *total_size(source_files) : bytes;
+    gbps[name] = static_cast<double>(n) / s / 1e9;
+    out["seconds"][name] = v;
+    out["gbps"][name] = gbps[name];
+  }
+  double raw = std::max(gbps["raw_odirect_1t"], gbps["raw_odirect_2t"]);
+  out["gbps"]["raw_odirect"] = raw;
+  auto& ratios = out["ratios"];
+  ratios["thaw_cold_vs_raw_odirect"] = gbps["thaw_cold"] / raw;
+  ratios["buffered_read_vs_raw_odirect"] = gbps["buffered_read"] / raw;
+  ratios["thaw_dram_vs_memcpy_2t"] = gbps["thaw_dram"] / gbps["memcpy_2t"];
+  if (gbps.count("mmap_safetensors")) {
+    ratios["mmap_safetensors_vs_raw_odirect"] = gbps["mmap_safetensors"] / raw;
+    ratios["thaw_cold_speedup_vs_mmap_safetensors"] = gbps["thaw_cold"] / gbps["mmap_safetensors"];
+  }
+  out["targets"]["thaw_cold_vs_raw_odirect >= 0.95"] = gbps["thaw_cold"] / raw >= 0.95;
+  out["targets"]["thaw_dram_vs_memcpy_2t >= 0.8"] = gbps["thaw_dram"] / gbps["memcpy_2t"] >= 0.8;
+  auto stats = ld->stats();
+  out["loader_stats"] = {{"bytes_read_ssd", stats.bytes_read_ssd},
+                         {"bytes_from_dram", stats.bytes_from_dram},
+                         {"ssd_reads", stats.ssd_reads},
+                         {"evictions", stats.evictions}};
+  return out;
+}
+
+std::string format_load_bench(const nlohmann::json& r) {
+  std::string s;
+  char line[256];
+  std::snprintf(line, sizeof line, "thaw bench load: %s, %s, %d copies, %d rounds (medians)\n",
+                r["checkpoint"].get<std::string>().c_str(),
+                format_bytes(r["model_bytes"].get<std::uint64_t>()).c_str(), r["copies"].get<int>(),
+                r["rounds"].get<int>());
+  s += line;
+  const auto& g = r["gbps"];
+  const auto& q = r["ratios"];
+  auto row = [&](const char* name, const char* key, const char* ratio_key, const char* ref) {
+    if (!g.contains(key))
+      return;
+    if (ratio_key != nullptr && q.contains(ratio_key))
+      std::snprintf(line, sizeof line, "  %-34s %7.2f GB/s  %5.2fx %s\n", name, g[key].get<double>(),
+                    q[ratio_key].get<double>(), ref);
+    else
+      std::snprintf(line, sizeof line, "  %-34s %7.2f GB/s\n", name, g[key].get<double>());
+    s += line;
+  };
+  row("raw O_DIRECT read, 1 reader", "raw_odirect_1t", nullptr, "");
+  row("raw O_DIRECT read, 2 readers", "raw_odirect_2t", nullptr, "");
+  row("thaw cold load (SSD -> device)", "thaw_cold", "thaw_cold_vs_raw_odirect", "of raw O_DIRECT");
+  row("buffered read", "buffered_read", "buffered_read_vs_raw_odirect", "of raw O_DIRECT");
+  row("mmap + copy of source safetensors", "mmap_safetensors", "mmap_safetensors_vs_raw_odirect",
+      "of raw O_DIRECT");
+  row("memcpy, 2 threads", "memcpy_2t", nullptr, "");
+  row("thaw load from DRAM tier", "thaw_dram", "thaw_dram_vs_memcpy_2t", "of memcpy");
+  if (q.contains("thaw_cold_speedup_vs_mmap_safetensors")) {
+    std::snprintf(line, sizeof line, "  thaw cold load is %.2fx the safetensors mmap load\n",
+                  q["thaw_cold_speedup_vs_mmap_safetensors"].get<double>());
+    s += line;
+  }
+  for (const auto& [name, ok] : r["targets"].items()) {
+    std::snprintf(line, sizeof line, "  target %-36s %s\n", name.c_str(), ok.get<bool>() ? "met" : "MISSED");
+    s += line;
+  }
+  return s;
+}
+
+} // namespace thaw::bench

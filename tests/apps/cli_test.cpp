@@ -1,0 +1,134 @@
+// The thaw binary, run as a user runs it: make-model, convert, inspect, bench load, and the
+// errors a user sees for bad input.
+
+#include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/common/posix.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <cstdio>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+namespace thaw {
+namespace {
+
+struct run_result {
+  int exit_code = -1;
+  std::string out; // stdout
+  std::string all; // stdout and stderr
+};
+
+run_result run(const std::string& args, const testing::temp_dir& dir) {
+  auto err_file = dir / "stderr.txt";
+  std::string cmd = std::string{THAW_BINARY} + " " + args + " 2>" + err_file.string();
+  run_result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;)
+    r.out.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.all = r.out + read_text_file(err_file).value();
+  return r;
+}
+
+std::string tokenizer() {
+  return std::string{THAW_SOURCE_DIR} + "/assets/tokenizers/llama2/tokenizer.json";
+}
+
+TEST(Cli, MakeConvertInspect) {
+  testing::temp_dir dir;
+  auto hf = (dir / "hf").string();
+  auto ck = (dir / "ck").string();
+  auto r = run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 7 --dtype bf16 " + hf, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  r = run("convert " + hf + " " + ck + " --dtype fp32 --chunk-size 64KiB", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_NE(r.out.find("converted"), std::string::npos) << r.out;
+
+  r = run("inspect " + ck + " --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["config"]["architecture"], "llama");
+  EXPECT_EQ(j["config"]["vocab_size"], 32000);
+  EXPECT_EQ(j["config"]["dtype"], "f32");
+  EXPECT_EQ(j["tensors"][0]["name"], "model.embed_tokens.weight");
+  EXPECT_EQ(j["tensors"][0]["dtype"], "f32");
+  EXPECT_EQ(j["files"][0]["chunk_bytes"], 64 * 1024);
+
+  r = run("inspect " + ck, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_NE(r.out.find("model.layers.1.mlp.down_proj.weight"), std::string::npos);
+  EXPECT_NE(r.out.find("llama, f32"), std::string::npos) << r.out;
+
+  r = run("inspect --verify " + ck, dir);
+  EXPECT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_NE(r.all.find("all checksums match"), std::string::npos) << r.all;
+}
+
+TEST(Cli, VerifyFindsAFlippedByte) {
+  testing::temp_dir dir;
+  auto hf = (dir / "hf").string();
+  auto ck = dir / "ck";
+  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 1 " + hf, dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + hf + " " + ck.string() + " --chunk-size 64KiB", dir).exit_code, 0);
+  {
+    auto fd = open_file(ck / "data-00000.bin", O_RDWR);
+    ASSERT_TRUE(fd);
+    char b = 0;
+    ASSERT_EQ(::pread(fd->get(), &b, 1, 70000), 1);
+    b = static_cast<char>(b ^ 0x01);
+    ASSERT_EQ(::pwrite(fd->get(), &b, 1, 70000), 1);
+  }
+  auto r = run("inspect --verify " + ck.string(), dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("corrupt"), std::string::npos) << r.all;
+  EXPECT_NE(r.all.find("data-00000.bin: chunk 1"), std::string::npos) << r.all;
+}
+
+TEST(Cli, ErrorsNameTheProblem) {
+  testing::temp_dir dir;
+  auto r = run("convert " + (dir / "nope").string() + " " + (dir / "out").string(), dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("thaw convert: not_found"), std::string::npos) << r.all;
+  EXPECT_NE(r.all.find("nope"), std::string::npos) << r.all;
+
+  r = run("make-model --preset gpt5 --tokenizer " + tokenizer() + " --seed 1 " + (dir / "m").string(), dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("gpt5"), std::string::npos) << r.all;
+
+  r = run("inspect " + (dir / "missing-ckpt").string(), dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("missing-ckpt"), std::string::npos) << r.all;
+
+  r = run("convert a b --dtype int4", dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("int4"), std::string::npos) << r.all;
+}
+
+TEST(Cli, BenchLoadPrintsRatios) {
+  testing::temp_dir dir;
+  auto hf = (dir / "hf").string();
+  auto ck = (dir / "ck").string();
+  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 3 --dtype fp32 " + hf, dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto r = run("bench load " + ck + " --source " + hf + " --copies 2 --json --set loader.pool_bytes=64MiB", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"raw_odirect_1t", "raw_odirect_2t", "thaw_cold", "thaw_dram", "memcpy_2t",
+                        "buffered_read", "mmap_safetensors"})
+    EXPECT_GT(j["gbps"][k].get<double>(), 0.0) << k;
+  EXPECT_TRUE(j["ratios"].contains("thaw_cold_vs_raw_odirect"));
+  EXPECT_TRUE(j["ratios"].contains("thaw_dram_vs_memcpy_2t"));
+  // Two rounds: each cold load read the whole model once from SSD; each warm load came from DRAM.
+  auto model = j["model_bytes"].get<std::uint64_t>();
+  EXPECT_EQ(j["loader_stats"]["bytes_read_ssd"].get<std::uint64_t>(), 2 * model);
+  EXPECT_EQ(j["loader_stats"]["bytes_from_dram"].get<std::uint64_t>(), 2 * model);
+  // The copies are removed afterwards.
+  EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
+}
+
+} // namespace
+} // namespace thaw

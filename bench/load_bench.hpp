@@ -1,0 +1,39 @@
+#pragma once
+/// `thaw bench load`: thaw's loader against the machine's own limits, all in one run
+/// (BENCHMARKS.md). On N distinct copies of the checkpoint, read in turn so that no measurement
+/// reads the bytes the one before it read, with the page cache dropped before each buffered
+/// read, it measures:
+///   raw O_DIRECT sequential read of the data files (1 and 2 readers): the disk's limit;
+///   thaw's cold load (SSD -> DRAM tier -> host device buffer);
+///   thaw's load from the DRAM tier, against a 2-thread memcpy of the same size;
+///   a plain buffered read; an mmap-and-copy load of the source safetensors (if given).
+/// Each figure is the median over rounds, reported in GB/s and as a ratio to its reference.
+
+#include "runtime/common/error.hpp"
+#include "runtime/loader/loader.hpp"
+
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+namespace thaw::bench {
+
+struct load_bench_options {
+  std::filesystem::path checkpoint;
+  std::filesystem::path source_hf;   ///< optional: the Hugging Face directory it came from
+  int copies = 3;                    ///< distinct on-disk copies read in turn (>= 1)
+  int rounds = 0;                    ///< 0: as many as copies
+  std::filesystem::path work_dir;    ///< where copies go; default: beside the checkpoint
+  bool keep_copies = false;          ///< leave the copies for the next run (else removed)
+  loader_options loader;             ///< pool_bytes is raised to hold the model if needed
+  std::function<void(const std::string&)> log; ///< progress lines for a person
+};
+
+/// Runs the benchmark; the result is the JSON document `thaw bench load --json` prints.
+[[nodiscard]] expected<nlohmann::json> run_load_bench(const load_bench_options& options);
+
+/// A readable table of a result.
+[[nodiscard]] std::string format_load_bench(const nlohmann::json& result);
+
+} // namespace thaw::bench
