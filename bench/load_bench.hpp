@@ -7,7 +7,9 @@
 ///   thaw's cold load (SSD -> DRAM tier -> host device buffer);
 ///   thaw's load from the DRAM tier, against a 2-thread memcpy of the same size;
 ///   a plain buffered read; an mmap-and-copy load of the source safetensors (if given).
-/// Each figure is the median over rounds, reported in GB/s and as a ratio to its reference.
+/// Each figure is the median over rounds, reported in GB/s and as a ratio to its reference. A
+/// first, separately reported load of a copy the rounds read last pays the device buffer's
+/// first touch, so the rounds measure the loader's steady state.
 
 #include "runtime/common/error.hpp"
 #include "runtime/loader/loader.hpp"

@@ -2,13 +2,10 @@
 
 #include "runtime/common/posix.hpp"
 
-#include <atomic>
+#include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <memory>
-#include <new>
 #include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
@@ -22,29 +19,9 @@ double since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
 
-// Reference buffers get what thaw's own buffers get (2 MiB-aligned, huge pages where the kernel
-// gives them, touched before timing), so a reference is never slowed by a worse buffer: an
-// O_DIRECT read into huge pages needs fewer segments per request than one into 4 KiB pages.
-struct mapped_deleter {
-  std::size_t bytes = 0;
-  void operator()(std::byte* p) const noexcept { ::munmap(p, bytes); }
-};
-using aligned_buffer = std::unique_ptr<std::byte, mapped_deleter>;
-
-aligned_buffer aligned(std::size_t bytes) {
-  constexpr std::size_t huge = 2u << 20;
-  std::size_t span = (bytes + huge - 1) / huge * huge;
-  void* p = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    throw std::bad_alloc();
-  ::madvise(p, span, MADV_HUGEPAGE);
-  std::memset(p, 0, span); // touch it so page faults are not measured
-  return aligned_buffer(static_cast<std::byte*>(p), mapped_deleter{span});
-}
-
 // Reads one file with O_DIRECT; thread t takes blocks t, t + threads, ...
 status read_file_direct(const std::filesystem::path& path, std::size_t block, int threads,
-                        std::vector<aligned_buffer>& buffers) {
+                        const std::vector<std::byte*>& buffers) {
   THAW_ASSIGN(auto fd, open_file(path, O_RDONLY | O_DIRECT));
   THAW_ASSIGN(auto size, file_size(fd.get(), path));
   std::uint64_t blocks = (size + block - 1) / block;
@@ -59,7 +36,7 @@ status read_file_direct(const std::filesystem::path& path, std::size_t block, in
         // O_DIRECT needs aligned lengths; checkpoint files are 4096-aligned, others are rounded
         // up and the read simply returns short at the end.
         std::size_t want = (n + 4095) / 4096 * 4096;
-        ssize_t got = ::pread(fd.get(), buffers[static_cast<std::size_t>(t)].get(), want,
+        ssize_t got = ::pread(fd.get(), buffers[static_cast<std::size_t>(t)], want,
                               static_cast<off_t>(offset));
         if (got < static_cast<ssize_t>(n)) {
           results[static_cast<std::size_t>(t)] =
@@ -78,6 +55,53 @@ status read_file_direct(const std::filesystem::path& path, std::size_t block, in
 
 } // namespace
 
+// Reference buffers get what thaw's own buffers get (2 MiB-aligned, huge pages where the kernel
+// gives them, touched before timing), so a reference is never slowed by a worse buffer: an
+// O_DIRECT read into huge pages needs fewer segments per request than one into 4 KiB pages.
+expected<reference_io::mapping> reference_io::map(std::size_t bytes) {
+  constexpr std::size_t huge = 2u << 20;
+  std::size_t span = (bytes + huge - 1) / huge * huge + huge;
+  void* p = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return unexpected(posix_error(errno, "mmap()", "benchmark buffer of " + std::to_string(span) +
+                                                       " bytes", __FILE__, __LINE__));
+  auto* base = static_cast<std::byte*>(p);
+  auto* aligned = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<std::uintptr_t>(base) + huge - 1) / huge * huge);
+  ::madvise(aligned, span - huge, MADV_HUGEPAGE);
+  std::memset(aligned, 1, span - huge);
+  return mapping{base, span};
+}
+
+expected<std::unique_ptr<reference_io>> reference_io::create(std::size_t bytes,
+                                                             std::size_t block_bytes) {
+  std::unique_ptr<reference_io> r{new reference_io()};
+  r->bytes_ = bytes;
+  r->block_ = block_bytes;
+  THAW_ASSIGN(r->src_, map(bytes));
+  THAW_ASSIGN(r->dst_, map(bytes));
+  for (int t = 0; t < 2; ++t) {
+    THAW_ASSIGN(auto m, map(block_bytes));
+    r->blocks_.push_back(m);
+  }
+  return r;
+}
+
+reference_io::~reference_io() {
+  for (auto m : {src_, dst_})
+    if (m.data != nullptr)
+      ::munmap(m.data, m.bytes);
+  for (auto m : blocks_)
+    ::munmap(m.data, m.bytes);
+}
+
+namespace {
+std::byte* aligned_start(std::byte* p) {
+  constexpr std::uintptr_t huge = 2u << 20;
+  return reinterpret_cast<std::byte*>((reinterpret_cast<std::uintptr_t>(p) + huge - 1) / huge * huge);
+}
+} // namespace
+
 expected<std::uint64_t> total_size(const std::vector<std::filesystem::path>& files) {
   std::uint64_t total = 0;
   for (const auto& f : files) {
@@ -90,25 +114,32 @@ expected<std::uint64_t> total_size(const std::vector<std::filesystem::path>& fil
   return total;
 }
 
-expected<double> raw_odirect_read(const std::vector<std::filesystem::path>& files,
-                                  std::size_t block_bytes, int threads) {
-  std::vector<aligned_buffer> buffers;
+status drop_all(const std::vector<std::filesystem::path>& files) {
+  for (const auto& f : files)
+    THAW_TRY(drop_page_cache(f));
+  return {};
+}
+
+expected<double> reference_io::raw_odirect_read(const std::vector<std::filesystem::path>& files,
+                                                int threads) {
+  threads = std::clamp(threads, 1, static_cast<int>(blocks_.size()));
+  std::vector<std::byte*> buffers;
   for (int t = 0; t < threads; ++t)
-    buffers.push_back(aligned(block_bytes));
+    buffers.push_back(aligned_start(blocks_[static_cast<std::size_t>(t)].data));
   auto start = clock::now();
   for (const auto& f : files)
-    THAW_TRY(read_file_direct(f, block_bytes, threads, buffers));
+    THAW_TRY(read_file_direct(f, block_, threads, buffers));
   return since(start);
 }
 
-expected<double> buffered_read(const std::vector<std::filesystem::path>& files,
-                               std::size_t block_bytes) {
-  auto buffer = aligned(block_bytes);
+expected<double> reference_io::buffered_read(const std::vector<std::filesystem::path>& files) {
+  THAW_TRY(drop_all(files));
+  auto* buffer = aligned_start(blocks_[0].data);
   auto start = clock::now();
   for (const auto& f : files) {
     THAW_ASSIGN(auto fd, open_file(f, O_RDONLY));
     while (true) {
-      ssize_t got = ::read(fd.get(), buffer.get(), block_bytes);
+      ssize_t got = ::read(fd.get(), buffer, block_);
       THAW_POSIX_CHECK(got, f.string());
       if (got == 0)
         break;
@@ -117,9 +148,14 @@ expected<double> buffered_read(const std::vector<std::filesystem::path>& files,
   return since(start);
 }
 
-expected<double> mmap_copy_load(const std::vector<std::filesystem::path>& files) {
+expected<double> reference_io::mmap_copy_load(const std::vector<std::filesystem::path>& files) {
   THAW_ASSIGN(auto total, total_size(files));
-  auto dest = aligned(total);
+  if (total > bytes_)
+    return make_error(errc::invalid_argument, "safetensors files hold " + std::to_string(total) +
+                                                  " bytes, more than the " +
+                                                  std::to_string(bytes_) + " the benchmark sized");
+  THAW_TRY(drop_all(files));
+  auto* dest = aligned_start(dst_.data);
   auto start = clock::now();
   std::size_t at = 0;
   for (const auto& f : files) {
@@ -130,24 +166,24 @@ expected<double> mmap_copy_load(const std::vector<std::filesystem::path>& files)
     void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (map == MAP_FAILED)
       return unexpected(posix_error(errno, "mmap()", f.string(), __FILE__, __LINE__));
-    std::memcpy(dest.get() + at, map, size);
+    std::memcpy(dest + at, map, size);
     ::munmap(map, size);
     at += size;
   }
   return since(start);
 }
 
-double memcpy_seconds(std::size_t bytes, int threads) {
-  auto src = aligned(bytes);
-  auto dst = aligned(bytes);
-  std::size_t per = (bytes / static_cast<std::size_t>(threads) + 4095) / 4096 * 4096;
+double reference_io::memcpy_seconds(int threads) {
+  auto* src = aligned_start(src_.data);
+  auto* dst = aligned_start(dst_.data);
+  std::size_t per = (bytes_ / static_cast<std::size_t>(threads) + 4095) / 4096 * 4096;
   auto start = clock::now();
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
-      std::size_t begin = std::min(bytes, per * static_cast<std::size_t>(t));
-      std::size_t end = std::min(bytes, begin + per);
-      std::memcpy(dst.get() + begin, src.get() + begin, end - begin);
+      std::size_t begin = std::min(bytes_, per * static_cast<std::size_t>(t));
+      std::size_t end = std::min(bytes_, begin + per);
+      std::memcpy(dst + begin, src + begin, end - begin);
     });
   for (auto& th : pool)
     th.join();

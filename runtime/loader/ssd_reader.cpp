@@ -1,11 +1,9 @@
 #include "runtime/loader/ssd_reader.hpp"
 
+#include "runtime/common/hash.hpp"
 #include "runtime/common/posix.hpp"
 
 #include <spdlog/spdlog.h>
-
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,22 +29,6 @@ std::string hex(std::uint64_t v) {
 std::string describe(const read_request& r) {
   return r.file->path().string() + ": chunk " + std::to_string(r.chunk_index) +
          " at byte offset " + std::to_string(r.offset);
-}
-
-/// XXH3 of the first `bytes` of the pieces; the streaming form gives the one-shot result.
-std::uint64_t checksum_of(const std::vector<std::span<std::byte>>& pieces, std::uint64_t bytes) {
-  if (!pieces.empty() && pieces.front().size() >= bytes)
-    return XXH3_64bits(pieces.front().data(), bytes);
-  XXH3_state_t state;
-  XXH3_64bits_reset(&state);
-  for (const auto& p : pieces) {
-    if (bytes == 0)
-      break;
-    const auto take = std::min<std::uint64_t>(p.size(), bytes);
-    XXH3_64bits_update(&state, p.data(), take);
-    bytes -= take;
-  }
-  return XXH3_64bits_digest(&state);
 }
 
 } // namespace
@@ -183,7 +165,7 @@ status ssd_reader::read(const read_request& r) {
   bytes_.fetch_add(r.bytes);
 
   if (options_.verify_checksums && r.checksum) {
-    const std::uint64_t got = checksum_of(r.buffers, r.bytes);
+    const std::uint64_t got = xxh3_64(r.buffers, r.bytes);
     if (got != *r.checksum)
       return make_error(errc::corrupt, describe(r) + " (" + std::to_string(r.bytes) +
                                            " bytes): checksum mismatch: manifest " +

@@ -450,7 +450,7 @@ TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   auto d = loader_options::from_config(*empty);
   ASSERT_TRUE(d) << d.err().to_string();
   EXPECT_EQ(d->chunk_bytes, 16u << 20);
-  EXPECT_EQ(d->read_threads, 2);
+  EXPECT_EQ(d->read_threads, 3);
   EXPECT_EQ(d->copy_lanes, 2);
   EXPECT_TRUE(d->verify_checksums);
 
