@@ -31,13 +31,6 @@ std::optional<std::uint64_t> shape_bytes(const std::vector<std::uint64_t>& shape
   return n;
 }
 
-std::string shape_string(const std::vector<std::uint64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 status validate_files(const manifest& m) {
   if (m.files.empty())
     return bad("manifest lists no data files");
@@ -92,15 +85,15 @@ status validate_tensors(const manifest& m) {
       return bad(what + " is listed twice");
     seen[t.name] = true;
     if (t.shape != spec->second->shape)
-      return bad(what + ": shape " + shape_string(t.shape) + " but the config implies " +
-                 shape_string(spec->second->shape));
+      return bad(what + ": shape " + shape_to_string(t.shape) + " but the config implies " +
+                 shape_to_string(spec->second->shape));
     if (t.layer != spec->second->layer)
       return bad(what + ": layer " + std::to_string(t.layer) + ", expected " +
                  std::to_string(spec->second->layer));
     auto bytes = shape_bytes(t.shape, t.type);
     if (!bytes || *bytes != t.bytes)
       return bad(what + ": " + std::to_string(t.bytes) + " bytes, but shape " +
-                 shape_string(t.shape) + " of " + std::string{to_string(t.type)} + " needs " +
+                 shape_to_string(t.shape) + " of " + std::string{to_string(t.type)} + " needs " +
                  (bytes ? std::to_string(*bytes) : std::string{"more than 2^64"}));
     if (t.file >= m.files.size())
       return bad(what + ": file index " + std::to_string(t.file) + " but there are only " +

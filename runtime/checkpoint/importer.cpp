@@ -17,13 +17,6 @@ struct located_tensor {
   const safetensors_tensor* tensor = nullptr;
 };
 
-std::string shape_string(const std::vector<std::uint64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Matches the safetensors' tensors against what the architecture needs: every required tensor
 // present with the config's shape, nothing unknown left over.
 expected<std::vector<located_tensor>> match_tensors(const model_config& cfg,
@@ -43,8 +36,8 @@ expected<std::vector<located_tensor>> match_tensors(const model_config& cfg,
     const auto& t = *it->second.tensor;
     if (t.shape != spec.shape)
       return make_error(errc::corrupt, it->second.file->path.filename().string() + ": tensor '" +
-                                           t.name + "' has shape " + shape_string(t.shape) +
-                                           " but config.json implies " + shape_string(spec.shape));
+                                           t.name + "' has shape " + shape_to_string(t.shape) +
+                                           " but config.json implies " + shape_to_string(spec.shape));
     ordered.push_back(it->second);
     by_name.erase(it);
   }

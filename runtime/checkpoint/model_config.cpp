@@ -420,4 +420,11 @@ bool is_ignorable_tensor(std::string_view name) noexcept {
   return name.ends_with("rotary_emb.inv_freq");
 }
 
+std::string shape_to_string(const std::vector<std::uint64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 } // namespace thaw

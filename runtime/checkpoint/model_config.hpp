@@ -78,6 +78,9 @@ struct tensor_spec {
   std::int32_t layer = -1;
 };
 
+/// "[4096, 128256]": a shape as messages print it.
+[[nodiscard]] std::string shape_to_string(const std::vector<std::uint64_t>& shape);
+
 /// Every tensor a model of this config must have, in thaw's load order (embed_tokens; per layer:
 /// input_layernorm, q/k/v proj (+bias), o_proj, post_attention_layernorm, gate/up/down proj;
 /// model.norm; lm_head unless tied).

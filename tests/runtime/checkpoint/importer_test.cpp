@@ -54,8 +54,9 @@ void expect_round_trip(const std::filesystem::path& hf, const std::filesystem::p
   for (const auto& t : ck->info().tensors) {
     ASSERT_TRUE(want.count(t.name)) << t.name;
     EXPECT_EQ(t.offset % 4096, 0u);
-    if (to)
+    if (to) {
       EXPECT_EQ(t.type, *to);
+    }
     auto got = read_range(ck->file_path(t.file), t.offset, t.bytes);
     ASSERT_EQ(got, want[t.name]) << t.name;
   }
