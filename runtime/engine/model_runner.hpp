@@ -1,0 +1,69 @@
+#pragma once
+/// The forward pass as the step loop sees it (ARCHITECTURE.md section 6). A model runner owns a
+/// model's weights on a device and a paged KV cache of a fixed number of blocks; the step loop
+/// owns which block belongs to which sequence (kv_blocks, radix_cache) and hands the runner
+/// batches of sequences, each with its block table. The runner never decides anything: it
+/// computes (CONVENTIONS.md rule 6).
+///
+///   step loop --forward(batch of {tokens, start_pos, block_table})--> runner --> logits
+///
+/// Backends: the host runner (gpu/host kernels, SIMD, threads) and, later, the CUDA runner;
+/// both implement this interface, and tests compare each against a plain scalar reference.
+
+#include "runtime/checkpoint/model_config.hpp"
+#include "runtime/common/error.hpp"
+
+#include <cstdint>
+#include <span>
+
+namespace thaw {
+
+/// Tokens per KV block (ARCHITECTURE.md section 6). Block i of a sequence's block table holds
+/// the keys and values of positions [16 i, 16 i + 16).
+inline constexpr std::int32_t kv_block_tokens = 16;
+
+/// Blocks needed to hold `tokens` positions.
+[[nodiscard]] constexpr std::int32_t kv_blocks_for(std::int64_t tokens) noexcept {
+  return static_cast<std::int32_t>((tokens + kv_block_tokens - 1) / kv_block_tokens);
+}
+
+/// Bytes of KV cache one block takes for `cfg` (keys and values, every layer) when stored as
+/// `bytes_per_element`-byte elements.
+[[nodiscard]] std::uint64_t kv_block_bytes(const model_config& cfg,
+                                           std::uint64_t bytes_per_element) noexcept;
+
+/// One sequence's share of a forward batch.
+struct forward_item {
+  /// The tokens to run now: a prefill chunk, or the single token being decoded. Not empty.
+  std::span<const std::int32_t> tokens;
+  /// Position of tokens[0]. The KV of positions [0, start_pos) is already in the cache (written
+  /// by earlier forwards, or shared from another sequence through the prefix cache).
+  std::int32_t start_pos = 0;
+  /// The sequence's blocks in position order; must cover start_pos + tokens.size() positions.
+  /// Blocks holding positions < start_pos may be shared with other items (read only); blocks
+  /// written by this item (positions >= start_pos) are not written by any other item.
+  std::span<const std::int32_t> block_table;
+  /// Produce logits for the last token of `tokens` (the distribution of the next token).
+  bool want_logits = false;
+};
+
+class model_runner {
+public:
+  virtual ~model_runner() = default;
+
+  [[nodiscard]] virtual const model_config& config() const noexcept = 0;
+
+  /// Blocks in the KV cache; valid block ids are 0 .. num_kv_blocks() - 1.
+  [[nodiscard]] virtual std::int32_t num_kv_blocks() const noexcept = 0;
+
+  /// Runs one step over `batch`: writes the KV of every token of every item at its positions,
+  /// attends causally over positions [0, start_pos + i], and for each item with want_logits
+  /// writes config().vocab_size floats to `logits`, one row per such item in batch order.
+  /// `invalid_argument` (naming the item) for an empty item, a token id outside the vocabulary,
+  /// a block id out of range, a block table too short, or `logits` too small; nothing is
+  /// computed then. Deterministic: the same batch gives the same logits bit for bit.
+  [[nodiscard]] virtual status forward(std::span<const forward_item> batch,
+                                       std::span<float> logits) = 0;
+};
+
+} // namespace thaw
