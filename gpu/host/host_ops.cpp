@@ -1,0 +1,284 @@
+#include "gpu/host/host_ops.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+namespace thaw::host {
+
+namespace {
+
+bool detect_avx2() noexcept {
+#if defined(THAW_HOST_OPS_AVX2)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+const bool have_avx2 = detect_avx2();
+std::atomic<bool> use_avx2{have_avx2};
+
+inline float load_elem(const void* w, dtype t, std::int64_t i) noexcept {
+  switch (t) {
+  case dtype::f32:
+    return static_cast<const float*>(w)[i];
+  case dtype::bf16:
+    return bf16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
+  case dtype::f16:
+    return f16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
+  }
+  return 0.0f;
+}
+
+} // namespace
+
+bool avx2_available() noexcept { return have_avx2; }
+
+kernel_path active_kernel_path() noexcept {
+  return use_avx2.load(std::memory_order_relaxed) ? kernel_path::avx2 : kernel_path::scalar;
+}
+
+void set_kernel_path(kernel_path p) noexcept {
+  use_avx2.store(p == kernel_path::avx2 && have_avx2, std::memory_order_relaxed);
+}
+
+// ---- thread pool ----
+
+thread_pool::thread_pool(int threads) {
+  for (int i = 1; i < threads; ++i)
+    workers_.emplace_back([this, i] { work(i); });
+}
+
+thread_pool::~thread_pool() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  start_cv_.notify_all();
+  for (auto& t : workers_)
+    t.join();
+}
+
+void thread_pool::work(int index) {
+  std::uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(std::int64_t, std::int64_t)>* job = nullptr;
+    std::int64_t n = 0;
+    {
+      std::unique_lock lock(mutex_);
+      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_)
+        return;
+      seen = generation_;
+      job = job_;
+      n = job_n_;
+    }
+    const std::int64_t parts = size();
+    const std::int64_t b = n * index / parts;
+    const std::int64_t e = n * (index + 1) / parts;
+    if (b < e)
+      (*job)(b, e);
+    {
+      std::lock_guard lock(mutex_);
+      if (--pending_ == 0)
+        done_cv_.notify_one();
+    }
+  }
+}
+
+void thread_pool::parallel_for(std::int64_t n,
+                               const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  if (n <= 0)
+    return;
+  if (workers_.empty() || n == 1) {
+    fn(0, n);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    job_ = &fn;
+    job_n_ = n;
+    pending_ = static_cast<int>(workers_.size());
+    ++generation_;
+  }
+  start_cv_.notify_all();
+  const std::int64_t e = n / size();
+  if (e > 0)
+    fn(0, e);
+  std::unique_lock lock(mutex_);
+  done_cv_.wait(lock, [&] { return pending_ == 0; });
+}
+
+// ---- matmul ----
+
+namespace detail {
+
+void matmul_rows_scalar(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
+                        const float* x, std::int64_t tokens, float* y, const float* bias,
+                        std::int64_t r0, std::int64_t r1) noexcept {
+  const std::size_t es = dtype_size(wtype);
+  std::vector<float> row(static_cast<std::size_t>(in));
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const auto* wr = static_cast<const std::byte*>(w) + static_cast<std::size_t>(r * in) * es;
+    for (std::int64_t i = 0; i < in; ++i)
+      row[static_cast<std::size_t>(i)] = load_elem(wr, wtype, i);
+    const float b = bias != nullptr ? bias[r] : 0.0f;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float* xt = x + t * in;
+      float acc = 0.0f;
+      for (std::int64_t i = 0; i < in; ++i)
+        acc += row[static_cast<std::size_t>(i)] * xt[i];
+      y[t * rows + r] = acc + b;
+    }
+  }
+}
+
+#if !defined(THAW_HOST_OPS_AVX2)
+void matmul_rows_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
+                      const float* x, std::int64_t tokens, float* y, const float* bias,
+                      std::int64_t r0, std::int64_t r1) noexcept {
+  matmul_rows_scalar(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+}
+float dot_avx2(const float* a, const float* b, std::int64_t n) noexcept {
+  float acc = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i)
+    acc += a[i] * b[i];
+  return acc;
+}
+void axpy_avx2(float a, const float* x, float* y, std::int64_t n) noexcept {
+  for (std::int64_t i = 0; i < n; ++i)
+    y[i] += a * x[i];
+}
+#endif
+
+} // namespace detail
+
+void matmul(thread_pool* pool, const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
+            const float* x, std::int64_t tokens, float* y, const float* bias) {
+  const bool simd = use_avx2.load(std::memory_order_relaxed);
+  auto body = [&](std::int64_t r0, std::int64_t r1) {
+    if (simd)
+      detail::matmul_rows_avx2(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+    else
+      detail::matmul_rows_scalar(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+  };
+  // Small products are not worth waking the pool.
+  if (pool == nullptr || rows * in * tokens < (1 << 15))
+    body(0, rows);
+  else
+    pool->parallel_for(rows, body);
+}
+
+float dot(const float* a, const float* b, std::int64_t n) noexcept {
+  if (use_avx2.load(std::memory_order_relaxed))
+    return detail::dot_avx2(a, b, n);
+  float acc = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i)
+    acc += a[i] * b[i];
+  return acc;
+}
+
+void axpy(float a, const float* x, float* y, std::int64_t n) noexcept {
+  if (use_avx2.load(std::memory_order_relaxed)) {
+    detail::axpy_avx2(a, x, y, n);
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i)
+    y[i] += a * x[i];
+}
+
+// ---- element-wise ----
+
+void rmsnorm(const float* x, const float* weight, std::int64_t n, double eps, float* out) noexcept {
+  double ss = 0.0;
+  for (std::int64_t i = 0; i < n; ++i)
+    ss += static_cast<double>(x[i]) * x[i];
+  const auto scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (std::int64_t i = 0; i < n; ++i)
+    out[i] = x[i] * scale * weight[i];
+}
+
+std::vector<double> rope_inv_freq(const model_config& cfg) {
+  const auto d = static_cast<std::int64_t>(cfg.head_dim);
+  std::vector<double> f(static_cast<std::size_t>(d / 2));
+  const auto& s = cfg.rope_scaling;
+  for (std::int64_t i = 0; i < d / 2; ++i) {
+    double freq = 1.0 / std::pow(cfg.rope_theta, static_cast<double>(2 * i) / static_cast<double>(d));
+    if (s.type == "linear" && s.factor > 0) {
+      freq /= s.factor;
+    } else if (s.type == "llama3" && s.factor > 0) {
+      const auto old_ctx = static_cast<double>(s.original_max_position_embeddings);
+      const double low_wavelen = old_ctx / s.low_freq_factor;
+      const double high_wavelen = old_ctx / s.high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / freq;
+      if (wavelen < high_wavelen) {
+        // unchanged
+      } else if (wavelen > low_wavelen) {
+        freq /= s.factor;
+      } else {
+        const double smooth =
+            (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        freq = (1.0 - smooth) * freq / s.factor + smooth * freq;
+      }
+    }
+    f[static_cast<std::size_t>(i)] = freq;
+  }
+  return f;
+}
+
+void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
+          const std::vector<double>& inv_freq) noexcept {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(pos) * inv_freq[static_cast<std::size_t>(i)];
+    const auto c = static_cast<float>(std::cos(angle));
+    const auto s = static_cast<float>(std::sin(angle));
+    for (std::int64_t h = 0; h < heads; ++h) {
+      float* v = x + h * head_dim;
+      const float a = v[i];
+      const float b = v[i + half];
+      v[i] = a * c - b * s;
+      v[i + half] = b * c + a * s;
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, std::int64_t n) noexcept {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add(float* x, const float* y, std::int64_t n) noexcept {
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] += y[i];
+}
+
+void embedding(const void* table, dtype type, std::int64_t dim, std::int64_t token,
+               float* out) noexcept {
+  const auto* row = static_cast<const std::byte*>(table) +
+                    static_cast<std::size_t>(token * dim) * dtype_size(type);
+  convert_elements(type, row, dtype::f32, out, static_cast<std::size_t>(dim));
+}
+
+void softmax(float* x, std::int64_t n) noexcept {
+  if (n <= 0)
+    return;
+  const float m = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] *= inv;
+}
+
+} // namespace thaw::host

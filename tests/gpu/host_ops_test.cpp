@@ -1,0 +1,149 @@
+// Host kernels against plain loops, and the AVX2 path against the scalar path.
+#include "gpu/host/host_ops.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+namespace thaw::host {
+namespace {
+
+struct path_guard {
+  kernel_path saved = active_kernel_path();
+  ~path_guard() { set_kernel_path(saved); }
+};
+
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v)
+    x = d(rng);
+  return v;
+}
+
+std::vector<std::byte> as_dtype(const std::vector<float>& v, dtype t) {
+  std::vector<std::byte> out(v.size() * dtype_size(t));
+  convert_elements(dtype::f32, v.data(), t, out.data(), v.size());
+  return out;
+}
+
+class matmul_test : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(matmul_test, matches_plain_loops_on_both_paths_and_threads) {
+  path_guard guard;
+  const dtype t = GetParam();
+  for (auto [rows, in, tokens] : {std::tuple{37, 19, 1}, {64, 288, 5}, {257, 64, 9}}) {
+    auto wf = random_floats(static_cast<std::size_t>(rows * in), 1);
+    auto wb = as_dtype(wf, t);
+    std::vector<float> wback(wf.size());
+    convert_elements(t, wb.data(), dtype::f32, wback.data(), wf.size());
+    auto x = random_floats(static_cast<std::size_t>(tokens * in), 2);
+    auto bias = random_floats(static_cast<std::size_t>(rows), 3);
+    std::vector<float> ref(static_cast<std::size_t>(rows * tokens));
+    for (int tk = 0; tk < tokens; ++tk)
+      for (int r = 0; r < rows; ++r) {
+        double acc = bias[r];
+        for (int i = 0; i < in; ++i)
+          acc += static_cast<double>(wback[r * in + i]) * x[tk * in + i];
+        ref[tk * rows + r] = static_cast<float>(acc);
+      }
+    thread_pool pool(3);
+    for (auto path : {kernel_path::scalar, kernel_path::avx2}) {
+      set_kernel_path(path);
+      for (thread_pool* p : {static_cast<thread_pool*>(nullptr), &pool}) {
+        std::vector<float> y(ref.size());
+        matmul(p, wb.data(), t, rows, in, x.data(), tokens, y.data(), bias.data());
+        for (std::size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 1e-4 * std::max(1.0f, std::abs(ref[i])))
+              << "path " << static_cast<int>(path) << " i " << i;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(dtypes, matmul_test,
+                         ::testing::Values(dtype::f32, dtype::bf16, dtype::f16));
+
+TEST(host_ops, matmul_token_result_independent_of_batch) {
+  path_guard guard;
+  const int rows = 40, in = 72, tokens = 7;
+  auto w = random_floats(rows * in, 4);
+  auto x = random_floats(tokens * in, 5);
+  std::vector<float> all(rows * tokens);
+  matmul(nullptr, w.data(), dtype::f32, rows, in, x.data(), tokens, all.data());
+  for (int tk = 0; tk < tokens; ++tk) {
+    std::vector<float> one(rows);
+    matmul(nullptr, w.data(), dtype::f32, rows, in, x.data() + tk * in, 1, one.data());
+    for (int r = 0; r < rows; ++r)
+      EXPECT_EQ(one[r], all[tk * rows + r]);
+  }
+}
+
+TEST(host_ops, dot_and_axpy_paths_agree) {
+  path_guard guard;
+  auto a = random_floats(77, 6);
+  auto b = random_floats(77, 7);
+  set_kernel_path(kernel_path::scalar);
+  const float ds = dot(a.data(), b.data(), 77);
+  auto ys = b;
+  axpy(0.5f, a.data(), ys.data(), 77);
+  set_kernel_path(kernel_path::avx2);
+  EXPECT_NEAR(dot(a.data(), b.data(), 77), ds, 1e-5);
+  auto yv = b;
+  axpy(0.5f, a.data(), yv.data(), 77);
+  for (int i = 0; i < 77; ++i)
+    EXPECT_NEAR(yv[i], ys[i], 1e-6);
+}
+
+TEST(host_ops, rmsnorm_softmax_silu) {
+  std::vector<float> x{1, 2, 3, 4}, w{1, 1, 2, 0.5f}, out(4);
+  rmsnorm(x.data(), w.data(), 4, 0.0, out.data());
+  const float s = 1.0f / std::sqrt(30.0f / 4);
+  EXPECT_NEAR(out[2], 3 * s * 2, 1e-6);
+  std::vector<float> p{1, 2, 3};
+  softmax(p.data(), 3);
+  EXPECT_NEAR(p[0] + p[1] + p[2], 1.0f, 1e-6);
+  EXPECT_NEAR(p[2] / p[1], std::exp(1.0f), 1e-5);
+  std::vector<float> g{1.0f}, u{2.0f};
+  silu_mul(g.data(), u.data(), 1);
+  EXPECT_NEAR(g[0], 2.0f / (1.0f + std::exp(-1.0f)), 1e-6);
+}
+
+TEST(host_ops, rope_rotate_half_and_llama3_scaling) {
+  model_config cfg;
+  cfg.head_dim = 4;
+  cfg.rope_theta = 10000.0;
+  auto f = rope_inv_freq(cfg);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_DOUBLE_EQ(f[0], 1.0);
+  EXPECT_NEAR(f[1], 0.01, 1e-12);
+  std::vector<float> v{1, 0, 0, 0};
+  rope(v.data(), 1, 4, 1, f);
+  EXPECT_NEAR(v[0], std::cos(1.0), 1e-6);
+  EXPECT_NEAR(v[2], std::sin(1.0), 1e-6);
+  cfg.head_dim = 128;
+  cfg.rope_theta = 500000.0;
+  cfg.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+  auto s = rope_inv_freq(cfg);
+  EXPECT_DOUBLE_EQ(s[0], 1.0); // high frequency: unchanged
+  const double last = 1.0 / std::pow(500000.0, 126.0 / 128);
+  EXPECT_NEAR(s[63], last / 8.0, 1e-15); // low frequency: divided by factor
+}
+
+TEST(host_ops, thread_pool_covers_range_once) {
+  thread_pool pool(4);
+  for (int n : {1, 3, 4, 100}) {
+    std::vector<std::atomic<int>> hits(n);
+    pool.parallel_for(n, [&](std::int64_t b, std::int64_t e) {
+      for (auto i = b; i < e; ++i)
+        hits[i]++;
+    });
+    for (auto& h : hits)
+      EXPECT_EQ(h.load(), 1);
+  }
+}
+
+} // namespace
+} // namespace thaw::host
