@@ -1,0 +1,305 @@
+#include "runtime/engine/host_model_runner.hpp"
+
+#include "gpu/host/host_device.hpp"
+#include "gpu/host/host_ops.hpp"
+#include "runtime/loader/loader.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace thaw {
+
+namespace {
+
+using std::int64_t;
+
+struct weight {
+  const std::byte* data = nullptr;
+  dtype type = dtype::f32;
+};
+
+struct layer_weights {
+  weight q, k, v, o, gate, up, down;
+  std::vector<float> attn_norm, mlp_norm, q_bias, k_bias, v_bias;
+};
+
+class host_model_runner final : public model_runner {
+public:
+  host_model_runner(const model_config& cfg, std::int32_t blocks, int threads)
+      : cfg_(cfg), blocks_(blocks), pool_(std::max(1, threads)) {}
+
+  [[nodiscard]] const model_config& config() const noexcept override { return cfg_; }
+  [[nodiscard]] std::int32_t num_kv_blocks() const noexcept override { return blocks_; }
+
+  status init(const checkpoint& ckpt, const device_buffer& buf);
+  status forward(std::span<const forward_item> batch, std::span<float> logits) override;
+
+private:
+  expected<weight> find(const checkpoint& ckpt, const device_buffer& buf, const std::string& name,
+                        std::vector<std::uint64_t> shape) const;
+  expected<std::vector<float>> find_f32(const checkpoint& ckpt, const device_buffer& buf,
+                                        const std::string& name, std::uint64_t n) const;
+  float* k_at(int64_t layer, int64_t block, int64_t kvh, int64_t slot) {
+    const auto hd = static_cast<int64_t>(cfg_.head_dim);
+    const auto nkv = static_cast<int64_t>(cfg_.num_kv_heads);
+    return k_cache_.data() + (((layer * blocks_ + block) * nkv + kvh) * kv_block_tokens + slot) * hd;
+  }
+  float* v_at(int64_t layer, int64_t block, int64_t kvh, int64_t slot) {
+    return k_at(layer, block, kvh, slot) + (v_cache_.data() - k_cache_.data());
+  }
+
+  model_config cfg_;
+  std::int32_t blocks_;
+  host::thread_pool pool_;
+  weight embed_, lm_head_;
+  std::vector<float> final_norm_;
+  std::vector<layer_weights> layers_;
+  std::vector<double> inv_freq_;
+  std::vector<float> k_cache_, v_cache_;
+};
+
+expected<weight> host_model_runner::find(const checkpoint& ckpt, const device_buffer& buf,
+                                         const std::string& name,
+                                         std::vector<std::uint64_t> shape) const {
+  const tensor_entry* t = ckpt.find_tensor(name);
+  if (t == nullptr)
+    return make_error(errc::invalid_argument, "host runner: checkpoint has no tensor " + name);
+  if (t->shape != shape)
+    return make_error(errc::invalid_argument, "host runner: " + name + " has shape " +
+                                                  shape_to_string(t->shape) + ", expected " +
+                                                  shape_to_string(shape));
+  std::uint64_t n = 1;
+  for (auto d : shape)
+    n *= d;
+  const std::uint64_t at = ckpt.file_base(t->file) + t->offset;
+  if (at + n * dtype_size(t->type) > buf.size())
+    return make_error(errc::invalid_argument, "host runner: " + name + " lies outside the buffer");
+  auto* base = static_cast<const std::byte*>(const_cast<device_buffer&>(buf).data());
+  return weight{base + at, t->type};
+}
+
+expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
+                                                         const device_buffer& buf,
+                                                         const std::string& name,
+                                                         std::uint64_t n) const {
+  THAW_ASSIGN(weight w, find(ckpt, buf, name, {n}));
+  std::vector<float> out(n);
+  convert_elements(w.type, w.data, dtype::f32, out.data(), n);
+  return out;
+}
+
+status host_model_runner::init(const checkpoint& ckpt, const device_buffer& buf) {
+  const auto& c = cfg_;
+  if (c.num_heads == 0 || c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 ||
+      c.head_dim == 0 || c.head_dim % 2 != 0)
+    return make_error(errc::invalid_argument, "host runner: unsupported head configuration");
+  if (blocks_ <= 0)
+    return make_error(errc::invalid_argument, "host runner: num_kv_blocks must be positive");
+  const std::uint64_t h = c.hidden_size, qd = c.num_heads * c.head_dim,
+                      kd = c.num_kv_heads * c.head_dim, f = c.intermediate_size;
+  THAW_ASSIGN(embed_, find(ckpt, buf, "model.embed_tokens.weight", {c.vocab_size, h}));
+  if (c.tie_word_embeddings && ckpt.find_tensor("lm_head.weight") == nullptr) {
+    lm_head_ = embed_;
+  } else {
+    THAW_ASSIGN(lm_head_, find(ckpt, buf, "lm_head.weight", {c.vocab_size, h}));
+  }
+  THAW_ASSIGN(final_norm_, find_f32(ckpt, buf, "model.norm.weight", h));
+  for (std::uint64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    layer_weights w;
+    THAW_ASSIGN(w.q, find(ckpt, buf, p + "self_attn.q_proj.weight", {qd, h}));
+    THAW_ASSIGN(w.k, find(ckpt, buf, p + "self_attn.k_proj.weight", {kd, h}));
+    THAW_ASSIGN(w.v, find(ckpt, buf, p + "self_attn.v_proj.weight", {kd, h}));
+    THAW_ASSIGN(w.o, find(ckpt, buf, p + "self_attn.o_proj.weight", {h, qd}));
+    THAW_ASSIGN(w.gate, find(ckpt, buf, p + "mlp.gate_proj.weight", {f, h}));
+    THAW_ASSIGN(w.up, find(ckpt, buf, p + "mlp.up_proj.weight", {f, h}));
+    THAW_ASSIGN(w.down, find(ckpt, buf, p + "mlp.down_proj.weight", {h, f}));
+    THAW_ASSIGN(w.attn_norm, find_f32(ckpt, buf, p + "input_layernorm.weight", h));
+    THAW_ASSIGN(w.mlp_norm, find_f32(ckpt, buf, p + "post_attention_layernorm.weight", h));
+    if (c.attention_bias) {
+      THAW_ASSIGN(w.q_bias, find_f32(ckpt, buf, p + "self_attn.q_proj.bias", qd));
+      THAW_ASSIGN(w.k_bias, find_f32(ckpt, buf, p + "self_attn.k_proj.bias", kd));
+      THAW_ASSIGN(w.v_bias, find_f32(ckpt, buf, p + "self_attn.v_proj.bias", kd));
+    }
+    layers_.push_back(std::move(w));
+  }
+  inv_freq_ = host::rope_inv_freq(c);
+  const std::size_t cache = c.num_layers * static_cast<std::uint64_t>(blocks_) * kd *
+                            static_cast<std::uint64_t>(kv_block_tokens);
+  k_cache_.assign(cache, 0.0f);
+  v_cache_.assign(cache, 0.0f);
+  return {};
+}
+
+status host_model_runner::forward(std::span<const forward_item> batch, std::span<float> logits) {
+  const auto& c = cfg_;
+  const auto vocab = static_cast<int64_t>(c.vocab_size);
+  // Validate everything before computing anything.
+  int64_t total = 0, want = 0;
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    const auto& it = batch[b];
+    const std::string who = "forward: item " + std::to_string(b) + ": ";
+    if (it.tokens.empty())
+      return make_error(errc::invalid_argument, who + "no tokens");
+    if (it.start_pos < 0)
+      return make_error(errc::invalid_argument, who + "negative start_pos");
+    for (auto t : it.tokens)
+      if (t < 0 || t >= vocab)
+        return make_error(errc::invalid_argument,
+                          who + "token " + std::to_string(t) + " outside the vocabulary");
+    const int64_t end = int64_t{it.start_pos} + static_cast<int64_t>(it.tokens.size());
+    if (static_cast<int64_t>(it.block_table.size()) < kv_blocks_for(end))
+      return make_error(errc::invalid_argument,
+                        who + "block table of " + std::to_string(it.block_table.size()) +
+                            " blocks does not cover " + std::to_string(end) + " positions");
+    for (auto id : it.block_table)
+      if (id < 0 || id >= blocks_)
+        return make_error(errc::invalid_argument,
+                          who + "block id " + std::to_string(id) + " out of range");
+    total += static_cast<int64_t>(it.tokens.size());
+    want += it.want_logits ? 1 : 0;
+  }
+  if (static_cast<int64_t>(logits.size()) < want * vocab)
+    return make_error(errc::invalid_argument, "forward: logits span holds " +
+                                                  std::to_string(logits.size()) + " floats, " +
+                                                  std::to_string(want * vocab) + " needed");
+
+  const auto h = static_cast<int64_t>(c.hidden_size);
+  const auto nh = static_cast<int64_t>(c.num_heads);
+  const auto nkv = static_cast<int64_t>(c.num_kv_heads);
+  const auto hd = static_cast<int64_t>(c.head_dim);
+  const auto f = static_cast<int64_t>(c.intermediate_size);
+  const int64_t group = nh / nkv;
+  const auto window = static_cast<int64_t>(c.sliding_window);
+
+  // Per token: its item, position and block table.
+  struct token_ref {
+    const forward_item* item;
+    int64_t pos;
+  };
+  std::vector<token_ref> refs;
+  refs.reserve(static_cast<std::size_t>(total));
+  for (const auto& it : batch)
+    for (std::size_t i = 0; i < it.tokens.size(); ++i)
+      refs.push_back({&it, it.start_pos + static_cast<int64_t>(i)});
+
+  std::vector<float> x(total * h), xn(total * h), q(total * nh * hd), k(total * nkv * hd),
+      v(total * nkv * hd), att(total * nh * hd), tmp(total * h), g(total * f), u(total * f);
+  {
+    int64_t t = 0;
+    for (const auto& it : batch)
+      for (auto tok : it.tokens)
+        host::embedding(embed_.data, embed_.type, h, tok, x.data() + (t++) * h);
+  }
+  host::thread_pool* pool = &pool_;
+  for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
+    const auto& w = layers_[static_cast<std::size_t>(l)];
+    for (int64_t t = 0; t < total; ++t)
+      host::rmsnorm(x.data() + t * h, w.attn_norm.data(), h, c.rms_norm_eps, xn.data() + t * h);
+    host::matmul(pool, w.q.data, w.q.type, nh * hd, h, xn.data(), total, q.data(),
+                 w.q_bias.empty() ? nullptr : w.q_bias.data());
+    host::matmul(pool, w.k.data, w.k.type, nkv * hd, h, xn.data(), total, k.data(),
+                 w.k_bias.empty() ? nullptr : w.k_bias.data());
+    host::matmul(pool, w.v.data, w.v.type, nkv * hd, h, xn.data(), total, v.data(),
+                 w.v_bias.empty() ? nullptr : w.v_bias.data());
+    for (int64_t t = 0; t < total; ++t) {
+      const auto& r = refs[static_cast<std::size_t>(t)];
+      host::rope(q.data() + t * nh * hd, nh, hd, r.pos, inv_freq_);
+      host::rope(k.data() + t * nkv * hd, nkv, hd, r.pos, inv_freq_);
+      const int64_t block = r.item->block_table[static_cast<std::size_t>(r.pos / kv_block_tokens)];
+      const int64_t slot = r.pos % kv_block_tokens;
+      for (int64_t kh = 0; kh < nkv; ++kh) {
+        std::copy_n(k.data() + (t * nkv + kh) * hd, hd, k_at(l, block, kh, slot));
+        std::copy_n(v.data() + (t * nkv + kh) * hd, hd, v_at(l, block, kh, slot));
+      }
+    }
+    // Attention: one (token, head) pair per unit of work.
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    pool->parallel_for(total * nh, [&](int64_t b, int64_t e) {
+      std::vector<float> scores;
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t t = i / nh, head = i % nh, kh = head / group;
+        const auto& r = refs[static_cast<std::size_t>(t)];
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, r.pos - window + 1) : 0;
+        const int64_t n = r.pos + 1 - lo;
+        scores.resize(static_cast<std::size_t>(n));
+        const float* qv = q.data() + (t * nh + head) * hd;
+        for (int64_t p = lo; p <= r.pos; ++p) {
+          const int64_t block =
+              r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
+          scores[static_cast<std::size_t>(p - lo)] =
+              host::dot(qv, k_at(l, block, kh, p % kv_block_tokens), hd) * scale;
+        }
+        host::softmax(scores.data(), n);
+        float* out = att.data() + (t * nh + head) * hd;
+        std::fill_n(out, hd, 0.0f);
+        for (int64_t p = lo; p <= r.pos; ++p) {
+          const int64_t block =
+              r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
+          host::axpy(scores[static_cast<std::size_t>(p - lo)],
+                     v_at(l, block, kh, p % kv_block_tokens), out, hd);
+        }
+      }
+    });
+    host::matmul(pool, w.o.data, w.o.type, h, nh * hd, att.data(), total, tmp.data());
+    host::add(x.data(), tmp.data(), total * h);
+    for (int64_t t = 0; t < total; ++t)
+      host::rmsnorm(x.data() + t * h, w.mlp_norm.data(), h, c.rms_norm_eps, xn.data() + t * h);
+    host::matmul(pool, w.gate.data, w.gate.type, f, h, xn.data(), total, g.data());
+    host::matmul(pool, w.up.data, w.up.type, f, h, xn.data(), total, u.data());
+    host::silu_mul(g.data(), u.data(), total * f);
+    host::matmul(pool, w.down.data, w.down.type, h, f, g.data(), total, tmp.data());
+    host::add(x.data(), tmp.data(), total * h);
+  }
+  // Final norm and lm_head for the last token of each item that wants logits.
+  std::vector<float> last(static_cast<std::size_t>(want * h));
+  {
+    int64_t t = 0, row = 0;
+    for (const auto& it : batch) {
+      t += static_cast<int64_t>(it.tokens.size());
+      if (it.want_logits)
+        host::rmsnorm(x.data() + (t - 1) * h, final_norm_.data(), h, c.rms_norm_eps,
+                      last.data() + (row++) * h);
+    }
+  }
+  if (want > 0)
+    host::matmul(pool, lm_head_.data, lm_head_.type, vocab, h, last.data(), want, logits.data());
+  return {};
+}
+
+} // namespace
+
+expected<std::unique_ptr<model_runner>>
+make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,
+                       const host_runner_options& opt) {
+  if (opt.threads < 1)
+    return make_error(errc::invalid_argument, "host runner: threads must be at least 1");
+  auto r = std::make_unique<host_model_runner>(ckpt.config(), opt.num_kv_blocks, opt.threads);
+  THAW_TRY(r->init(ckpt, weights));
+  return std::unique_ptr<model_runner>(std::move(r));
+}
+
+expected<loaded_model> load_host_model(const std::filesystem::path& dir,
+                                       const host_runner_options& opt) {
+  loaded_model m;
+  THAW_ASSIGN(auto ck, checkpoint::open(dir));
+  m.ckpt = std::make_unique<checkpoint>(std::move(ck));
+  m.dev = std::make_unique<host_device>();
+  loader_options lo;
+  // The pool holds the whole model as the DRAM tier: one pool chunk per checkpoint chunk.
+  std::uint64_t chunk = 4096;
+  for (const auto& c : m.ckpt->chunks())
+    chunk = std::max(chunk, (c.bytes + 4095) / 4096 * 4096);
+  lo.chunk_bytes = chunk;
+  lo.pool_bytes = chunk * std::max<std::uint64_t>(1, m.ckpt->chunks().size());
+  THAW_ASSIGN(auto ld, loader::create(lo, *m.dev));
+  THAW_ASSIGN(auto handle, ld->load(*m.ckpt));
+  THAW_TRY(handle.wait());
+  THAW_ASSIGN(m.weights, handle.take_buffer());
+  THAW_ASSIGN(m.runner, make_host_model_runner(*m.ckpt, *m.weights, opt));
+  return m;
+}
+
+} // namespace thaw

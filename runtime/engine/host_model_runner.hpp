@@ -1,0 +1,41 @@
+#pragma once
+/// The host model runner: the Llama-family forward pass (RMSNorm, RoPE with scaling, GQA,
+/// optional QKV bias, SwiGLU, tied or separate lm_head, Mistral's sliding window) on the CPU over
+/// gpu/host kernels, with an f32 paged KV cache laid out [layer][block][kv_head][16][head_dim] for
+/// keys and again for values. Weights stay where the loader put them: a device buffer laid out
+/// like the checkpoint's data files (tensor at file_base(file) + offset), f32, bf16 or f16.
+
+#include "gpu/device.hpp"
+#include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/engine/model_runner.hpp"
+
+#include <filesystem>
+#include <memory>
+
+namespace thaw {
+
+struct host_runner_options {
+  std::int32_t num_kv_blocks = 64; ///< KV cache blocks (16 tokens each)
+  int threads = 1;                 ///< compute threads, the caller's included
+};
+
+/// Builds a runner over `weights` (which must outlive it). `invalid_argument` when a tensor is
+/// missing, has an unexpected shape, or lies outside the buffer, or the options are bad.
+[[nodiscard]] expected<std::unique_ptr<model_runner>>
+make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,
+                       const host_runner_options& opt);
+
+/// A checkpoint loaded into host memory with its runner; members are destroyed runner first.
+struct loaded_model {
+  std::unique_ptr<device> dev;
+  std::unique_ptr<checkpoint> ckpt;
+  std::unique_ptr<device_buffer> weights;
+  std::unique_ptr<model_runner> runner;
+};
+
+/// Opens the checkpoint in `dir`, loads it through thaw::loader into a host_device buffer, and
+/// builds a host runner over it.
+[[nodiscard]] expected<loaded_model> load_host_model(const std::filesystem::path& dir,
+                                                     const host_runner_options& opt);
+
+} // namespace thaw
