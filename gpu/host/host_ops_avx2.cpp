@@ -8,22 +8,18 @@ namespace thaw::host::detail {
 
 namespace {
 
-inline __m256 load8(const void* w, dtype t, std::int64_t i) noexcept {
-  switch (t) {
-  case dtype::f32:
+template <dtype T>
+inline __m256 load8(const void* w, std::int64_t i) noexcept {
+  if constexpr (T == dtype::f32) {
     return _mm256_loadu_ps(static_cast<const float*>(w) + i);
-  case dtype::bf16: {
+  } else {
     const __m128i h =
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const std::uint16_t*>(w) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    if constexpr (T == dtype::bf16)
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    else
+      return _mm256_cvtph_ps(h);
   }
-  case dtype::f16: {
-    const __m128i h =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const std::uint16_t*>(w) + i));
-    return _mm256_cvtph_ps(h);
-  }
-  }
-  return _mm256_setzero_ps();
 }
 
 inline float load1(const void* w, dtype t, std::int64_t i) noexcept {
@@ -47,48 +43,80 @@ inline float hsum(__m256 v) noexcept {
   return _mm_cvtss_f32(s);
 }
 
-// One row against tokens [t0, t0 + N): each token has its own accumulator and the same order of
-// operations, so a token's result does not depend on N or on which tile it falls in.
-template <int N>
-inline void row_tile(const void* wr, dtype t, std::int64_t in, const float* x, std::int64_t t0,
-                     float* out) noexcept {
-  __m256 acc[N];
-  for (int k = 0; k < N; ++k)
-    acc[k] = _mm256_setzero_ps();
+// R rows against tokens [t0, t0 + N): each (row, token) pair has its own accumulator and the same
+// order of operations whatever R, N and the tile it falls in, so a result does not depend on the
+// batch around it. Several rows at once give independent FMA chains for a single token (decode).
+template <dtype T, int R, int N>
+inline void tile(const std::byte* w0, std::size_t row_bytes, dtype t, std::int64_t in,
+                 const float* x, std::int64_t t0, float (&out)[R][N]) noexcept {
+  __m256 acc[R][N];
+  for (int a = 0; a < R; ++a)
+    for (int k = 0; k < N; ++k)
+      acc[a][k] = _mm256_setzero_ps();
   std::int64_t i = 0;
   for (; i + 8 <= in; i += 8) {
-    const __m256 wv = load8(wr, t, i);
+    __m256 xv[N];
     for (int k = 0; k < N; ++k)
-      acc[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (t0 + k) * in + i), acc[k]);
+      xv[k] = _mm256_loadu_ps(x + (t0 + k) * in + i);
+    for (int a = 0; a < R; ++a) {
+      const __m256 wv = load8<T>(w0 + a * row_bytes, i);
+      for (int k = 0; k < N; ++k)
+        acc[a][k] = _mm256_fmadd_ps(wv, xv[k], acc[a][k]);
+    }
   }
-  for (int k = 0; k < N; ++k) {
-    float s = hsum(acc[k]);
-    for (std::int64_t j = i; j < in; ++j)
-      s += load1(wr, t, j) * x[(t0 + k) * in + j];
-    out[k] = s;
+  for (int a = 0; a < R; ++a)
+    for (int k = 0; k < N; ++k) {
+      float s = hsum(acc[a][k]);
+      for (std::int64_t j = i; j < in; ++j)
+        s += load1(w0 + a * row_bytes, t, j) * x[(t0 + k) * in + j];
+      out[a][k] = s;
+    }
+}
+
+template <dtype T, int R, int N>
+inline void run_tile(const std::byte* wbase, std::size_t row_bytes, dtype t, std::int64_t rows,
+                     std::int64_t in, const float* x, float* y, const float* bias, std::int64_t r,
+                     std::int64_t t0) noexcept {
+  float out[R][N];
+  tile<T, R, N>(wbase + static_cast<std::size_t>(r) * row_bytes, row_bytes, t, in, x, t0, out);
+  for (int a = 0; a < R; ++a) {
+    const float b = bias != nullptr ? bias[r + a] : 0.0f;
+    for (int k = 0; k < N; ++k)
+      y[(t0 + k) * rows + r + a] = out[a][k] + b;
   }
 }
 
 } // namespace
 
+template <dtype T>
+void rows_t(const void* w, dtype wtype, std::int64_t rows, std::int64_t in, const float* x,
+            std::int64_t tokens, float* y, const float* bias, std::int64_t r0,
+            std::int64_t r1) noexcept {
+  const auto* wb = static_cast<const std::byte*>(w);
+  const std::size_t rb = static_cast<std::size_t>(in) * dtype_size(wtype);
+  std::int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    std::int64_t t = 0;
+    for (; t + 2 <= tokens; t += 2)
+      run_tile<T, 4, 2>(wb, rb, wtype, rows, in, x, y, bias, r, t);
+    for (; t < tokens; ++t)
+      run_tile<T, 4, 1>(wb, rb, wtype, rows, in, x, y, bias, r, t);
+  }
+  for (; r < r1; ++r)
+    for (std::int64_t t = 0; t < tokens; ++t)
+      run_tile<T, 1, 1>(wb, rb, wtype, rows, in, x, y, bias, r, t);
+}
+
 void matmul_rows_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
                       const float* x, std::int64_t tokens, float* y, const float* bias,
                       std::int64_t r0, std::int64_t r1) noexcept {
-  const std::size_t es = dtype_size(wtype);
-  for (std::int64_t r = r0; r < r1; ++r) {
-    const auto* wr = static_cast<const std::byte*>(w) + static_cast<std::size_t>(r * in) * es;
-    const float b = bias != nullptr ? bias[r] : 0.0f;
-    float out[4];
-    std::int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) {
-      row_tile<4>(wr, wtype, in, x, t, out);
-      for (int k = 0; k < 4; ++k)
-        y[(t + k) * rows + r] = out[k] + b;
-    }
-    for (; t < tokens; ++t) {
-      row_tile<1>(wr, wtype, in, x, t, out);
-      y[t * rows + r] = out[0] + b;
-    }
+  switch (wtype) {
+  case dtype::f32:
+    return rows_t<dtype::f32>(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+  case dtype::bf16:
+    return rows_t<dtype::bf16>(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+  case dtype::f16:
+    return rows_t<dtype::f16>(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
   }
 }
 
