@@ -50,21 +50,28 @@ template <dtype T, int R, int N>
 inline void tile(const std::byte* w0, std::size_t row_bytes, dtype t, std::int64_t in,
                  const float* x, std::int64_t t0, float (&out)[R][N]) noexcept {
   __m256 acc[R][N];
+  #pragma GCC unroll 8
   for (int a = 0; a < R; ++a)
+    #pragma GCC unroll 8
     for (int k = 0; k < N; ++k)
       acc[a][k] = _mm256_setzero_ps();
   std::int64_t i = 0;
   for (; i + 8 <= in; i += 8) {
     __m256 xv[N];
+    #pragma GCC unroll 8
     for (int k = 0; k < N; ++k)
       xv[k] = _mm256_loadu_ps(x + (t0 + k) * in + i);
+    #pragma GCC unroll 8
     for (int a = 0; a < R; ++a) {
       const __m256 wv = load8<T>(w0 + a * row_bytes, i);
+      #pragma GCC unroll 8
       for (int k = 0; k < N; ++k)
         acc[a][k] = _mm256_fmadd_ps(wv, xv[k], acc[a][k]);
     }
   }
+  #pragma GCC unroll 8
   for (int a = 0; a < R; ++a)
+    #pragma GCC unroll 8
     for (int k = 0; k < N; ++k) {
       float s = hsum(acc[a][k]);
       for (std::int64_t j = i; j < in; ++j)
