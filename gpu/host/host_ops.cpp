@@ -57,37 +57,49 @@ thread_pool::thread_pool(int threads) {
 thread_pool::~thread_pool() {
   {
     std::lock_guard lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   start_cv_.notify_all();
   for (auto& t : workers_)
     t.join();
 }
 
+namespace {
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+constexpr int spin_rounds = 20000;
+} // namespace
+
 void thread_pool::work(int index) {
   std::uint64_t seen = 0;
   for (;;) {
-    const std::function<void(std::int64_t, std::int64_t)>* job = nullptr;
-    std::int64_t n = 0;
-    {
-      std::unique_lock lock(mutex_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_)
-        return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
+    bool ready = false;
+    for (int i = 0; i < spin_rounds && !ready; ++i) {
+      ready = generation_.load(std::memory_order_acquire) != seen ||
+              stop_.load(std::memory_order_relaxed);
+      if (!ready)
+        cpu_relax();
     }
+    if (!ready) {
+      std::unique_lock lock(mutex_);
+      start_cv_.wait(lock, [&] {
+        return stop_.load() || generation_.load(std::memory_order_acquire) != seen;
+      });
+    }
+    if (stop_.load())
+      return;
+    seen = generation_.load(std::memory_order_acquire);
+    const auto* job = job_;
+    const std::int64_t n = job_n_;
     const std::int64_t parts = size();
     const std::int64_t b = n * index / parts;
     const std::int64_t e = n * (index + 1) / parts;
     if (b < e)
       (*job)(b, e);
-    {
-      std::lock_guard lock(mutex_);
-      if (--pending_ == 0)
-        done_cv_.notify_one();
-    }
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
@@ -99,19 +111,24 @@ void thread_pool::parallel_for(std::int64_t n,
     fn(0, n);
     return;
   }
+  job_ = &fn;
+  job_n_ = n;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
+    // Under the mutex so that a worker between its predicate check and its sleep cannot miss it.
     std::lock_guard lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   start_cv_.notify_all();
   const std::int64_t e = n / size();
   if (e > 0)
     fn(0, e);
-  std::unique_lock lock(mutex_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < spin_rounds)
+      cpu_relax();
+    else
+      std::this_thread::yield();
+  }
 }
 
 // ---- matmul ----

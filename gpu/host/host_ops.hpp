@@ -8,6 +8,7 @@
 #include "runtime/checkpoint/model_config.hpp"
 #include "runtime/common/dtype.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -43,14 +44,15 @@ private:
   void work(int index);
 
   std::vector<std::thread> workers_;
+  // Workers spin briefly on generation_ before sleeping on start_cv_: a decode step issues dozens
+  // of short parallel_for calls, and a futex wake-up per call costs more than the work.
   std::mutex mutex_;
   std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
   const std::function<void(std::int64_t, std::int64_t)>* job_ = nullptr;
   std::int64_t job_n_ = 0;
-  std::uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 /// y[t][r] = sum_i W[r][i] * x[t][i] (+ bias[r]) for t < tokens, r < rows; W is [rows][in]
