@@ -97,6 +97,10 @@ status host_model_runner::init(const checkpoint& ckpt, const device_buffer& buf)
     return make_error(errc::invalid_argument, "host runner: unsupported head configuration");
   if (blocks_ <= 0)
     return make_error(errc::invalid_argument, "host runner: num_kv_blocks must be positive");
+  const auto& rs = c.rope_scaling.type;
+  if (!rs.empty() && rs != "default" && rs != "linear" && rs != "llama3")
+    return make_error(errc::invalid_argument,
+                      "host runner: RoPE scaling '" + rs + "' is not supported (linear, llama3)");
   const std::uint64_t h = c.hidden_size, qd = c.num_heads * c.head_dim,
                       kd = c.num_kv_heads * c.head_dim, f = c.intermediate_size;
   THAW_ASSIGN(embed_, find(ckpt, buf, "model.embed_tokens.weight", {c.vocab_size, h}));

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <cmath>
 #include <numeric>
 #include <tuple>
@@ -25,10 +27,21 @@ struct model_fixture {
   const std::byte* weights() { return static_cast<const std::byte*>(m.weights->data()); }
 };
 
+// `rope_scaling`: JSON text replacing the config's "rope_scaling": null, or empty.
 std::unique_ptr<model_fixture> make(const std::string& preset, dtype t, int threads = 2,
-                                    std::int32_t blocks = 32) {
+                                    std::int32_t blocks = 32, const std::string& rope_scaling = "") {
   auto f = std::make_unique<model_fixture>();
   testing::make_hf(f->dir.path() / "hf", preset, dtype::f32);
+  if (!rope_scaling.empty()) {
+    const auto cfg_path = f->dir.path() / "hf" / "config.json";
+    std::ifstream in(cfg_path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto key = text.find("\"rope_scaling\"");
+    const auto null = text.find("null", key);
+    EXPECT_NE(key, std::string::npos);
+    text.replace(null, 4, rope_scaling);
+    std::ofstream(cfg_path) << text;
+  }
   testing::import(f->dir.path() / "hf", f->dir.path() / "ck", t);
   auto m = load_host_model(f->dir.path() / "ck", {blocks, threads});
   EXPECT_TRUE(m) << m.err().to_string();
@@ -125,6 +138,41 @@ INSTANTIATE_TEST_SUITE_P(
           ch = '_';
       return n;
     });
+
+TEST(host_model_runner, rope_scaling_matches_reference) {
+  // original_max_position_embeddings 16 puts tiny's frequencies in all three llama3 bands.
+  for (const std::string scaling :
+       {R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})",
+        R"({"type": "linear", "factor": 2.0})"}) {
+    auto f = make("tiny", dtype::f32, 2, 32, scaling);
+    ASSERT_TRUE(f);
+    auto& r = f->r();
+    ASSERT_FALSE(r.config().rope_scaling.type.empty());
+    const auto V = static_cast<std::size_t>(r.config().vocab_size);
+    const auto tokens = some_tokens(40, static_cast<std::int32_t>(V));
+    const auto ref = testing::reference_logits(*f->m.ckpt, f->weights(), tokens);
+    const auto dec = decode_all(r, tokens, iota_blocks(0, 3));
+    for (std::size_t p = 0; p < tokens.size(); ++p)
+      ASSERT_LE(max_rel_diff({dec.data() + p * V, V}, {ref.data() + p * V, V}), 1e-3f)
+          << scaling << " position " << p;
+  }
+}
+
+TEST(host_model_runner, unsupported_rope_scaling_is_rejected) {
+  temp_dir dir;
+  testing::make_hf(dir.path() / "hf", "tiny", dtype::f32);
+  const auto cfg_path = dir.path() / "hf" / "config.json";
+  std::ifstream in(cfg_path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto null = text.find("null", text.find("\"rope_scaling\""));
+  text.replace(null, 4, R"({"rope_type": "dynamic", "factor": 2.0})");
+  std::ofstream(cfg_path) << text;
+  testing::import(dir.path() / "hf", dir.path() / "ck");
+  auto m = load_host_model(dir.path() / "ck", {});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.err().code, errc::invalid_argument) << m.err().to_string();
+}
 
 TEST(host_model_runner, batched_sequences_match_each_alone) {
   auto f = make("tiny-qwen2", dtype::f32);
