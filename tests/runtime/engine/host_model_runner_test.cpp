@@ -130,7 +130,7 @@ TEST_P(runner_vs_reference, every_position_matches_and_prefill_modes_agree) {
 INSTANTIATE_TEST_SUITE_P(
     presets, runner_vs_reference,
     ::testing::Combine(::testing::Values("tiny", "tiny-qwen2", "tiny-mistral"),
-                       ::testing::Values(dtype::f32, dtype::bf16)),
+                       ::testing::Values(dtype::f32, dtype::bf16, dtype::f16)),
     [](const auto& info) {
       std::string n = std::get<0>(info.param) + "_" + std::string(to_string(std::get<1>(info.param)));
       for (auto& ch : n)
