@@ -107,8 +107,9 @@ TEST_P(runner_vs_reference, every_position_matches_and_prefill_modes_agree) {
   ASSERT_TRUE(f);
   auto& r = f->r();
   const auto V = static_cast<std::size_t>(r.config().vocab_size);
-  if (preset == "tiny-mistral")
+  if (preset == "tiny-mistral") {
     ASSERT_EQ(r.config().sliding_window, 64u); // so that 70 positions exercise the window
+  }
   // 70 positions: past one 64-token sliding window (tiny-mistral) and over 5 blocks.
   const auto tokens = some_tokens(70, static_cast<std::int32_t>(V));
   const auto ref = testing::reference_logits(*f->m.ckpt, f->weights(), tokens);
