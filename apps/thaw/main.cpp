@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Benchmarks that print ratios to a reference measured in the same run");
   bench->require_subcommand(1);
   thaw::app::add_bench_load_command(*bench);
+  thaw::app::add_bench_engine_command(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

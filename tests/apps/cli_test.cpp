@@ -131,5 +131,30 @@ TEST(Cli, BenchLoadPrintsRatios) {
   EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
 }
 
+TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
+  testing::temp_dir dir;
+  auto hf = (dir / "hf").string();
+  auto ck = (dir / "ck").string();
+  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 3 --dtype bf16 " + hf, dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto r = run("bench engine " + ck + " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 1 --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["read_gbps"].get<double>(), 0.0);
+  ASSERT_EQ(j["batches"].size(), 2u);
+  EXPECT_EQ(j["batches"][1]["batch"], 3);
+  for (const auto& row : j["batches"]) {
+    EXPECT_GT(row["prefill_tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GT(row["decode_tokens_per_s"].get<double>(), 0.0);
+    EXPECT_GT(row["decode_fraction_of_bandwidth_limit"].get<double>(), 0.0);
+  }
+  // The tiny model's lm_head is tied to the embedding table, which a decode step then reads.
+  EXPECT_GT(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>() / 2);
+  EXPECT_LE(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>());
+  r = run("bench engine " + ck + " --prompt-len 5000 --gen 4", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("max_position_embeddings"), std::string::npos) << r.all;
+}
+
 } // namespace
 } // namespace thaw

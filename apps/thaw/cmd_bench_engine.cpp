@@ -1,0 +1,57 @@
+// thaw bench engine CKPT: the host forward pass against the machine's memory-bandwidth limit
+// (bench/engine_bench.hpp).
+
+#include "apps/thaw/commands.hpp"
+
+#include "bench/engine_bench.hpp"
+#include "runtime/common/log.hpp"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace thaw::app {
+namespace {
+
+struct bench_engine_args {
+  common_options common;
+  bench::engine_bench_options o;
+  std::vector<int> batches{1};
+  bool json = false;
+};
+
+int run_bench_engine(bench_engine_args& a) {
+  if (auto s = init_logging(a.common.log_level); !s)
+    return report_error("bench engine", s.err());
+  a.o.batches = a.batches;
+  auto result = bench::run_engine_bench(a.o);
+  if (!result)
+    return report_error("bench engine", result.err());
+  if (a.json)
+    std::printf("%s\n", result->dump(2).c_str());
+  else
+    std::printf("%s", bench::format_engine_bench(*result).c_str());
+  return 0;
+}
+
+} // namespace
+
+void add_bench_engine_command(CLI::App& bench) {
+  auto a = std::make_shared<bench_engine_args>();
+  auto* cmd = bench.add_subcommand(
+      "engine", "Prefill and decode tokens/s of the host forward pass, against memory bandwidth");
+  cmd->add_option("CKPT", a->o.checkpoint, "Checkpoint directory")->required();
+  cmd->add_option("--prompt-len", a->o.prompt_len, "Prompt tokens per sequence")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--gen", a->o.gen, "Decode steps")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--batch", a->batches, "Batch sizes: --batch 1,8,32")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--threads", a->o.threads, "Compute threads")->check(CLI::Range(1, 256))->capture_default_str();
+  cmd->add_option("--repeats", a->o.repeats, "Runs per figure (median)")->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_flag("--json", a->json, "Print JSON");
+  add_common_options(*cmd, a->common);
+  cmd->callback([a] { run_result = run_bench_engine(*a); });
+}
+
+} // namespace thaw::app

@@ -1,0 +1,240 @@
+#include "bench/engine_bench.hpp"
+
+#include "runtime/engine/host_model_runner.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <thread>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace thaw::bench {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+double since(clock::time_point t) {
+  return std::chrono::duration<double>(clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Sums 64-bit words [b, e) of `data`; AVX2 where the processor has it, so that the reference
+// read is not slower than the engine's own vector loads.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::byte* data, std::size_t b,
+                                                               std::size_t e) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  std::size_t i = b;
+  for (; i + 16 <= e; i += 16) {
+    const auto* p = reinterpret_cast<const __m256i*>(data + i * 8);
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(p));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(p + 1));
+    a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(p + 2));
+    a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(p + 3));
+  }
+  alignas(32) std::uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+  std::uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < e; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, data + i * 8, 8);
+    sum += w;
+  }
+  return sum;
+}
+#endif
+
+std::uint64_t sum_words(const std::byte* data, std::size_t b, std::size_t e) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2"))
+    return sum_words_avx2(data, b, e);
+#endif
+  std::uint64_t sum = 0;
+  for (std::size_t i = b; i < e; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, data + i * 8, 8);
+    sum += w;
+  }
+  return sum;
+}
+
+// The bandwidth limit: `threads` threads each sum their share of the buffer, the same bytes a
+// decode step reads. The sum is returned so the reads are not optimised away.
+double read_seconds(const std::byte* data, std::size_t bytes, int threads, std::uint64_t& sink) {
+  const std::size_t words = bytes / 8;
+  const std::size_t per = (words + static_cast<std::size_t>(threads) - 1) / threads;
+  std::vector<std::uint64_t> sums(static_cast<std::size_t>(threads));
+  auto start = clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      const std::size_t b = std::min(words, per * static_cast<std::size_t>(t));
+      sums[static_cast<std::size_t>(t)] = sum_words(data, b, std::min(words, b + per));
+    });
+  for (auto& th : pool)
+    th.join();
+  double secs = since(start);
+  for (auto s : sums)
+    sink += s;
+  return secs;
+}
+
+std::int32_t argmax(const float* row, std::size_t n) {
+  return static_cast<std::int32_t>(std::max_element(row, row + n) - row);
+}
+
+struct batch_result {
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+// One run at batch size `b`: prefill every sequence's prompt in one forward, then `gen` greedy
+// decode steps over all of them.
+expected<batch_result> run_once(model_runner& r, int b, int prompt_len, int gen) {
+  const auto V = static_cast<std::size_t>(r.config().vocab_size);
+  const std::int32_t per_seq = kv_blocks_for(prompt_len + gen);
+  std::vector<std::vector<std::int32_t>> prompts(static_cast<std::size_t>(b));
+  std::vector<std::vector<std::int32_t>> tables(static_cast<std::size_t>(b));
+  for (int s = 0; s < b; ++s) {
+    auto& p = prompts[static_cast<std::size_t>(s)];
+    // Deterministic ids spread over the vocabulary, different for each sequence.
+    for (int i = 0; i < prompt_len; ++i)
+      p.push_back(static_cast<std::int32_t>((1 + 7919ull * (i + 1) + 104729ull * s) % V));
+    for (std::int32_t k = 0; k < per_seq; ++k)
+      tables[static_cast<std::size_t>(s)].push_back(s * per_seq + k);
+  }
+  std::vector<float> logits(static_cast<std::size_t>(b) * V);
+  std::vector<forward_item> items(static_cast<std::size_t>(b));
+  for (int s = 0; s < b; ++s)
+    items[static_cast<std::size_t>(s)] = {prompts[static_cast<std::size_t>(s)], 0,
+                                          tables[static_cast<std::size_t>(s)], true};
+  batch_result out;
+  auto start = clock::now();
+  THAW_TRY(r.forward(items, logits));
+  out.prefill_seconds = since(start);
+
+  std::vector<std::int32_t> next(static_cast<std::size_t>(b));
+  start = clock::now();
+  for (int step = 0; step < gen; ++step) {
+    for (int s = 0; s < b; ++s) {
+      auto& it = items[static_cast<std::size_t>(s)];
+      next[static_cast<std::size_t>(s)] = argmax(&logits[static_cast<std::size_t>(s) * V], V);
+      it.start_pos = prompt_len + step;
+      it.tokens = std::span<const std::int32_t>(&next[static_cast<std::size_t>(s)], 1);
+    }
+    THAW_TRY(r.forward(items, logits));
+  }
+  out.decode_seconds = since(start);
+  return out;
+}
+
+} // namespace
+
+expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
+  if (o.prompt_len < 1 || o.gen < 1 || o.threads < 1 || o.repeats < 1 || o.batches.empty())
+    return make_error(errc::invalid_argument,
+                      "bench engine: prompt-len, gen, threads, repeats and batches must be >= 1");
+  for (int b : o.batches)
+    if (b < 1)
+      return make_error(errc::invalid_argument, "bench engine: a batch size must be >= 1");
+  const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  host_runner_options ro;
+  ro.threads = o.threads;
+  ro.num_kv_blocks = max_batch * kv_blocks_for(o.prompt_len + o.gen);
+  THAW_ASSIGN(auto m, load_host_model(o.checkpoint, ro));
+  const auto& cfg = m.runner->config();
+  if (static_cast<std::uint64_t>(o.prompt_len + o.gen) > cfg.max_position_embeddings)
+    return make_error(errc::invalid_argument,
+                      "bench engine: prompt-len + gen exceeds the model's max_position_embeddings (" +
+                          std::to_string(cfg.max_position_embeddings) + ")");
+  const std::uint64_t weight_bytes = m.ckpt->total_bytes();
+  // A decode step reads every weight once, except the embedding table, of which it reads one
+  // row a token (unless the lm_head is tied to it, when the lm_head reads it all).
+  std::uint64_t step_bytes = 0;
+  for (const auto& t : m.ckpt->info().tensors)
+    if (t.name != "model.embed_tokens.weight" || cfg.tie_word_embeddings)
+      step_bytes += t.bytes;
+
+  // The limit is the best of reads made before and between the runs, so that a quiet moment
+  // counts for the reference as much as for thaw: the ratio errs against thaw.
+  std::uint64_t sink = 0;
+  double best_read = 1e30;
+  auto measure_read = [&] {
+    for (int k = 0; k < 3; ++k)
+      best_read = std::min(best_read, read_seconds(static_cast<const std::byte*>(m.weights->data()),
+                                                   weight_bytes, o.threads, sink));
+  };
+  measure_read();
+
+  nlohmann::json out;
+  out["checkpoint"] = o.checkpoint.string();
+  out["architecture"] = std::string{to_string(cfg.arch)};
+  out["dtype"] = std::string{to_string(cfg.torch_dtype)};
+  out["weight_bytes"] = weight_bytes;
+  out["decode_step_bytes"] = step_bytes;
+  out["threads"] = o.threads;
+  out["prompt_len"] = o.prompt_len;
+  out["gen"] = o.gen;
+  out["repeats"] = o.repeats;
+  auto& rows = out["batches"] = nlohmann::json::array();
+  for (int b : o.batches) {
+    std::vector<double> pre, dec;
+    for (int k = 0; k < o.repeats; ++k) {
+      THAW_ASSIGN(auto r, run_once(*m.runner, b, o.prompt_len, o.gen));
+      measure_read();
+      pre.push_back(r.prefill_seconds);
+      dec.push_back(r.decode_seconds);
+    }
+    const double p = median(pre), d = median(dec);
+    const double steps_per_s = o.gen / d;
+    rows.push_back({{"batch", b},
+                    {"prefill_tokens_per_s", b * o.prompt_len / p},
+                    {"decode_tokens_per_s", b * steps_per_s},
+                    {"decode_steps_per_s", steps_per_s},
+                    {"prefill_seconds", pre},
+                    {"decode_seconds", dec}});
+  }
+  const double read_gbps = static_cast<double>(weight_bytes) / best_read / 1e9;
+  // At the bandwidth limit a decode step takes step_bytes / bandwidth.
+  const double limit_steps_per_s = read_gbps * 1e9 / static_cast<double>(step_bytes);
+  for (auto& row : rows)
+    row["decode_fraction_of_bandwidth_limit"] =
+        row["decode_steps_per_s"].get<double>() / limit_steps_per_s;
+  out["read_gbps"] = read_gbps;
+  out["read_checksum"] = sink; // keeps the reference reads honest
+  return out;
+}
+
+std::string format_engine_bench(const nlohmann::json& r) {
+  std::string s;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "thaw bench engine: %s (%s, %s, %.1f MB of weights), %d threads, prompt %d, gen %d\n",
+                r["checkpoint"].get<std::string>().c_str(),
+                r["architecture"].get<std::string>().c_str(), r["dtype"].get<std::string>().c_str(),
+                r["weight_bytes"].get<double>() / 1e6, r["threads"].get<int>(),
+                r["prompt_len"].get<int>(), r["gen"].get<int>());
+  s += line;
+  std::snprintf(line, sizeof line, "  read bandwidth of the weights (limit): %.2f GB/s\n",
+                r["read_gbps"].get<double>());
+  s += line;
+  s += "  batch   prefill tok/s   decode tok/s   decode vs bandwidth limit\n";
+  for (const auto& row : r["batches"]) {
+    std::snprintf(line, sizeof line, "  %5d   %13.1f   %12.1f   %.2f\n", row["batch"].get<int>(),
+                  row["prefill_tokens_per_s"].get<double>(), row["decode_tokens_per_s"].get<double>(),
+                  row["decode_fraction_of_bandwidth_limit"].get<double>());
+    s += line;
+  }
+  return s;
+}
+
+} // namespace thaw::bench

@@ -1,0 +1,35 @@
+#pragma once
+/// `thaw bench engine`: the host forward pass against the machine's own limit, in one run
+/// (BENCHMARKS.md). Decoding is bound by memory bandwidth: every step reads all weights once
+/// (the embedding table only a row a token, unless the lm_head is tied to it), whatever the
+/// batch, so the limit of a decode step is those bytes / read bandwidth, and the bandwidth is
+/// measured in the same run by a plain multi-threaded read of the same weight
+/// buffer. Reports, per batch size: prefill tokens/s (every sequence's prompt in one forward),
+/// decode tokens/s (greedy, one token per sequence per step), and decode steps/s as a fraction
+/// of the bandwidth limit. Each figure is the median of `repeats` runs.
+
+#include "runtime/common/error.hpp"
+
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+namespace thaw::bench {
+
+struct engine_bench_options {
+  std::filesystem::path checkpoint;
+  int prompt_len = 128;          ///< prompt tokens per sequence
+  int gen = 32;                  ///< decode steps
+  std::vector<int> batches{1};   ///< batch sizes to measure
+  int threads = 2;               ///< compute threads (and readers of the bandwidth reference)
+  int repeats = 3;               ///< median over this many runs of each measurement
+};
+
+/// Runs the benchmark; the result is the JSON document `thaw bench engine --json` prints.
+[[nodiscard]] expected<nlohmann::json> run_engine_bench(const engine_bench_options& options);
+
+/// A readable table of a result.
+[[nodiscard]] std::string format_engine_bench(const nlohmann::json& result);
+
+} // namespace thaw::bench
