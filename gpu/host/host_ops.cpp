@@ -23,18 +23,6 @@ bool detect_avx2() noexcept {
 const bool have_avx2 = detect_avx2();
 std::atomic<bool> use_avx2{have_avx2};
 
-inline float load_elem(const void* w, dtype t, std::int64_t i) noexcept {
-  switch (t) {
-  case dtype::f32:
-    return static_cast<const float*>(w)[i];
-  case dtype::bf16:
-    return bf16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
-  case dtype::f16:
-    return f16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
-  }
-  return 0.0f;
-}
-
 } // namespace
 
 bool avx2_available() noexcept { return have_avx2; }
@@ -143,7 +131,7 @@ void matmul_rows_scalar(const void* w, dtype wtype, std::int64_t rows, std::int6
   for (std::int64_t r = r0; r < r1; ++r) {
     const auto* wr = static_cast<const std::byte*>(w) + static_cast<std::size_t>(r * in) * es;
     for (std::int64_t i = 0; i < in; ++i)
-      row[static_cast<std::size_t>(i)] = load_elem(wr, wtype, i);
+      row[static_cast<std::size_t>(i)] = load_element(wtype, wr, static_cast<std::size_t>(i));
     const float b = bias != nullptr ? bias[r] : 0.0f;
     for (std::int64_t t = 0; t < tokens; ++t) {
       const float* xt = x + t * in;

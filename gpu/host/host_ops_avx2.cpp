@@ -22,17 +22,6 @@ inline __m256 load8(const void* w, std::int64_t i) noexcept {
   }
 }
 
-inline float load1(const void* w, dtype t, std::int64_t i) noexcept {
-  switch (t) {
-  case dtype::f32:
-    return static_cast<const float*>(w)[i];
-  case dtype::bf16:
-    return bf16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
-  case dtype::f16:
-    return f16_to_f32(static_cast<const std::uint16_t*>(w)[i]);
-  }
-  return 0.0f;
-}
 
 inline float hsum(__m256 v) noexcept {
   const __m128 lo = _mm256_castps256_ps128(v);
@@ -75,7 +64,7 @@ inline void tile(const std::byte* w0, std::size_t row_bytes, dtype t, std::int64
     for (int k = 0; k < N; ++k) {
       float s = hsum(acc[a][k]);
       for (std::int64_t j = i; j < in; ++j)
-        s += load1(w0 + a * row_bytes, t, j) * x[(t0 + k) * in + j];
+        s += load_element(t, w0 + a * row_bytes, static_cast<std::size_t>(j)) * x[(t0 + k) * in + j];
       out[a][k] = s;
     }
 }

@@ -118,4 +118,13 @@ void convert_elements(dtype from, const void* src, dtype to, void* dst,
   }
 }
 
+float load_element(dtype t, const void* src, std::size_t i) noexcept {
+  switch (t) {
+  case dtype::f32: return static_cast<const float*>(src)[i];
+  case dtype::bf16: return bf16_to_f32(static_cast<const std::uint16_t*>(src)[i]);
+  case dtype::f16: return f16_to_f32(static_cast<const std::uint16_t*>(src)[i]);
+  }
+  return 0.0f;
+}
+
 } // namespace thaw

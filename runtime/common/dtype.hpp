@@ -34,6 +34,10 @@ enum class dtype : std::uint8_t { f32 = 0, f16 = 1, bf16 = 2 };
 [[nodiscard]] std::uint16_t f32_to_bf16(float v) noexcept;
 [[nodiscard]] std::uint16_t f32_to_f16(float v) noexcept;
 
+/// Element `i` of an array of type `t`, as f32. Out of line on purpose: kernels compiled for
+/// different instruction sets share it without one copy's instructions leaking into another.
+[[nodiscard]] float load_element(dtype t, const void* src, std::size_t i) noexcept;
+
 /// Converts `count` elements from `src` (type `from`) to `dst` (type `to`). Same type: a copy.
 void convert_elements(dtype from, const void* src, dtype to, void* dst, std::size_t count) noexcept;
 

@@ -94,5 +94,14 @@ TEST(Dtype, ConvertElements) {
   EXPECT_EQ(hf[3], f32_to_f16(bf16_to_f32(bf[3])));
 }
 
+TEST(Dtype, LoadElementReadsEachType) {
+  const float f[2] = {1.5f, -2.25f};
+  const std::uint16_t b[2] = {f32_to_bf16(1.5f), f32_to_bf16(-2.25f)};
+  const std::uint16_t h[2] = {f32_to_f16(1.5f), f32_to_f16(-2.25f)};
+  EXPECT_EQ(load_element(dtype::f32, f, 1), -2.25f);
+  EXPECT_EQ(load_element(dtype::bf16, b, 1), -2.25f);
+  EXPECT_EQ(load_element(dtype::f16, h, 0), 1.5f);
+}
+
 } // namespace
 } // namespace thaw
