@@ -1,5 +1,6 @@
 #include "bench/engine_bench.hpp"
 
+#include "bench/timing.hpp"
 #include "runtime/engine/host_model_runner.hpp"
 
 #include <algorithm>
@@ -15,15 +16,14 @@
 namespace thaw::bench {
 namespace {
 
-using clock = std::chrono::steady_clock;
-
-double since(clock::time_point t) {
-  return std::chrono::duration<double>(clock::now() - t).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+std::uint64_t sum_words_scalar(const std::byte* data, std::size_t b, std::size_t e) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = b; i < e; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, data + i * 8, 8);
+    sum += w;
+  }
+  return sum;
 }
 
 // Sums 64-bit words [b, e) of `data`; AVX2 where the processor has it, so that the reference
@@ -43,13 +43,7 @@ __attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::byte* da
   alignas(32) std::uint64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
                      _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
-  std::uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-  for (; i < e; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, data + i * 8, 8);
-    sum += w;
-  }
-  return sum;
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + sum_words_scalar(data, i, e);
 }
 #endif
 
@@ -58,13 +52,7 @@ std::uint64_t sum_words(const std::byte* data, std::size_t b, std::size_t e) {
   if (__builtin_cpu_supports("avx2"))
     return sum_words_avx2(data, b, e);
 #endif
-  std::uint64_t sum = 0;
-  for (std::size_t i = b; i < e; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, data + i * 8, 8);
-    sum += w;
-  }
-  return sum;
+  return sum_words_scalar(data, b, e);
 }
 
 // The bandwidth limit: `threads` threads each sum their share of the buffer, the same bytes a

@@ -1,6 +1,7 @@
 #include "bench/load_bench.hpp"
 
 #include "bench/reference_io.hpp"
+#include "bench/timing.hpp"
 #include "gpu/host/host_device.hpp"
 #include "runtime/checkpoint/safetensors.hpp"
 #include "runtime/common/posix.hpp"
@@ -17,14 +18,7 @@
 namespace thaw::bench {
 namespace {
 
-using clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  auto n = v.size();
-  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2);
-}
 
 // Copies a file with plain read/write (no reflink or copy_file_range, which could share the
 // physical blocks and defeat the point of distinct copies), then drops it from the page cache.

@@ -1,5 +1,6 @@
 #include "bench/reference_io.hpp"
 
+#include "bench/timing.hpp"
 #include "runtime/common/posix.hpp"
 
 #include <algorithm>
@@ -12,12 +13,6 @@
 
 namespace thaw::bench {
 namespace {
-
-using clock = std::chrono::steady_clock;
-
-double since(clock::time_point start) {
-  return std::chrono::duration<double>(clock::now() - start).count();
-}
 
 // Reads one file with O_DIRECT; thread t takes blocks t, t + threads, ...
 status read_file_direct(const std::filesystem::path& path, std::size_t block, int threads,

@@ -15,14 +15,12 @@ namespace {
 struct bench_engine_args {
   common_options common;
   bench::engine_bench_options o;
-  std::vector<int> batches{1};
   bool json = false;
 };
 
 int run_bench_engine(bench_engine_args& a) {
   if (auto s = init_logging(a.common.log_level); !s)
     return report_error("bench engine", s.err());
-  a.o.batches = a.batches;
   auto result = bench::run_engine_bench(a.o);
   if (!result)
     return report_error("bench engine", result.err());
@@ -44,7 +42,7 @@ void add_bench_engine_command(CLI::App& bench) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--gen", a->o.gen, "Decode steps")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  cmd->add_option("--batch", a->batches, "Batch sizes: --batch 1,8,32")
+  cmd->add_option("--batch", a->o.batches, "Batch sizes: --batch 1,8,32")
       ->delimiter(',')
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--threads", a->o.threads, "Compute threads")->check(CLI::Range(1, 256))->capture_default_str();
