@@ -1,0 +1,184 @@
+#include "runtime/engine/sampler.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+namespace thaw {
+
+namespace {
+
+/// splitmix64's finaliser: a bijection on 64 bits with full avalanche.
+constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+error bad(std::string what) { return make_error(errc::invalid_argument, std::move(what)); }
+
+/// Orders token ids by value, largest first; ties by the lower id (repeatable everywhere).
+struct by_value_desc {
+  const float* v;
+  bool operator()(std::int32_t a, std::int32_t b) const noexcept {
+    return v[a] > v[b] || (v[a] == v[b] && a < b);
+  }
+};
+
+/// The `k` ids with the largest values, sorted by by_value_desc; O(V + k log k).
+std::vector<std::int32_t> top_ids(std::span<const float> v, std::size_t k) {
+  std::vector<std::int32_t> ids(v.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  k = std::min(k, ids.size());
+  by_value_desc cmp{v.data()};
+  std::nth_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(), cmp);
+  ids.resize(k);
+  std::sort(ids.begin(), ids.end(), cmp);
+  return ids;
+}
+
+} // namespace
+
+status sampling_params::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0.0f)
+    return bad("temperature: " + std::to_string(temperature) + " (must be a finite number >= 0)");
+  if (!(top_p > 0.0f && top_p <= 1.0f))
+    return bad("top_p: " + std::to_string(top_p) + " (must be in (0, 1])");
+  if (top_k < -1)
+    return bad("top_k: " + std::to_string(top_k) + " (must be -1, 0 or positive)");
+  if (!(min_p >= 0.0f && min_p <= 1.0f))
+    return bad("min_p: " + std::to_string(min_p) + " (must be in [0, 1])");
+  if (logprobs < -1 || logprobs > max_logprobs)
+    return bad("logprobs: " + std::to_string(logprobs) + " (must be in [-1, " +
+               std::to_string(max_logprobs) + "])");
+  return {};
+}
+
+double rng_state::next_uniform() noexcept {
+  const std::uint64_t bits = mix64(mix64(seed ^ 0x6a09e667f3bcc909ULL) + mix64(counter));
+  ++counter;
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
+expected<sample_result> sample(std::span<const float> logits, const sampling_params& params,
+                               rng_state& rng) {
+  if (logits.empty())
+    return bad("logits: empty");
+  THAW_TRY(params.validate());
+  const auto vocab = logits.size();
+
+  // Argmax (ties: lowest id) and the NaN check in one pass.
+  std::size_t best = 0;
+  for (std::size_t i = 0; i < vocab; ++i) {
+    if (std::isnan(logits[i]))
+      return bad("logits: NaN at token " + std::to_string(i));
+    if (logits[i] > logits[best])
+      best = i;
+  }
+  const float max_logit = logits[best];
+  if (max_logit == -INFINITY)
+    return bad("logits: every logit is -inf");
+
+  // Raw log-softmax, computed only when log-probabilities are asked for (a pass of exp over a
+  // 150k vocabulary costs as much as the draw itself).
+  sample_result out;
+  double log_z = 0.0;
+  if (params.logprobs >= 0) {
+    double z = 0.0;
+    for (std::size_t i = 0; i < vocab; ++i)
+      z += std::exp(logits[i] - max_logit);
+    log_z = std::log(z) + max_logit;
+  }
+  auto finish = [&](std::size_t pick) {
+    out.token = static_cast<std::int32_t>(pick);
+    if (params.logprobs >= 0)
+      out.logprob = static_cast<float>(static_cast<double>(logits[pick]) - log_z);
+    if (params.logprobs > 0)
+      for (auto id : top_ids(logits, static_cast<std::size_t>(params.logprobs)))
+        out.top.push_back({id, static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(id)]) - log_z)});
+    return out;
+  };
+
+  if (params.temperature == 0.0f)
+    return finish(best);
+
+  // Weights at temperature T, exp((l - max) / T) in (0, 1], computed once.
+  thread_local std::vector<float> w;
+  w.resize(vocab);
+  const float inv_t = 1.0f / params.temperature;
+  double total = 0.0;
+  for (std::size_t i = 0; i < vocab; ++i) {
+    w[i] = std::exp((logits[i] - max_logit) * inv_t);
+    total += w[i];
+  }
+  const bool top_k_on = params.top_k > 0 && static_cast<std::size_t>(params.top_k) < vocab;
+  const bool filtered = top_k_on || params.top_p < 1.0f || params.min_p > 0.0f;
+  const double u = rng.next_uniform();
+
+  if (!filtered) {
+    // No filter: inverse CDF over all ids in id order.
+    const double target = u * total;
+    double acc = 0.0;
+    std::size_t pick = best;
+    for (std::size_t i = 0; i < vocab; ++i) {
+      if (w[i] == 0.0f)
+        continue;
+      acc += w[i];
+      pick = i;
+      if (acc > target)
+        break;
+    }
+    return finish(pick);
+  }
+
+  // The candidate head, ordered by by_value_desc: top_k of them, or for top_p alone a head grown
+  // until it holds top_p of the mass (64, 256, ... ids), so 150k vocabularies are not sorted.
+  std::vector<std::int32_t> head;
+  auto mass_of = [&](std::size_t n) {
+    double m = 0.0;
+    for (std::size_t i = 0; i < n; ++i)
+      m += w[static_cast<std::size_t>(head[i])];
+    return m;
+  };
+  if (top_k_on) {
+    head = top_ids(logits, static_cast<std::size_t>(params.top_k));
+    total = mass_of(head.size()); // top-p applies to the renormalised top-k (vLLM's order)
+  } else {
+    for (std::size_t k = 64;; k *= 4) {
+      head = top_ids(logits, k);
+      if (mass_of(head.size()) >= params.top_p * total || head.size() == vocab)
+        break;
+    }
+  }
+  std::size_t keep = head.size();
+  if (params.top_p < 1.0f) {
+    double acc = 0.0;
+    for (std::size_t i = 0; i < head.size(); ++i) {
+      acc += w[static_cast<std::size_t>(head[i])];
+      if (acc >= params.top_p * total) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (params.min_p > 0.0f) {
+    // p / p_max is the weight itself at temperature T, since the head's first weight is 1.
+    std::size_t i = 1;
+    while (i < keep && w[static_cast<std::size_t>(head[i])] >= params.min_p)
+      ++i;
+    keep = i;
+  }
+  const double target = u * mass_of(keep);
+  double acc = 0.0;
+  std::int32_t pick = head[0];
+  for (std::size_t i = 0; i < keep; ++i) {
+    acc += w[static_cast<std::size_t>(head[i])];
+    pick = head[i];
+    if (acc > target)
+      break;
+  }
+  return finish(static_cast<std::size_t>(pick));
+}
+
+} // namespace thaw
