@@ -7,6 +7,7 @@ packages=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libxxhash-dev liburing-dev libzstd-dev
   libgtest-dev
+  libicu-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,138 @@
+// BPE merges by rank over a linked list of symbols with a min-heap of candidate pairs, so a
+// segment of n symbols costs O(n log n) instead of rescanning for the best pair after each merge.
+
+#include "runtime/engine/tokenizer_impl.hpp"
+
+#include <algorithm>
+#include <queue>
+
+namespace thaw {
+
+namespace {
+
+struct candidate {
+  std::int32_t rank;
+  std::int32_t left; // symbol index
+  std::int32_t left_id;
+  std::int32_t right_id;
+  // Lowest rank first; among equal ranks the leftmost pair, as Hugging Face does.
+  bool operator>(const candidate& o) const noexcept {
+    return rank != o.rank ? rank > o.rank : left > o.left;
+  }
+};
+
+} // namespace
+
+void tokenizer::impl::bpe(std::vector<std::int32_t>& symbols) const {
+  const auto n = static_cast<std::int32_t>(symbols.size());
+  if (n < 2)
+    return;
+  thread_local std::vector<std::int32_t> next;
+  thread_local std::vector<std::int32_t> prev;
+  next.resize(static_cast<std::size_t>(n));
+  prev.resize(static_cast<std::size_t>(n));
+  for (std::int32_t i = 0; i < n; ++i) {
+    next[static_cast<std::size_t>(i)] = i + 1 < n ? i + 1 : -1;
+    prev[static_cast<std::size_t>(i)] = i - 1;
+  }
+  std::priority_queue<candidate, std::vector<candidate>, std::greater<>> heap;
+  auto consider = [&](std::int32_t left) {
+    if (left < 0)
+      return;
+    const auto right = next[static_cast<std::size_t>(left)];
+    if (right < 0)
+      return;
+    const auto a = symbols[static_cast<std::size_t>(left)];
+    const auto b = symbols[static_cast<std::size_t>(right)];
+    if (auto it = merges.find(pair_key(a, b)); it != merges.end())
+      heap.push({it->second.rank, left, a, b});
+  };
+  for (std::int32_t i = 0; i + 1 < n; ++i)
+    consider(i);
+  while (!heap.empty()) {
+    const auto c = heap.top();
+    heap.pop();
+    const auto l = static_cast<std::size_t>(c.left);
+    const auto r = next[l];
+    // Stale entries: the left symbol changed, died, or got a different right neighbour.
+    if (symbols[l] != c.left_id || r < 0 || symbols[static_cast<std::size_t>(r)] != c.right_id)
+      continue;
+    symbols[l] = merges.find(pair_key(c.left_id, c.right_id))->second.result;
+    const auto rn = next[static_cast<std::size_t>(r)];
+    symbols[static_cast<std::size_t>(r)] = -1;
+    next[l] = rn;
+    if (rn >= 0)
+      prev[static_cast<std::size_t>(rn)] = c.left;
+    consider(prev[l]);
+    consider(c.left);
+  }
+  std::size_t w = 0;
+  for (std::int32_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)])
+    symbols[w++] = symbols[static_cast<std::size_t>(i)];
+  symbols.resize(w);
+}
+
+expected<void> tokenizer::impl::encode_segment(std::string_view text,
+                                               std::vector<std::int32_t>& out) const {
+  thread_local std::vector<std::int32_t> symbols;
+  if (kind == model_kind::byte_level_bpe) {
+    std::string normalized;
+    if (nfc) {
+      THAW_ASSIGN(normalized, tok_detail::nfc(text));
+      text = normalized;
+    }
+    thread_local std::vector<std::pair<std::size_t, std::size_t>> pieces;
+    if (split_regex)
+      tok_detail::split_qwen(text, pieces);
+    else
+      pieces.assign(1, {0, text.size()});
+    for (const auto& [b, e] : pieces) {
+      symbols.clear();
+      for (std::size_t i = b; i < e; ++i)
+        symbols.push_back(byte_token[static_cast<unsigned char>(text[i])]);
+      bpe(symbols);
+      out.insert(out.end(), symbols.begin(), symbols.end());
+    }
+    return {};
+  }
+
+  // SentencePiece style: Prepend("▁") on a non-empty segment, then Replace(" " -> "▁"); the
+  // whole segment is one word (no pre-tokenizer).
+  if (text.empty())
+    return {};
+  std::string normalized = prepend;
+  normalized.reserve(text.size() + 16);
+  for (char ch : text) {
+    if (ch == ' ' && !space_replacement.empty())
+      normalized += space_replacement;
+    else
+      normalized += ch;
+  }
+  symbols.clear();
+  std::size_t i = 0;
+  while (i < normalized.size()) {
+    const auto b0 = static_cast<unsigned char>(normalized[i]);
+    const std::size_t len = b0 < 0x80 ? 1 : b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
+    const std::string_view ch{normalized.data() + i, len};
+    if (auto it = vocab.find(ch); it != vocab.end()) {
+      symbols.push_back(it->second);
+    } else if (byte_fallback) {
+      for (char byte : ch)
+        symbols.push_back(byte_token[static_cast<unsigned char>(byte)]);
+    } else if (unk_id >= 0) {
+      // fuse_unk: consecutive unknown characters become one <unk>.
+      if (symbols.empty() || symbols.back() != unk_id)
+        symbols.push_back(unk_id);
+    } else {
+      return make_error(errc::invalid_argument,
+                        "text has a character that is not in the vocabulary and the tokenizer "
+                        "has neither byte fallback nor an unknown token");
+    }
+    i += len;
+  }
+  bpe(symbols);
+  out.insert(out.end(), symbols.begin(), symbols.end());
+  return {};
+}
+
+} // namespace thaw
