@@ -1,6 +1,7 @@
 #include "bench/engine_bench.hpp"
 
 #include "bench/timing.hpp"
+#include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
 
 #include <algorithm>
@@ -125,24 +126,75 @@ expected<batch_result> run_once(model_runner& r, int b, int prompt_len, int gen)
   return out;
 }
 
+// Time from add() to the first token of `prompt` in `e` (which must be idle).
+expected<double> first_token_seconds(engine& e, std::vector<std::int32_t> prompt) {
+  generation_request r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = 1;
+  r.sampling.temperature = 0.0f;
+  auto start = clock::now();
+  THAW_ASSIGN(auto id, e.add(std::move(r)));
+  while (e.has_work())
+    for (auto& ev : e.step())
+      if (ev.id == id && ev.failure)
+        return *ev.failure;
+  return since(start);
+}
+
+// Prefix reuse: a request with `prefix_len` shared tokens plus 16 of its own, cold, then a
+// second one after the first finished. A fresh engine (empty radix cache) per repeat.
+expected<nlohmann::json> run_prefix_bench(model_runner& r, const engine_bench_options& o) {
+  const auto V = static_cast<std::size_t>(r.config().vocab_size);
+  auto make_prompt = [&](int salt) {
+    std::vector<std::int32_t> p;
+    for (int i = 0; i < o.prefix_len; ++i)
+      p.push_back(static_cast<std::int32_t>((1 + 7919ull * (i + 1)) % V));
+    for (int i = 0; i < 16; ++i)
+      p.push_back(static_cast<std::int32_t>((3 + 104729ull * (i + 1) * salt) % V));
+    return p;
+  };
+  std::vector<double> cold, warm;
+  for (int k = 0; k < o.repeats; ++k) {
+    engine_options eo;
+    eo.max_batch_tokens = o.prefix_len + 16; // the whole prompt in one step, as a server would
+    engine e(r, nullptr, eo);
+    THAW_ASSIGN(double a, first_token_seconds(e, make_prompt(1)));
+    THAW_ASSIGN(double b, first_token_seconds(e, make_prompt(2)));
+    if (e.stats().prefix_hit_tokens == 0)
+      return make_error(errc::internal, "bench engine: the second request found no cached prefix");
+    cold.push_back(a);
+    warm.push_back(b);
+  }
+  return nlohmann::json{{"prefix_len", o.prefix_len},
+                        {"own_tokens", 16},
+                        {"first_token_seconds_cold", median(cold)},
+                        {"first_token_seconds_cached", median(warm)},
+                        {"cached_over_cold", median(warm) / median(cold)}};
+}
+
 } // namespace
 
 expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   if (o.prompt_len < 1 || o.gen < 1 || o.threads < 1 || o.repeats < 1 || o.batches.empty())
     return make_error(errc::invalid_argument,
                       "bench engine: prompt-len, gen, threads, repeats and batches must be >= 1");
+  if (o.prefix_len < 0)
+    return make_error(errc::invalid_argument, "bench engine: prefix-len must be >= 0");
   for (int b : o.batches)
     if (b < 1)
       return make_error(errc::invalid_argument, "bench engine: a batch size must be >= 1");
   const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
   host_runner_options ro;
   ro.threads = o.threads;
-  ro.num_kv_blocks = max_batch * kv_blocks_for(o.prompt_len + o.gen);
+  ro.num_kv_blocks = std::max(max_batch * kv_blocks_for(o.prompt_len + o.gen),
+                              2 * kv_blocks_for(o.prefix_len + 17));
   THAW_ASSIGN(auto m, load_host_model(o.checkpoint, ro));
   const auto& cfg = m.runner->config();
-  if (static_cast<std::uint64_t>(o.prompt_len + o.gen) > cfg.max_position_embeddings)
+  if (static_cast<std::uint64_t>(std::max(o.prompt_len + o.gen, o.prefix_len + 17)) >
+      cfg.max_position_embeddings)
     return make_error(errc::invalid_argument,
-                      "bench engine: prompt-len + gen exceeds the model's max_position_embeddings (" +
+                      "bench engine: prompt-len + gen (or prefix-len + 17) exceeds the model's "
+                      "max_position_embeddings (" +
                           std::to_string(cfg.max_position_embeddings) + ")");
   const std::uint64_t weight_bytes = m.ckpt->total_bytes();
   // A decode step reads every weight once, except the embedding table, of which it reads one
@@ -198,6 +250,9 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
     row["decode_fraction_of_bandwidth_limit"] =
         row["decode_steps_per_s"].get<double>() / limit_steps_per_s;
   out["read_gbps"] = read_gbps;
+  if (o.prefix_len > 0) {
+    THAW_ASSIGN(out["prefix_cache"], run_prefix_bench(*m.runner, o));
+  }
   out["read_checksum"] = sink; // keeps the reference reads honest
   return out;
 }
@@ -220,6 +275,16 @@ std::string format_engine_bench(const nlohmann::json& r) {
     std::snprintf(line, sizeof line, "  %5d   %13.1f   %12.1f   %.2f\n", row["batch"].get<int>(),
                   row["prefill_tokens_per_s"].get<double>(), row["decode_tokens_per_s"].get<double>(),
                   row["decode_fraction_of_bandwidth_limit"].get<double>());
+    s += line;
+  }
+  if (r.contains("prefix_cache")) {
+    const auto& p = r["prefix_cache"];
+    std::snprintf(line, sizeof line,
+                  "  first token, %d-token prefix + %d own: cold %.3f s, prefix cached %.3f s "
+                  "(%.3f of cold)\n",
+                  p["prefix_len"].get<int>(), p["own_tokens"].get<int>(),
+                  p["first_token_seconds_cold"].get<double>(),
+                  p["first_token_seconds_cached"].get<double>(), p["cached_over_cold"].get<double>());
     s += line;
   }
   return s;

@@ -6,7 +6,8 @@
 /// measured in the same run by a plain multi-threaded read of the same weight
 /// buffer. Reports, per batch size: prefill tokens/s (every sequence's prompt in one forward),
 /// decode tokens/s (greedy, one token per sequence per step), and decode steps/s as a fraction
-/// of the bandwidth limit. Each figure is the median of `repeats` runs.
+/// of the bandwidth limit. Each figure is the median of `repeats` runs. With a prefix length, also
+/// the time to first token with and without a cached prefix (through the step loop).
 
 #include "runtime/common/error.hpp"
 
@@ -24,6 +25,10 @@ struct engine_bench_options {
   std::vector<int> batches{1};   ///< batch sizes to measure
   int threads = 2;               ///< compute threads (and readers of the bandwidth reference)
   int repeats = 3;               ///< median over this many runs of each measurement
+  /// Prefix reuse through the step loop's radix cache: time to first token of a request whose
+  /// prompt is `prefix_len` tokens plus 16 of its own, first with an empty cache, then after
+  /// another request with the same prefix finished. 0: not measured.
+  int prefix_len = 0;
 };
 
 /// Runs the benchmark; the result is the JSON document `thaw bench engine --json` prints.

@@ -47,6 +47,10 @@ void add_bench_engine_command(CLI::App& bench) {
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--threads", a->o.threads, "Compute threads")->check(CLI::Range(1, 256))->capture_default_str();
   cmd->add_option("--repeats", a->o.repeats, "Runs per figure (median)")->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_option("--prefix-len", a->o.prefix_len,
+                  "Also time the first token with a cached prefix of this many tokens (0: skip)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON");
   add_common_options(*cmd, a->common);
   cmd->callback([a] { run_result = run_bench_engine(*a); });

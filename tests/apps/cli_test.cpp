@@ -137,7 +137,9 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
   auto ck = (dir / "ck").string();
   ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 3 --dtype bf16 " + hf, dir).exit_code, 0);
   ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
-  auto r = run("bench engine " + ck + " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 1 --json", dir);
+  auto r = run("bench engine " + ck +
+                   " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 1 --prefix-len 64 --json",
+               dir);
   ASSERT_EQ(r.exit_code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_GT(j["read_gbps"].get<double>(), 0.0);
@@ -151,6 +153,12 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
   // The tiny model's lm_head is tied to the embedding table, which a decode step then reads.
   EXPECT_GT(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>() / 2);
   EXPECT_LE(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>());
+  // Prefix reuse through the step loop: both times measured (their ratio is the benchmark's).
+  const auto& p = j["prefix_cache"];
+  EXPECT_EQ(p["prefix_len"], 64);
+  EXPECT_GT(p["first_token_seconds_cold"].get<double>(), 0.0);
+  EXPECT_GT(p["first_token_seconds_cached"].get<double>(), 0.0);
+  EXPECT_GT(p["cached_over_cold"].get<double>(), 0.0);
   r = run("bench engine " + ck + " --prompt-len 5000 --gen 4", dir);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.all.find("max_position_embeddings"), std::string::npos) << r.all;

@@ -1,0 +1,442 @@
+#include "runtime/engine/engine.hpp"
+
+#include "runtime/engine/kv_blocks.hpp"
+#include "runtime/engine/radix_cache.hpp"
+#include "runtime/engine/stop_matcher.hpp"
+#include "runtime/engine/tokenizer.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+
+namespace thaw {
+
+std::string_view to_string(finish_reason r) noexcept {
+  switch (r) {
+  case finish_reason::none: return "none";
+  case finish_reason::length: return "length";
+  case finish_reason::stop: return "stop";
+  case finish_reason::error: return "error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+struct sequence {
+  sequence_id id = 0;
+  generation_request request;
+  std::vector<std::int32_t> tokens; ///< prompt + generated
+  std::int32_t computed = 0;        ///< positions whose KV is in `blocks`
+  std::vector<std::int32_t> blocks; ///< one reference held on each
+  std::int32_t inserted_blocks = 0; ///< full blocks already offered to the radix cache
+  rng_state rng;
+  std::optional<detokenizer> detok;
+  std::optional<stop_matcher> stops;
+  std::int32_t cached_tokens = 0; ///< prefix-cache hit at first admission
+  bool reported_cached = false;
+  bool running = false;
+
+  [[nodiscard]] std::int32_t prompt_len() const noexcept {
+    return static_cast<std::int32_t>(request.prompt.size());
+  }
+  [[nodiscard]] std::int32_t generated() const noexcept {
+    return static_cast<std::int32_t>(tokens.size()) - prompt_len();
+  }
+  [[nodiscard]] std::int32_t pending() const noexcept {
+    return static_cast<std::int32_t>(tokens.size()) - computed;
+  }
+};
+
+struct scheduled {
+  sequence* seq;
+  std::int32_t n; ///< tokens run this step
+};
+
+} // namespace
+
+struct engine::impl {
+  model_runner* runner;
+  const tokenizer* tok;
+  engine_options opt;
+  kv_blocks blocks;
+  radix_cache cache;
+  std::int32_t context = 0;
+  std::vector<std::int32_t> eos;
+  std::map<sequence_id, std::unique_ptr<sequence>> all; // id order is arrival order
+  std::deque<sequence*> waiting;
+  std::vector<sequence*> running; ///< arrival order: the youngest is last
+  sequence_id next_id = 1;
+  engine_stats counters;
+  std::vector<float> logits;
+
+  impl(model_runner& r, const tokenizer* t, engine_options o)
+      : runner(&r), tok(t), opt(o), blocks(r.num_kv_blocks()), cache(blocks) {
+    const auto& cfg = r.config();
+    std::int64_t limit = opt.max_context > 0 ? opt.max_context
+                                             : static_cast<std::int64_t>(cfg.max_position_embeddings);
+    if (limit <= 0)
+      limit = std::int64_t{1} << 30;
+    limit = std::min<std::int64_t>(limit, std::int64_t{r.num_kv_blocks()} * kv_block_tokens);
+    context = static_cast<std::int32_t>(limit);
+    if (tok)
+      eos = tok->eos_ids();
+    else
+      for (auto e : cfg.eos_token_ids)
+        eos.push_back(static_cast<std::int32_t>(e));
+  }
+
+  [[nodiscard]] status check(const generation_request& r, std::size_t generated) const {
+    const auto vocab = static_cast<std::int64_t>(runner->config().vocab_size);
+    auto bad = [](std::string what) { return make_error(errc::invalid_argument, std::move(what)); };
+    if (r.prompt.empty())
+      return bad("prompt: empty (at least one token is needed)");
+    if (r.prompt.size() + generated >= static_cast<std::size_t>(context))
+      return bad("prompt: " + std::to_string(r.prompt.size() + generated) +
+                 " tokens leave no room in the context of " + std::to_string(context));
+    for (std::size_t i = 0; i < r.prompt.size(); ++i)
+      if (r.prompt[i] < 0 || r.prompt[i] >= vocab)
+        return bad("prompt: token " + std::to_string(i) + " is id " + std::to_string(r.prompt[i]) +
+                   ", outside the vocabulary of " + std::to_string(vocab));
+    THAW_TRY(r.sampling.validate());
+    if (r.max_tokens < 1)
+      return bad("max_tokens: " + std::to_string(r.max_tokens) + " (must be at least 1)");
+    if (r.stop.size() > stop_matcher::max_stops)
+      return bad("stop: " + std::to_string(r.stop.size()) + " stop strings (at most " +
+                 std::to_string(stop_matcher::max_stops) + ")");
+    if (!tok && std::any_of(r.stop.begin(), r.stop.end(), [](auto& s) { return !s.empty(); }))
+      return bad("stop: stop strings need a tokenizer, and this engine has none");
+    for (auto id : r.stop_token_ids)
+      if (id < 0 || id >= vocab)
+        return bad("stop_token_ids: " + std::to_string(id) + " is outside the vocabulary of " +
+                   std::to_string(vocab));
+    return {};
+  }
+
+  sequence& enqueue(generation_request r) {
+    auto s = std::make_unique<sequence>();
+    s->id = next_id++;
+    s->tokens = r.prompt;
+    s->rng = rng_state{r.sampling.seed, 0};
+    if (tok)
+      s->detok.emplace(*tok);
+    if (tok)
+      s->stops.emplace(r.stop);
+    s->request = std::move(r);
+    auto* raw = s.get();
+    all.emplace(raw->id, std::move(s));
+    waiting.push_back(raw);
+    return *raw;
+  }
+
+  void release_blocks(sequence& s) {
+    for (auto b : s.blocks)
+      (void)blocks.release(b); // held by s: cannot fail
+    s.blocks.clear();
+    s.computed = 0;
+    s.inserted_blocks = 0;
+  }
+
+  void remove(sequence& s) {
+    release_blocks(s);
+    if (s.running)
+      running.erase(std::find(running.begin(), running.end(), &s));
+    else
+      waiting.erase(std::find(waiting.begin(), waiting.end(), &s));
+    all.erase(s.id);
+  }
+
+  /// `n` fresh blocks, evicting cached prefixes first when short; nullopt when even that fails.
+  std::optional<std::vector<std::int32_t>> allocate(std::int32_t n) {
+    if (n <= 0)
+      return std::vector<std::int32_t>{};
+    if (blocks.free_count() < n)
+      cache.evict(n - blocks.free_count());
+    auto got = blocks.allocate(n);
+    if (!got)
+      return std::nullopt;
+    return std::move(*got);
+  }
+
+  /// Blocks for `s` to hold `positions` positions; nullopt when the cache is full.
+  bool grow(sequence& s, std::int32_t positions) {
+    const std::int32_t need = kv_blocks_for(positions) - static_cast<std::int32_t>(s.blocks.size());
+    auto got = allocate(need);
+    if (!got)
+      return false;
+    s.blocks.insert(s.blocks.end(), got->begin(), got->end());
+    return true;
+  }
+
+  void preempt(sequence& s) {
+    release_blocks(s);
+    running.erase(std::find(running.begin(), running.end(), &s));
+    s.running = false;
+    // Back to the front of the queue, ahead of newer arrivals; older preempted sequences stay
+    // ahead of younger ones because the youngest is preempted first.
+    waiting.push_front(&s);
+    ++counters.preemptions;
+  }
+
+  /// Takes the longest cached prefix for a sequence that holds no blocks; at least one token is
+  /// left to run, since its logits are needed.
+  void take_prefix(sequence& s) {
+    if (!opt.prefix_cache)
+      return;
+    auto m = cache.lookup(std::span(s.tokens).first(s.tokens.size() - 1));
+    s.blocks = std::move(m.blocks);
+    s.computed = m.tokens;
+    s.inserted_blocks = static_cast<std::int32_t>(s.blocks.size());
+    counters.prefix_hit_tokens += static_cast<std::uint64_t>(m.tokens);
+    if (!s.reported_cached)
+      s.cached_tokens = std::min(m.tokens, s.prompt_len());
+  }
+
+  std::vector<scheduled> schedule() {
+    std::vector<scheduled> plan;
+    std::int32_t budget = opt.max_batch_tokens;
+    // Running sequences, oldest first: each gets its decode token (or its next prefill chunk).
+    for (std::size_t i = 0; i < running.size() && budget > 0; ++i) {
+      sequence& s = *running[i];
+      const std::int32_t n = std::min(s.pending(), budget);
+      bool placed = true;
+      while (!grow(s, s.computed + n)) {
+        sequence& youngest = *running.back();
+        preempt(youngest);
+        if (&youngest == &s) {
+          placed = false;
+          break;
+        }
+      }
+      if (!placed)
+        break; // s was the youngest: everything after it is gone too
+      plan.push_back({&s, n});
+      budget -= n;
+    }
+    // Then waiting sequences in order, while budget, slots and blocks last.
+    while (budget > 0 && !waiting.empty() &&
+           static_cast<std::int32_t>(running.size()) < opt.max_running) {
+      sequence& s = *waiting.front();
+      if (s.blocks.empty())
+        take_prefix(s);
+      const std::int32_t n = std::min(s.pending(), budget);
+      if (!grow(s, s.computed + n)) {
+        release_blocks(s); // give the prefix back; it is looked up again next time
+        break;
+      }
+      waiting.pop_front();
+      s.running = true;
+      running.push_back(&s);
+      plan.push_back({&s, n});
+      budget -= n;
+    }
+    return plan;
+  }
+
+  /// Offers the sequence's newly completed blocks to the radix cache.
+  void share_prefix(sequence& s) {
+    if (!opt.prefix_cache)
+      return;
+    const std::int32_t full =
+        std::min(s.computed / kv_block_tokens, static_cast<std::int32_t>(s.blocks.size()));
+    if (full <= s.inserted_blocks)
+      return;
+    const auto tokens = std::span(s.tokens).first(static_cast<std::size_t>(full) * kv_block_tokens);
+    if (cache.insert(tokens, std::span(s.blocks).first(static_cast<std::size_t>(full))))
+      s.inserted_blocks = full;
+  }
+
+  /// Samples the next token of `s` from `row`, appends it, and fills `ev`; true when `s` ended.
+  bool advance(sequence& s, std::span<const float> row, sequence_event& ev) {
+    auto picked = sample(row, s.request.sampling, s.rng);
+    if (!picked) {
+      ev.finish = finish_reason::error;
+      ev.failure = std::move(picked).err();
+      return true;
+    }
+    const std::int32_t token = picked->token;
+    s.tokens.push_back(token);
+    ev.token = token;
+    ev.logprob = picked->logprob;
+    ev.top = std::move(picked->top);
+
+    const bool stop_id =
+        std::find(s.request.stop_token_ids.begin(), s.request.stop_token_ids.end(), token) !=
+            s.request.stop_token_ids.end() ||
+        (!s.request.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end());
+    if (stop_id) {
+      ev.finish = finish_reason::stop;
+    } else if (s.detok) {
+      auto piece = s.detok->push(token);
+      if (piece) {
+        auto r = s.stops->push(*piece);
+        ev.text = std::move(r.text);
+        if (r.stopped) {
+          ev.finish = finish_reason::stop;
+          ev.stop_reason = std::move(r.matched);
+          return true;
+        }
+      }
+    }
+    if (ev.finish == finish_reason::none &&
+        (s.generated() >= s.request.max_tokens ||
+         static_cast<std::int32_t>(s.tokens.size()) >= context))
+      ev.finish = finish_reason::length;
+    if (ev.finish != finish_reason::none && s.detok && !s.stops->stopped()) {
+      auto rest = s.detok->flush();
+      auto r = s.stops->push(rest);
+      ev.text += r.text;
+      if (r.stopped) {
+        ev.finish = finish_reason::stop;
+        ev.stop_reason = std::move(r.matched);
+      } else {
+        ev.text += s.stops->flush();
+      }
+    }
+    return ev.finish != finish_reason::none;
+  }
+
+  std::vector<sequence_event> step() {
+    std::vector<sequence_event> events;
+    auto plan = schedule();
+    if (plan.empty())
+      return events;
+    ++counters.steps;
+
+    std::vector<forward_item> batch;
+    batch.reserve(plan.size());
+    std::size_t rows = 0;
+    for (auto& p : plan) {
+      forward_item item;
+      item.tokens = std::span(p.seq->tokens).subspan(static_cast<std::size_t>(p.seq->computed),
+                                                     static_cast<std::size_t>(p.n));
+      item.start_pos = p.seq->computed;
+      item.block_table = p.seq->blocks;
+      item.want_logits = p.seq->computed + p.n == static_cast<std::int32_t>(p.seq->tokens.size());
+      rows += item.want_logits ? 1 : 0;
+      batch.push_back(item);
+    }
+    const std::size_t vocab = runner->config().vocab_size;
+    logits.resize(rows * vocab);
+    auto ran = runner->forward(batch, logits);
+    if (!ran) {
+      for (auto& p : plan) {
+        sequence_event ev;
+        ev.id = p.seq->id;
+        ev.finish = finish_reason::error;
+        ev.failure = ran.err();
+        events.push_back(std::move(ev));
+        remove(*p.seq);
+      }
+      return events;
+    }
+
+    std::size_t row = 0;
+    std::vector<sequence*> finished;
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      sequence& s = *plan[i].seq;
+      const bool decode = plan[i].n == 1 && s.computed + 1 == static_cast<std::int32_t>(s.tokens.size()) &&
+                          s.generated() > 0;
+      (decode ? counters.decoded_tokens : counters.prefilled_tokens) +=
+          static_cast<std::uint64_t>(plan[i].n);
+      s.computed += plan[i].n;
+      share_prefix(s);
+      if (!batch[i].want_logits)
+        continue;
+      sequence_event ev;
+      ev.id = s.id;
+      if (!s.reported_cached) {
+        ev.cached_tokens = s.cached_tokens;
+        s.reported_cached = true;
+      }
+      if (advance(s, std::span<const float>(logits).subspan(row * vocab, vocab), ev))
+        finished.push_back(&s);
+      ++row;
+      events.push_back(std::move(ev));
+    }
+    for (auto* s : finished)
+      remove(*s);
+    return events;
+  }
+};
+
+engine::engine(model_runner& runner, const tokenizer* tok, engine_options options)
+    : impl_(std::make_unique<impl>(runner, tok, options)) {}
+
+engine::~engine() = default;
+
+expected<sequence_id> engine::add(generation_request request) {
+  THAW_TRY(impl_->check(request, 0));
+  return impl_->enqueue(std::move(request)).id;
+}
+
+status engine::cancel(sequence_id id) {
+  auto it = impl_->all.find(id);
+  if (it == impl_->all.end())
+    return make_error(errc::not_found, "sequence " + std::to_string(id) + ": not queued or running");
+  impl_->remove(*it->second);
+  return {};
+}
+
+std::vector<sequence_event> engine::step() { return impl_->step(); }
+
+bool engine::has_work() const noexcept { return !impl_->all.empty(); }
+
+expected<sequence_state> engine::export_state(sequence_id id) const {
+  auto it = impl_->all.find(id);
+  if (it == impl_->all.end())
+    return make_error(errc::not_found, "sequence " + std::to_string(id) + ": not queued or running");
+  const sequence& s = *it->second;
+  sequence_state st;
+  st.request = s.request;
+  st.generated.assign(s.tokens.begin() + s.prompt_len(), s.tokens.end());
+  st.rng = s.rng;
+  if (s.stops) {
+    st.stop_pending = s.stops->pending();
+    st.stop_stopped = s.stops->stopped();
+  }
+  return st;
+}
+
+expected<sequence_id> engine::import_state(sequence_state state) {
+  THAW_TRY(impl_->check(state.request, state.generated.size()));
+  const auto vocab = static_cast<std::int64_t>(impl_->runner->config().vocab_size);
+  for (std::size_t i = 0; i < state.generated.size(); ++i)
+    if (state.generated[i] < 0 || state.generated[i] >= vocab)
+      return make_error(errc::invalid_argument,
+                        "generated: token " + std::to_string(i) + " is id " +
+                            std::to_string(state.generated[i]) + ", outside the vocabulary");
+  if (static_cast<std::int64_t>(state.generated.size()) >= state.request.max_tokens)
+    return make_error(errc::invalid_argument,
+                      "generated: " + std::to_string(state.generated.size()) +
+                          " tokens already reach max_tokens " +
+                          std::to_string(state.request.max_tokens) + "; nothing left to run");
+  if (state.stop_stopped)
+    return make_error(errc::invalid_argument, "stop_stopped: the sequence already stopped");
+  sequence& s = impl_->enqueue(std::move(state.request));
+  s.tokens.insert(s.tokens.end(), state.generated.begin(), state.generated.end());
+  s.rng = state.rng;
+  s.reported_cached = true; // the source reported the prompt's cache hit
+  if (s.detok) {
+    // The detokenizer's state is a function of the ids; the text it gives back was already
+    // emitted by the source (or is held in the stop matcher's pending text).
+    for (auto id : state.generated)
+      (void)s.detok->push(id);
+    s.stops->restore(std::move(state.stop_pending), false);
+  }
+  return s.id;
+}
+
+engine_stats engine::stats() const noexcept {
+  engine_stats st = impl_->counters;
+  st.running = static_cast<std::int32_t>(impl_->running.size());
+  st.waiting = static_cast<std::int32_t>(impl_->waiting.size());
+  st.kv_blocks_free = impl_->blocks.free_count();
+  st.kv_blocks_total = impl_->blocks.capacity();
+  st.cached_blocks = impl_->cache.cached_blocks();
+  return st;
+}
+
+std::int32_t engine::max_context() const noexcept { return impl_->context; }
+
+} // namespace thaw
