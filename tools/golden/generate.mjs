@@ -130,7 +130,10 @@ function tokenizer_arrays(tok_json, vocab_size) {
 
 export function to_gguf(hf_dir, gguf_path) {
   const cfg = JSON.parse(fs.readFileSync(path.join(hf_dir, "config.json"), "utf8"));
-  if (cfg.model_type !== "llama") throw new Error(`model_type '${cfg.model_type}': only llama is converted`);
+  // llama: interleaved RoPE in llama.cpp, so q/k rows are permuted. qwen2: NeoX (rotate-half)
+  // RoPE as in HF, so no permutation, and q/k/v biases.
+  const arch = cfg.model_type;
+  if (arch !== "llama" && arch !== "qwen2") throw new Error(`model_type '${arch}': only llama and qwen2 are converted`);
   if (cfg.rope_scaling) throw new Error("rope_scaling is not converted");
   const st = read_safetensors(hf_dir);
   const tok = JSON.parse(fs.readFileSync(path.join(hf_dir, "tokenizer.json"), "utf8"));
@@ -139,18 +142,25 @@ export function to_gguf(hf_dir, gguf_path) {
   const head_dim = cfg.head_dim ?? cfg.hidden_size / n_head;
 
   const out = []; // [gguf name, hf shape, data]
-  const add = (gguf, hf, f = (d) => d) => {
+  const add = (gguf, hf, f) => {
     const t = st.get(hf);
     if (!t) throw new Error(`${hf_dir}: tensor ${hf} missing`);
-    out.push([gguf, t.shape, f(t.data, t.shape)]);
+    out.push([gguf, t.shape, f ? f(t.data, t.shape) : t.data]);
   };
   add("token_embd.weight", "model.embed_tokens.weight");
   for (let l = 0; l < cfg.num_hidden_layers; ++l) {
     const p = `model.layers.${l}.`, b = `blk.${l}.`;
     add(b + "attn_norm.weight", p + "input_layernorm.weight");
-    add(b + "attn_q.weight", p + "self_attn.q_proj.weight", (d, s) => permute_rows(d, s, n_head));
-    add(b + "attn_k.weight", p + "self_attn.k_proj.weight", (d, s) => permute_rows(d, s, n_kv));
+    const perm = (n) => (arch === "llama" ? (d, s) => permute_rows(d, s, n) : undefined);
+    add(b + "attn_q.weight", p + "self_attn.q_proj.weight", perm(n_head));
+    add(b + "attn_k.weight", p + "self_attn.k_proj.weight", perm(n_kv));
     add(b + "attn_v.weight", p + "self_attn.v_proj.weight");
+    if (cfg.attention_bias || arch === "qwen2") {
+      if (arch === "llama") throw new Error("llama with attention_bias is not converted");
+      add(b + "attn_q.bias", p + "self_attn.q_proj.bias");
+      add(b + "attn_k.bias", p + "self_attn.k_proj.bias");
+      add(b + "attn_v.bias", p + "self_attn.v_proj.bias");
+    }
     add(b + "attn_output.weight", p + "self_attn.o_proj.weight");
     add(b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
     add(b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
@@ -162,21 +172,21 @@ export function to_gguf(hf_dir, gguf_path) {
 
   const { tokens, scores, types } = tokenizer_arrays(tok, cfg.vocab_size);
   const kv = [
-    ["general.architecture", T.str, "llama"],
+    ["general.architecture", T.str, arch],
     ["general.name", T.str, path.basename(hf_dir)],
     ["general.alignment", T.u32, ALIGN],
-    ["llama.context_length", T.u32, cfg.max_position_embeddings],
-    ["llama.embedding_length", T.u32, cfg.hidden_size],
-    ["llama.block_count", T.u32, cfg.num_hidden_layers],
-    ["llama.feed_forward_length", T.u32, cfg.intermediate_size],
-    ["llama.attention.head_count", T.u32, n_head],
-    ["llama.attention.head_count_kv", T.u32, n_kv],
-    ["llama.attention.key_length", T.u32, head_dim],
-    ["llama.attention.value_length", T.u32, head_dim],
-    ["llama.rope.freq_base", T.f32, cfg.rope_theta],
-    ["llama.attention.layer_norm_rms_epsilon", T.f32, cfg.rms_norm_eps],
-    ["llama.rope.dimension_count", T.u32, head_dim],
-    ["llama.vocab_size", T.u32, cfg.vocab_size],
+    [`${arch}.context_length`, T.u32, cfg.max_position_embeddings],
+    [`${arch}.embedding_length`, T.u32, cfg.hidden_size],
+    [`${arch}.block_count`, T.u32, cfg.num_hidden_layers],
+    [`${arch}.feed_forward_length`, T.u32, cfg.intermediate_size],
+    [`${arch}.attention.head_count`, T.u32, n_head],
+    [`${arch}.attention.head_count_kv`, T.u32, n_kv],
+    [`${arch}.attention.key_length`, T.u32, head_dim],
+    [`${arch}.attention.value_length`, T.u32, head_dim],
+    [`${arch}.rope.freq_base`, T.f32, cfg.rope_theta],
+    [`${arch}.attention.layer_norm_rms_epsilon`, T.f32, cfg.rms_norm_eps],
+    [`${arch}.rope.dimension_count`, T.u32, head_dim],
+    [`${arch}.vocab_size`, T.u32, cfg.vocab_size],
     ["tokenizer.ggml.model", T.str, "llama"],
     ["tokenizer.ggml.tokens", T.arr, [T.str, tokens]],
     ["tokenizer.ggml.scores", T.arr, [T.f32, scores]],

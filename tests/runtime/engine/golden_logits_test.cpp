@@ -26,7 +26,8 @@ using testing::temp_dir;
 // Tolerance on every recorded logit: |ours - golden| <= abs_tol + rel_tol * |golden|. Both sides
 // compute in f32 from the same f32 weights but with different summation orders (llama.cpp's
 // ggml kernels vs the host runner's), and the fixture rounds to 9 significant digits. Measured
-// worst case (RelWithDebInfo, AVX2 host, 2 threads): 6.0e-8 on tiny and 4.8e-7 on stories15m
+// worst case (RelWithDebInfo, AVX2 host, 2 threads): 6.0e-8 on tiny, 6.0e-8 on tiny-qwen2 and
+// 4.8e-7 on stories15m
 // (logits of magnitude up to ~1.5), so these bounds leave ~10x headroom for other kernel paths,
 // while a wrong RoPE pairing, a wrong epsilon or a missing norm weight moves logits by 1e-3 or
 // more (the task's starting point, abs 2e-3 + rel 1e-3, was tightened to this).
@@ -168,11 +169,18 @@ TEST_P(golden_logits, prefill_and_decode_match_llama_cpp) {
             << w.where << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(presets, golden_logits, ::testing::Values("tiny", "stories15m"),
-                         [](const auto& info) { return info.param; });
+// tiny and stories15m: llama (the converter permutes q/k rows for llama.cpp's interleaved RoPE);
+// tiny-qwen2: qwen2 (q/k/v biases, NeoX RoPE with theta 1e6, no permutation).
+INSTANTIATE_TEST_SUITE_P(presets, golden_logits,
+                         ::testing::Values("tiny", "stories15m", "tiny-qwen2"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
 
 TEST(golden_logits_fixture, records_every_position_sorted) {
-  for (const std::string preset : {"tiny", "stories15m"}) {
+  for (const std::string preset : {"tiny", "stories15m", "tiny-qwen2"}) {
     const auto g = read_golden(preset);
     ASSERT_EQ(g.positions.size(), g.tokens.size()) << preset;
     for (std::size_t i = 0; i < g.positions.size(); ++i) {
