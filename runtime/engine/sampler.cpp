@@ -145,11 +145,22 @@ expected<sample_result> sample(std::span<const float> logits, const sampling_par
     head = top_ids(logits, static_cast<std::size_t>(params.top_k));
     total = mass_of(head.size()); // top-p applies to the renormalised top-k (vLLM's order)
   } else {
-    for (std::size_t k = 64;; k *= 4) {
-      head = top_ids(logits, k);
-      if (mass_of(head.size()) >= params.top_p * total || head.size() == vocab)
+    // Candidates above a weight threshold, lowered 32x at a time until they hold top_p of the
+    // mass (min_p alone needs only those above min_p): a linear scan each time, and a sort of
+    // the few that pass, instead of ordering a 150k vocabulary.
+    const double need = params.top_p < 1.0f ? params.top_p * total : 0.0;
+    for (float tau = params.min_p > 0.0f ? params.min_p : 1e-2f;; tau /= 32.0f) {
+      head.clear();
+      double mass = 0.0;
+      for (std::size_t i = 0; i < vocab; ++i)
+        if (w[i] >= tau) {
+          head.push_back(static_cast<std::int32_t>(i));
+          mass += w[i];
+        }
+      if (mass >= need || tau < 1e-30f || head.size() == vocab)
         break;
     }
+    std::sort(head.begin(), head.end(), by_value_desc{logits.data()});
   }
   std::size_t keep = head.size();
   if (params.top_p < 1.0f) {
