@@ -34,6 +34,7 @@ inline int run_result = 0;
 void add_make_model_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);
 void add_bench_engine_command(CLI::App& bench);
 

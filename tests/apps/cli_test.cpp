@@ -166,3 +166,67 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
 
 } // namespace
 } // namespace thaw
+
+// thaw tokenize, with the tokenizer carried in assets/ (ids looked up in its vocabulary file, so
+// the test does not depend on which 32,000-token numbering the file uses).
+namespace thaw {
+namespace {
+
+std::int32_t vocab_id(const std::string& token) {
+  auto j = nlohmann::json::parse(read_text_file(tokenizer()).value());
+  return j["model"]["vocab"][token].get<std::int32_t>();
+}
+
+TEST(Cli, TokenizeEncodesAndDecodes) {
+  testing::temp_dir dir;
+  const auto hello = vocab_id("\xE2\x96\x81Hello");
+  const auto world = vocab_id("\xE2\x96\x81world");
+  auto r = run("tokenize " + tokenizer() + " --text 'Hello world'", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_EQ(r.out, "1 " + std::to_string(hello) + " " + std::to_string(world) + "\n");
+
+  r = run("tokenize " + tokenizer() + " --text 'Hello world' --no-special --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], (std::vector<std::int32_t>{hello, world}));
+  EXPECT_EQ(j["count"], 2);
+
+  // A checkpoint-style directory holding tokenizer.json works too; ids by commas or spaces.
+  const auto tok_dir = std::filesystem::path{tokenizer()}.parent_path().string();
+  r = run("tokenize " + tok_dir + " --decode '1," + std::to_string(hello) + " " + std::to_string(world) + "'", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_EQ(r.out, "Hello world\n");
+  r = run("tokenize " + tok_dir + " --decode '1 " + std::to_string(hello) + "' --json --no-special", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], "<s> Hello");
+
+  ASSERT_TRUE(write_text_file(dir / "in.txt", "Hello world"));
+  r = run("tokenize " + tokenizer() + " --file " + (dir / "in.txt").string() + " --json --repeat 3", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["count"], 3);
+  EXPECT_GT(j["mb_per_s"].get<double>(), 0.0);
+}
+
+TEST(Cli, TokenizeErrorsNameTheProblem) {
+  testing::temp_dir dir;
+  auto r = run("tokenize " + tokenizer() + " --decode '1,abc'", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("invalid_argument"), std::string::npos) << r.all;
+  EXPECT_NE(r.all.find("abc"), std::string::npos) << r.all;
+
+  r = run("tokenize " + tokenizer() + " --decode 99999999", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("99999999"), std::string::npos) << r.all;
+
+  r = run("tokenize " + (dir / "none").string() + " --text hi", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("not_found"), std::string::npos) << r.all;
+
+  r = run("tokenize " + tokenizer(), dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("--text"), std::string::npos) << r.all;
+}
+
+} // namespace
+} // namespace thaw
