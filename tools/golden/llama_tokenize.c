@@ -8,7 +8,7 @@
 // separators, so a trailing separator ends the last text and adds no empty one). For every text,
 // in file order, one line on stdout: the token ids from llama_tokenize(add_special = false,
 // parse_special = false), separated by spaces (an empty line for no tokens). The number of
-// texts and llama_print_system_info() go to stderr.
+// texts goes to stderr.
 #include <llama.h>
 
 #include <stdio.h>
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
       break;
     pos += len + sep_len;
   }
-  fprintf(stderr, "texts %d\nsystem_info %s\n", count, llama_print_system_info());
+  fprintf(stderr, "texts %d\n", count);
   free(raw);
   llama_model_free(model);
   llama_backend_free();
