@@ -4,12 +4,14 @@
 //
 //   node tools/golden/tokenizer_gguf.mjs --vocab llama2-shared|qwen3 \
 //        --llama-tokenize /path/llama_tokenize [--shared /work/shared/tokenizers] \
-//        [--scores merges|id|flat] [--llama-version TEXT] [--gguf KEEP.gguf] \
+//        [--scores merges|id|flat] [--seed 1] [--random 200] [--llama-version TEXT] \
+//        [--gguf KEEP.gguf] \
 //        --out tests/fixtures/tokenizer/NAME.json
 //
 // 1. vocab_gguf() converts tokenizer.json to a vocab-only GGUF the way llama.cpp's
 //    convert_hf_to_gguf.py would (token types, merges, added tokens; see the notes below).
-// 2. The inputs are the texts of llama.cpp's vectors/llama-spm.inp followed by extra_texts.
+// 2. The inputs are the texts of llama.cpp's vectors/llama-spm.inp, then extra_texts, then
+//    random_texts(seed, random) (defaults 1 and 200).
 // 3. llama_tokenize (llama_tokenize.c, linked against the prebuilt llama.cpp) tokenizes each
 //    with add_special = false, parse_special = false.
 // 4. The fixture keeps every text with llama.cpp's ids.
@@ -177,6 +179,42 @@ export const extra_texts = [
   "------======= ''''''```````\"\"\"\"......!!!!!!??????",
 ];
 
+// Seeded random texts (mulberry32, as generate.mjs): 1 to 60 pieces, each a code point from one
+// of the ranges below or a short chunk (contractions, whitespace runs, CRLF). Only texts that NFC
+// leaves unchanged are kept: Qwen's normalizer is NFC and llama.cpp applies none, so a
+// non-NFC text would show that known difference again instead of testing the tokenizer.
+export function random_texts(seed, n) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const pick = (k) => Math.floor(next() * k);
+  const ranges = [
+    [0x20, 0x7e], [0x20, 0x7e], [0x20, 0x7e], [0x30, 0x39], [0x61, 0x7a], [0x61, 0x7a],
+    [0xc0, 0xff], [0x391, 0x3c9], [0x410, 0x44f], [0x5d0, 0x5ea], [0x627, 0x64a], [0x660, 0x669],
+    [0x905, 0x939], [0xe01, 0xe2e], [0x3041, 0x3096], [0x30a1, 0x30fa], [0x4e00, 0x9fa5],
+    [0xac00, 0xd7a3], [0xff10, 0xff19], [0xff21, 0xff3a], [0x2000, 0x206f], [0x1f300, 0x1f64f],
+    [0x1f900, 0x1f9ff], [0x1f3fb, 0x1f3ff], [0x200d, 0x200d], [0xfe0f, 0xfe0f], [0x1d400, 0x1d433],
+  ];
+  const chunks = [" ", " ", "  ", "    ", "\n", "\n\n", "\t", "\r\n", " \n", "\u00a0", "\u3000",
+    "'s", "'T", "'re", "'VE", "'m", "'ll", "'D", "▁"];
+  const out = [];
+  while (out.length < n) {
+    let t = "";
+    for (let k = 1 + pick(60); k > 0; --k) {
+      if (pick(4) === 0) { t += chunks[pick(chunks.length)]; continue; }
+      const [lo, hi] = ranges[pick(ranges.length)];
+      t += String.fromCodePoint(lo + pick(hi - lo + 1));
+    }
+    if (t.normalize("NFC") === t) out.push(t);
+  }
+  return out;
+}
+
 // ---- the fixture run ---------------------------------------------------------------------------
 
 const vocabs = {
@@ -185,7 +223,7 @@ const vocabs = {
 };
 
 function parse_args(argv) {
-  const a = { shared: "/work/shared/tokenizers", scores: "merges", "llama-version": "" };
+  const a = { shared: "/work/shared/tokenizers", scores: "merges", seed: 1, random: 200, "llama-version": "" };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i];
     if (!k.startsWith("--") || i + 1 >= argv.length) throw new Error(`bad argument '${k}'`);
@@ -202,9 +240,11 @@ function main() {
   const tokenizer_json = path.join(a.shared, rel);
   const spm_inp = path.join(a.shared, "vectors", "llama-spm.inp");
   const spm_texts = split_inp(fs.readFileSync(spm_inp, "utf8"));
-  const texts = [...spm_texts, ...extra_texts];
+  const random = random_texts(Number(a.seed), Number(a.random));
+  const texts = [...spm_texts, ...extra_texts, ...random];
   for (const t of texts) if (t.includes(SEP)) throw new Error(`text contains the separator: ${JSON.stringify(t)}`);
-  const sources = [...spm_texts.map((_, i) => `llama-spm.inp:${i}`), ...extra_texts.map((_, i) => `extra:${i}`)];
+  const sources = [...spm_texts.map((_, i) => `llama-spm.inp:${i}`), ...extra_texts.map((_, i) => `extra:${i}`),
+    ...random.map((_, i) => `random:${a.seed}:${i}`)];
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "thaw-tokvec-"));
   try {
@@ -240,7 +280,7 @@ function main() {
     const text = JSON.stringify(fixture, null, 1).replace(/"ids": \[[^\]]*\]/g,
       (m) => `"ids": [${JSON.parse(m.slice(7)).join(", ")}]`);
     fs.writeFileSync(a.out, text + "\n");
-    console.log(`wrote ${a.out}: ${texts.length} texts (${spm_texts.length} from llama-spm.inp)`);
+    console.log(`wrote ${a.out}: ${texts.length} texts (${spm_texts.length} from llama-spm.inp, ${random.length} random)`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -3,7 +3,8 @@
 // vocab-only GGUFs by tools/golden/tokenizer_gguf.mjs. The fixtures
 // (tests/fixtures/tokenizer/<vocab>.json) hold every text of llama.cpp's llama-spm.inp vectors
 // plus extra texts (scripts, emoji, digits, whitespace runs, code, newlines, Unicode
-// normalization) with llama.cpp's ids for add_special = false. See tools/golden/README.md.
+// normalization) and 200 seeded random texts, with llama.cpp's ids for add_special = false. See
+// tools/golden/README.md.
 //
 // The shipped llama-spm.out ids are Meta's Llama 2 vocabulary; the shared llama2/tokenizer.json is
 // another 32,000-token SentencePiece vocabulary, so those ids cannot be reproduced with it: these
