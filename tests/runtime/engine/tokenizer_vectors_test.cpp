@@ -1,6 +1,6 @@
-// The tokenizer against an independent implementation: llama.cpp's tokenizer (node-llama-cpp@3.22.1's
-// prebuilt build) on the same vocabularies, converted from the shared tokenizer.json files to
-// vocab-only GGUFs by tools/golden/tokenizer_gguf.mjs. The fixtures
+// The tokenizer against an independent implementation: llama.cpp's tokenizer (the prebuilt build
+// of node-llama-cpp@3.22.1) on the same vocabularies, converted from the shared tokenizer.json
+// files to vocab-only GGUFs by tools/golden/tokenizer_gguf.mjs. The fixtures
 // (tests/fixtures/tokenizer/<vocab>.json) hold every text of llama.cpp's llama-spm.inp vectors
 // plus extra texts (scripts, emoji, digits, whitespace runs, code, newlines, Unicode
 // normalization) and 200 seeded random texts, with llama.cpp's ids for add_special = false. See
@@ -41,7 +41,8 @@ const std::filesystem::path shared_dir =
 // them "é", "Å" (U+00C5), "한" and "ä́" (U+00E4 U+0301), so HF encodes "café cafe\u0301" as the
 // same token twice; llama.cpp splits the combining marks and jamo into byte-level pieces.
 const std::map<std::pair<std::string, std::string>, ids> llama_cpp_deviates = {
-    {{"qwen3", "extra:22"}, {924, 58858, 51950, 79252, 79252, 32495, 70731, 61298, 61298, 12709, 53839}},
+    {{"qwen3", "extra:22"},
+     {924, 58858, 51950, 79252, 79252, 32495, 70731, 61298, 61298, 12709, 53839}},
 };
 
 struct vector_case {
@@ -57,8 +58,8 @@ struct vector_file {
 };
 
 vector_file read_fixture(const std::string& vocab) {
-  const auto path =
-      std::filesystem::path{THAW_SOURCE_DIR} / "tests" / "fixtures" / "tokenizer" / (vocab + ".json");
+  const auto path = std::filesystem::path{THAW_SOURCE_DIR} / "tests" / "fixtures" / "tokenizer" /
+                    (vocab + ".json");
   auto text = read_text_file(path);
   EXPECT_TRUE(text) << text.err().to_string();
   vector_file f;
@@ -105,9 +106,10 @@ TEST_P(tokenizer_vectors, encodes_every_text_as_llama_cpp_does) {
     }
     ++deviations;
     // Still a deviation (else the entry is stale), and we give Hugging Face's ids.
-    EXPECT_NE(c.expected, it->second) << vocab << " " << c.source << ": llama.cpp now agrees with HF";
-    EXPECT_EQ(*got, it->second) << vocab << " " << c.source << " '" << c.text
-                                << "'\n  ours: " << ids_text(*got) << "\n  HF:   " << ids_text(it->second);
+    EXPECT_NE(c.expected, it->second)
+        << vocab << " " << c.source << ": llama.cpp now agrees with HF";
+    EXPECT_EQ(*got, it->second) << vocab << " " << c.source << " '" << c.text << "'\n  ours: "
+                                << ids_text(*got) << "\n  HF:   " << ids_text(it->second);
   }
   std::size_t listed = 0;
   for (const auto& [key, _] : llama_cpp_deviates)
