@@ -6,7 +6,7 @@
 //        [--llama-version TEXT] --out tests/fixtures/golden/tiny.json
 //
 // 1. `thaw make-model --preset P --seed S --dtype fp32` writes a Hugging Face directory.
-// 2. to_gguf() converts it to GGUF v3 (arch "llama"), written here from the format description.
+// 2. to_gguf() converts it to GGUF v3 (arch "llama" or "qwen2") with the writer in gguf.mjs.
 // 3. llama_logits (llama_logits.c, linked against the prebuilt llama.cpp) evaluates a fixed token
 //    sequence and writes the logits of every position.
 // 4. The fixture keeps, per position, the top 16 (id, logit) pairs and the logits of 8 fixed ids.
@@ -14,6 +14,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+
+import { ALIGN, T, write_gguf } from "./gguf.mjs";
 
 const repo_root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 
@@ -50,43 +52,6 @@ function read_safetensors(dir) {
     tensors.set(name, { shape: t.shape, data });
   }
   return tensors;
-}
-
-// ---- GGUF v3 writer ----------------------------------------------------------------------------
-
-const T = { u32: 4, i32: 5, f32: 6, bool: 7, str: 8, arr: 9 };
-const GGML_F32 = 0;
-const ALIGN = 32;
-
-class byte_writer {
-  constructor() { this.parts = []; this.size = 0; }
-  push(b) { this.parts.push(b); this.size += b.length; }
-  u32(v) { const b = Buffer.alloc(4); b.writeUInt32LE(v); this.push(b); }
-  i32(v) { const b = Buffer.alloc(4); b.writeInt32LE(v); this.push(b); }
-  u64(v) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); this.push(b); }
-  f32(v) { const b = Buffer.alloc(4); b.writeFloatLE(v); this.push(b); }
-  str(s) { const b = Buffer.from(s, "utf8"); this.u64(b.length); this.push(b); }
-  pad(align) { const r = this.size % align; if (r) this.push(Buffer.alloc(align - r)); }
-}
-
-function write_kv(w, key, type, value) {
-  w.str(key);
-  w.u32(type);
-  if (type === T.u32) w.u32(value);
-  else if (type === T.f32) w.f32(value);
-  else if (type === T.bool) w.push(Buffer.from([value ? 1 : 0]));
-  else if (type === T.str) w.str(value);
-  else if (type === T.arr) {
-    const [elem, items] = value;
-    w.u32(elem);
-    w.u64(items.length);
-    for (const it of items) {
-      if (elem === T.str) w.str(it);
-      else if (elem === T.f32) w.f32(it);
-      else if (elem === T.i32) w.i32(it);
-      else throw new Error(`array of type ${elem} not supported`);
-    }
-  } else throw new Error(`kv type ${type} not supported`);
 }
 
 // Rows of q_proj / k_proj from HF's rotate-half order to llama.cpp's interleaved (GPT-J) order:
@@ -196,27 +161,7 @@ export function to_gguf(hf_dir, gguf_path) {
     ["tokenizer.ggml.unknown_token_id", T.u32, 0],
   ];
 
-  const w = new byte_writer();
-  w.push(Buffer.from("GGUF", "ascii"));
-  w.u32(3);
-  w.u64(out.length);
-  w.u64(kv.length);
-  for (const [k, t, v] of kv) write_kv(w, k, t, v);
-  let offset = 0;
-  for (const [name, shape, data] of out) {
-    w.str(name);
-    w.u32(shape.length);
-    for (const d of [...shape].reverse()) w.u64(d); // GGUF lists dimensions innermost first
-    w.u32(GGML_F32);
-    w.u64(offset);
-    offset += Math.ceil((data.length * 4) / ALIGN) * ALIGN;
-  }
-  w.pad(ALIGN);
-  for (const [, , data] of out) {
-    w.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    w.pad(ALIGN);
-  }
-  fs.writeFileSync(gguf_path, Buffer.concat(w.parts));
+  write_gguf(gguf_path, kv, out);
 }
 
 // ---- the golden run ----------------------------------------------------------------------------
