@@ -35,6 +35,7 @@ void add_make_model_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);
 void add_bench_engine_command(CLI::App& bench);
 

@@ -101,9 +101,7 @@ struct engine::impl {
     THAW_TRY(r.sampling.validate());
     if (r.max_tokens < 1)
       return bad("max_tokens: " + std::to_string(r.max_tokens) + " (must be at least 1)");
-    if (r.stop.size() > stop_matcher::max_stops)
-      return bad("stop: " + std::to_string(r.stop.size()) + " stop strings (at most " +
-                 std::to_string(stop_matcher::max_stops) + ")");
+    THAW_TRY(stop_matcher::validate(r.stop));
     if (!tok && std::any_of(r.stop.begin(), r.stop.end(), [](auto& s) { return !s.empty(); }))
       return bad("stop: stop strings need a tokenizer, and this engine has none");
     for (auto id : r.stop_token_ids)

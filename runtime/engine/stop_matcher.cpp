@@ -5,66 +5,143 @@
 
 namespace thaw {
 
+namespace {
+
+/// Whether `s` is well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (b0 < 0x80) {
+      ++i;
+      continue;
+    }
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      len = 2;
+      cp = b0 & 0x1Fu;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      len = 3;
+      cp = b0 & 0x0Fu;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      len = 4;
+      cp = b0 & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + len > s.size())
+      return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0u) != 0x80u)
+        return false;
+      cp = cp << 6 | (b & 0x3Fu);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+} // namespace
+
 stop_matcher::stop_matcher(std::vector<std::string> stops) {
-  for (auto& s : stops)
-    if (!s.empty())
-      stops_.push_back(std::move(s));
+  for (auto& s : stops) {
+    if (s.empty())
+      continue;
+    longest_ = std::max(longest_, s.size());
+    stops_.push_back(std::move(s));
+  }
+}
+
+status stop_matcher::validate(const std::vector<std::string>& stops) {
+  if (stops.size() > max_stops)
+    return make_error(errc::invalid_argument, "stop: " + std::to_string(stops.size()) +
+                                                  " stop strings, at most " +
+                                                  std::to_string(max_stops) + " allowed");
+  for (std::size_t i = 0; i < stops.size(); ++i)
+    if (!valid_utf8(stops[i]))
+      return make_error(errc::invalid_argument,
+                        "stop: stop string " + std::to_string(i) + " is not valid UTF-8");
+  return {};
+}
+
+std::size_t stop_matcher::held_length(std::string_view text) const noexcept {
+  if (longest_ == 0)
+    return 0;
+  // Longest first, so the first hit is the answer.
+  for (std::size_t len = std::min(text.size(), longest_ - 1); len > 0; --len) {
+    const auto tail = text.substr(text.size() - len);
+    for (const auto& s : stops_)
+      if (s.size() > len && std::string_view{s}.starts_with(tail))
+        return len;
+  }
+  return 0;
 }
 
 stop_matcher::result stop_matcher::push(std::string_view text) {
-  result r;
-  if (stopped_ || text.empty())
-    return r;
+  result out;
+  if (stopped_)
+    return out;
   if (stops_.empty()) {
-    r.text = text;
-    return r;
+    out.text.assign(text);
+    return out;
   }
   std::string buf = std::move(pending_);
-  buf.append(text);
   pending_.clear();
+  buf.append(text);
 
-  // The earliest complete occurrence of any stop.
-  std::size_t first = std::string::npos;
-  const std::string* which = nullptr;
+  // The occurrence ending first; on equal ends the longer (earlier start). Only the first
+  // occurrence of each stop can end first. No occurrence can start before `buf`: the held-back
+  // suffix is the longest one that could still grow into a stop string.
+  std::size_t best_end = std::string::npos;
+  std::size_t best_start = 0;
+  const std::string* best = nullptr;
   for (const auto& s : stops_) {
-    auto at = buf.find(s);
-    if (at != std::string::npos && (first == std::string::npos || at < first)) {
-      first = at;
-      which = &s;
+    const auto pos = buf.find(s);
+    if (pos == std::string::npos)
+      continue;
+    const auto end = pos + s.size();
+    if (end < best_end || (end == best_end && pos < best_start)) {
+      best_end = end;
+      best_start = pos;
+      best = &s;
     }
   }
-  if (which) {
-    r.text = buf.substr(0, first);
-    r.stopped = true;
-    r.matched = *which;
+  if (best != nullptr) {
+    out.text = buf.substr(0, best_start);
+    out.stopped = true;
+    out.matched = *best;
     stopped_ = true;
-    return r;
+    return out;
   }
-  // Hold back the longest suffix that is a proper prefix of some stop: only it can still grow
-  // into a match (any occurrence starting earlier would have been found complete above).
-  std::size_t hold = 0;
-  for (const auto& s : stops_) {
-    const std::size_t longest = std::min(s.size() - 1, buf.size());
-    for (std::size_t len = longest; len > hold; --len)
-      if (std::string_view(buf).substr(buf.size() - len) == std::string_view(s).substr(0, len)) {
-        hold = len;
-        break;
-      }
-  }
-  r.text = buf.substr(0, buf.size() - hold);
-  pending_ = buf.substr(buf.size() - hold);
-  return r;
+  const auto held = held_length(buf);
+  pending_ = buf.substr(buf.size() - held);
+  buf.resize(buf.size() - held);
+  out.text = std::move(buf);
+  return out;
 }
 
 std::string stop_matcher::flush() {
   if (stopped_)
     return {};
-  return std::exchange(pending_, {});
+  return std::exchange(pending_, std::string{});
 }
+
+const std::string& stop_matcher::pending() const noexcept { return pending_; }
+
+bool stop_matcher::stopped() const noexcept { return stopped_; }
 
 void stop_matcher::restore(std::string pending, bool stopped) {
   pending_ = std::move(pending);
   stopped_ = stopped;
+  if (stopped_)
+    pending_.clear();
 }
+
+const std::vector<std::string>& stop_matcher::stops() const noexcept { return stops_; }
 
 } // namespace thaw

@@ -228,5 +228,60 @@ TEST(Cli, TokenizeErrorsNameTheProblem) {
   EXPECT_NE(r.all.find("--text"), std::string::npos) << r.all;
 }
 
+TEST(Cli, GenerateStreamsTextAndReportsTheCompletion) {
+  testing::temp_dir dir;
+  auto hf = (dir / "hf").string();
+  auto ck = (dir / "ck").string();
+  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 5 " + hf, dir).exit_code, 0);
+  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto r = run("generate " + ck +
+                   " --prompt 'Once upon a time' --max-tokens 12 --temperature 0 --ignore-eos --json",
+               dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["tokens"].size(), 12u);
+  EXPECT_EQ(j["completion_tokens"], 12);
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_GT(j["prompt_tokens"].get<int>(), 1);
+  // The text is the tokens decoded, as thaw tokenize --decode gives it.
+  std::string ids;
+  for (const auto& t : j["tokens"])
+    ids += std::to_string(t.get<int>()) + ",";
+  auto d = run("tokenize " + ck + " --decode " + ids.substr(0, ids.size() - 1) + " --json", dir);
+  ASSERT_EQ(d.exit_code, 0) << d.all;
+  EXPECT_EQ(nlohmann::json::parse(d.out)["text"], j["text"]);
+
+  // Streaming: one JSON line a token, then the summary; the same tokens as without streaming.
+  r = run("generate " + ck +
+              " --prompt 'Once upon a time' --max-tokens 12 --temperature 0 --ignore-eos --stream --json",
+          dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  std::vector<nlohmann::json> lines;
+  for (std::size_t at = 0, nl; (nl = r.out.find('\n', at)) != std::string::npos; at = nl + 1)
+    lines.push_back(nlohmann::json::parse(r.out.substr(at, nl - at)));
+  ASSERT_EQ(lines.size(), 13u);
+  std::string streamed;
+  for (std::size_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(lines[i]["token"], j["tokens"][i]);
+    streamed += lines[i]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, j["text"]);
+  EXPECT_EQ(lines[11]["finish_reason"], "length");
+
+  // Seeded sampling repeats; bad parameters are named.
+  auto a = run("generate " + ck + " --prompt hi --max-tokens 8 --seed 9 --ignore-eos --json", dir);
+  auto b = run("generate " + ck + " --prompt hi --max-tokens 8 --seed 9 --ignore-eos --json", dir);
+  EXPECT_EQ(nlohmann::json::parse(a.out)["tokens"], nlohmann::json::parse(b.out)["tokens"]);
+  r = run("generate " + ck + " --prompt hi --top-p 0", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("top_p"), std::string::npos) << r.all;
+  r = run("generate " + ck + " --prompt '' --max-tokens 4", dir);
+  EXPECT_EQ(r.exit_code, 1) << r.all;
+  EXPECT_NE(r.all.find("prompt: empty"), std::string::npos) << r.all;
+  r = run("generate " + ck + " --prompt \"$(printf '\\377\\376')\"", dir); // not UTF-8
+  EXPECT_EQ(r.exit_code, 1) << r.all;
+  EXPECT_NE(r.all.find("invalid_argument"), std::string::npos) << r.all;
+}
+
 } // namespace
 } // namespace thaw

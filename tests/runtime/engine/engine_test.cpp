@@ -4,6 +4,7 @@
 #include "runtime/engine/engine.hpp"
 
 #include "runtime/engine/host_model_runner.hpp"
+#include "runtime/engine/tokenizer.hpp"
 #include "tests/support/reference_model.hpp"
 #include "tests/support/test_models.hpp"
 
@@ -297,6 +298,90 @@ TEST_F(EngineTest, BadRequestsAreRefusedAndOthersCarryOn) {
   auto imported = e.import_state(bad);
   ASSERT_FALSE(imported);
   EXPECT_NE(imported.err().message.find("generated"), std::string::npos);
+}
+
+/// Text through the engine: the bundled tokenizer (the tiny model shares its vocabulary).
+class EngineTextTest : public EngineTest {
+protected:
+  static const tokenizer& tok() {
+    static auto t = tokenizer::load(std::filesystem::path{THAW_SOURCE_DIR} /
+                                    "assets/tokenizers/llama2/tokenizer.json");
+    EXPECT_TRUE(t) << t.err().to_string();
+    return *t;
+  }
+  /// Text and tokens of one request run to the end in `e`.
+  static std::pair<std::string, sequence_event> run_text(engine& e, sequence_id id) {
+    std::string text;
+    sequence_event last;
+    while (e.has_work())
+      for (auto& ev : e.step())
+        if (ev.id == id) {
+          text += ev.text;
+          last = ev;
+        }
+    return {text, last};
+  }
+};
+
+TEST_F(EngineTextTest, StreamedTextIsTheDecodedTokensAndStopStringsCutIt) {
+  auto m = load();
+  engine e(*m.runner, &tok());
+  auto r = request(tok().encode("Once upon a time").value(), 40, 0.8f, 3);
+  auto id = *e.add(r);
+  std::vector<std::int32_t> tokens;
+  std::string text;
+  while (e.has_work())
+    for (auto& ev : e.step()) {
+      tokens.push_back(ev.token);
+      text += ev.text;
+    }
+  ASSERT_EQ(tokens.size(), 40u);
+  EXPECT_EQ(text, tok().decode(tokens).value());
+  ASSERT_GT(text.size(), 20u);
+
+  // A stop string spanning a token boundary: the text up to it, the stop itself never.
+  std::string before_last;
+  {
+    std::vector<std::int32_t> head(tokens.begin(), tokens.begin() + 20);
+    before_last = tok().decode(head).value();
+  }
+  const auto stop = text.substr(before_last.size() - 2, 4);
+  r.stop = {stop};
+  id = *e.add(r);
+  auto [cut, last] = run_text(e, id);
+  EXPECT_EQ(cut, text.substr(0, text.find(stop)));
+  EXPECT_EQ(last.finish, finish_reason::stop);
+  EXPECT_EQ(last.stop_reason, stop);
+}
+
+TEST_F(EngineTextTest, ExportImportCarriesTheTextStateToo) {
+  auto r = request(tok().encode("The quick brown fox").value(), 30, 1.0f, 11);
+  r.stop = {"zzzz-never"}; // held-back text must travel with the sequence
+  auto m1 = load();
+  engine whole(*m1.runner, &tok());
+  auto expect = run_text(whole, *whole.add(r)).first;
+
+  for (std::size_t cut : {1u, 9u, 23u}) {
+    auto src_model = load();
+    engine src(*src_model.runner, &tok());
+    auto id = *src.add(r);
+    std::string got;
+    std::size_t n = 0;
+    while (n < cut)
+      for (auto& ev : src.step()) {
+        got += ev.text;
+        ++n;
+      }
+    auto st = src.export_state(id);
+    ASSERT_TRUE(st);
+    ASSERT_TRUE(src.cancel(id));
+    auto dst_model = load();
+    engine dst(*dst_model.runner, &tok());
+    auto moved = dst.import_state(*st);
+    ASSERT_TRUE(moved) << moved.err().to_string();
+    got += run_text(dst, *moved).first;
+    EXPECT_EQ(got, expect) << "moved after " << cut << " tokens";
+  }
 }
 
 } // namespace
