@@ -182,6 +182,16 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
     }
   }
 
+  if (t->kind == tokenizer::impl::model_kind::sentencepiece_bpe && !t->space_replacement.empty()) {
+    const auto& r = t->space_replacement;
+    t->split_words = std::none_of(t->id_to_token.begin(), t->id_to_token.end(), [&](const std::string& tok) {
+      for (auto p = tok.find(r, 1); p != std::string::npos; p = tok.find(r, p + 1))
+        if (p < r.size() || tok.compare(p - r.size(), r.size(), r) != 0)
+          return true;
+      return false;
+    });
+  }
+
   std::int32_t rank = 0;
   for (const auto& m : model.at("merges")) {
     std::string a;

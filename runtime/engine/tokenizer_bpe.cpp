@@ -4,7 +4,7 @@
 #include "runtime/engine/tokenizer_impl.hpp"
 
 #include <algorithm>
-#include <queue>
+#include <functional>
 
 namespace thaw {
 
@@ -35,7 +35,12 @@ void tokenizer::impl::bpe(std::vector<std::int32_t>& symbols) const {
     next[static_cast<std::size_t>(i)] = i + 1 < n ? i + 1 : -1;
     prev[static_cast<std::size_t>(i)] = i - 1;
   }
-  std::priority_queue<candidate, std::vector<candidate>, std::greater<>> heap;
+  thread_local std::vector<candidate> heap; // reused: no allocation per word
+  heap.clear();
+  const auto push = [](const candidate& c) {
+    heap.push_back(c);
+    std::push_heap(heap.begin(), heap.end(), std::greater<>{});
+  };
   auto consider = [&](std::int32_t left) {
     if (left < 0)
       return;
@@ -45,13 +50,14 @@ void tokenizer::impl::bpe(std::vector<std::int32_t>& symbols) const {
     const auto a = symbols[static_cast<std::size_t>(left)];
     const auto b = symbols[static_cast<std::size_t>(right)];
     if (auto it = merges.find(pair_key(a, b)); it != merges.end())
-      heap.push({it->second.rank, left, a, b});
+      push({it->second.rank, left, a, b});
   };
   for (std::int32_t i = 0; i + 1 < n; ++i)
     consider(i);
   while (!heap.empty()) {
-    const auto c = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+    const auto c = heap.back();
+    heap.pop_back();
     const auto l = static_cast<std::size_t>(c.left);
     const auto r = next[l];
     // Stale entries: the left symbol changed, died, or got a different right neighbour.
@@ -108,12 +114,24 @@ expected<void> tokenizer::impl::encode_segment(std::string_view text,
     else
       normalized += ch;
   }
-  symbols.clear();
+  // Words start at a "▁" after another character. When no vocabulary token holds a "▁" after
+  // another character (checked at load), no merge can cross such a start, so BPE over each word
+  // gives the same ids as over the whole segment, and the heap stays small.
+  const std::string_view norm{normalized};
+  std::size_t word = 0;
   std::size_t i = 0;
-  while (i < normalized.size()) {
-    const auto b0 = static_cast<unsigned char>(normalized[i]);
+  symbols.clear();
+  while (i < norm.size()) {
+    const auto b0 = static_cast<unsigned char>(norm[i]);
     const std::size_t len = b0 < 0x80 ? 1 : b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
-    const std::string_view ch{normalized.data() + i, len};
+    const std::string_view ch = norm.substr(i, len);
+    if (split_words && i > word && ch == space_replacement &&
+        norm.substr(i - space_replacement.size(), space_replacement.size()) != space_replacement) {
+      bpe(symbols);
+      out.insert(out.end(), symbols.begin(), symbols.end());
+      symbols.clear();
+      word = i;
+    }
     if (auto it = vocab.find(ch); it != vocab.end()) {
       symbols.push_back(it->second);
     } else if (byte_fallback) {

@@ -79,6 +79,7 @@ struct tokenizer::impl {
   bool nfc = false;
   bool split_regex = false; ///< Qwen-style Split pre-tokenizer before ByteLevel
   bool byte_fallback = false;
+  bool split_words = false; ///< no token has "▁" after another character: BPE word by word
   std::int32_t unk_id = -1;
   bool strip_leading_space = false; ///< decoder Strip(" ", 1, 0)
 
