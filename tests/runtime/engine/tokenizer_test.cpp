@@ -4,6 +4,7 @@
 #include "runtime/engine/tokenizer.hpp"
 
 #include "runtime/common/posix.hpp"
+#include "tests/support/temp_dir.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -325,6 +326,22 @@ TEST(Tokenizer, BadInputIsInvalidArgument) {
       EXPECT_FALSE(d.push(id));
     }
   }
+}
+
+TEST(Tokenizer, GenerationConfigAddsEosIds) {
+  REQUIRE_SHARED();
+  testing::temp_dir dir;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(shared_dir / "qwen3" / f, dir / f);
+  ASSERT_TRUE(write_text_file(dir / "generation_config.json", R"({"eos_token_id": [151645, 151643]})"));
+  auto t = tokenizer::load(dir / "tokenizer.json");
+  ASSERT_TRUE(t) << t.err().to_string();
+  EXPECT_EQ(t->eos_ids(), (ids{151645, 151643}));
+  ASSERT_TRUE(write_text_file(dir / "generation_config.json", R"({"eos_token_id": 999999})"));
+  t = tokenizer::load(dir / "tokenizer.json");
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.err().message.find("generation_config.json"), std::string::npos) << t.err().message;
+  EXPECT_NE(t.err().message.find("999999"), std::string::npos);
 }
 
 TEST(Tokenizer, LoadErrors) {
