@@ -89,10 +89,20 @@ expected<void> tokenizer::impl::encode_segment(std::string_view text,
     }
     thread_local std::vector<std::pair<std::size_t, std::size_t>> pieces;
     if (split_regex)
-      tok_detail::split_qwen(text, pieces);
+      tok_detail::split_qwen(text, pieces, split_max_digits);
     else
       pieces.assign(1, {0, text.size()});
+    thread_local std::string mapped;
     for (const auto& [b, e] : pieces) {
+      if (ignore_merges) {
+        mapped.clear();
+        for (std::size_t i = b; i < e; ++i)
+          mapped += byte_chars[static_cast<unsigned char>(text[i])];
+        if (auto it = vocab.find(mapped); it != vocab.end()) {
+          out.push_back(it->second);
+          continue;
+        }
+      }
       symbols.clear();
       for (std::size_t i = b; i < e; ++i)
         symbols.push_back(byte_token[static_cast<unsigned char>(text[i])]);
