@@ -5,6 +5,7 @@
 #include "runtime/common/posix.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <nlohmann/json.hpp>
 
 namespace thaw {
@@ -126,6 +127,8 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
   if (root.is_discarded() || !root.is_object())
     return bad(source, "not a JSON object");
   auto t = std::make_unique<tokenizer::impl>();
+  static std::atomic<std::uint64_t> next_serial{1};
+  t->serial = next_serial.fetch_add(1);
   const auto& model = root.at("model");
   if (model.value("type", "") != "BPE")
     return bad(source, "model type '" + model.value("type", "") + "' is not supported (BPE only)",
@@ -189,7 +192,8 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
     }
   }
 
-  if (t->kind == tokenizer::impl::model_kind::sentencepiece_bpe && !t->space_replacement.empty()) {
+  if (t->kind == tokenizer::impl::model_kind::sentencepiece_bpe && !t->space_replacement.empty() &&
+      (t->byte_fallback || t->unk_id >= 0)) {
     const auto& r = t->space_replacement;
     t->split_words = std::none_of(t->id_to_token.begin(), t->id_to_token.end(), [&](const std::string& tok) {
       for (auto p = tok.find(r, 1); p != std::string::npos; p = tok.find(r, p + 1))

@@ -78,6 +78,70 @@ void tokenizer::impl::bpe(std::vector<std::int32_t>& symbols) const {
   symbols.resize(w);
 }
 
+namespace {
+
+// Words repeat (" the", " of"): a bounded per-thread cache of their ids, keyed by the
+// tokenizer's serial so that a tokenizer loaded at a reused address never sees stale entries.
+struct word_cache {
+  std::uint64_t owner = 0;
+  std::unordered_map<std::string, std::vector<std::int32_t>, tok_detail::string_hash, std::equal_to<>> ids;
+};
+constexpr std::size_t cache_limit = 1 << 16;
+constexpr std::size_t cache_word_limit = 64; // bytes; longer words are rare and not reused
+
+} // namespace
+
+void tokenizer::impl::encode_word(std::string_view word, std::vector<std::int32_t>& out) const {
+  thread_local word_cache cache;
+  if (cache.owner != serial) {
+    cache.ids.clear();
+    cache.owner = serial;
+  }
+  if (auto it = cache.ids.find(word); it != cache.ids.end()) {
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return;
+  }
+  thread_local std::vector<std::int32_t> symbols;
+  symbols.clear();
+  if (kind == model_kind::byte_level_bpe) {
+    if (ignore_merges) {
+      // A piece that is a whole token is that token, merges or not (Llama 3).
+      std::string mapped;
+      for (char ch : word)
+        mapped += byte_chars[static_cast<unsigned char>(ch)];
+      if (auto it = vocab.find(mapped); it != vocab.end())
+        symbols.push_back(it->second);
+    }
+    if (symbols.empty()) {
+      for (char ch : word)
+        symbols.push_back(byte_token[static_cast<unsigned char>(ch)]);
+      bpe(symbols);
+    }
+  } else {
+    for (std::size_t i = 0; i < word.size();) {
+      const auto b0 = static_cast<unsigned char>(word[i]);
+      const std::size_t len = b0 < 0x80 ? 1 : b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
+      const std::string_view ch = word.substr(i, len);
+      if (auto it = vocab.find(ch); it != vocab.end()) {
+        symbols.push_back(it->second);
+      } else if (byte_fallback) {
+        for (char byte : ch)
+          symbols.push_back(byte_token[static_cast<unsigned char>(byte)]);
+      } else if (symbols.empty() || symbols.back() != unk_id) {
+        symbols.push_back(unk_id); // fuse_unk; split_words is only set when unk_id is usable
+      }
+      i += len;
+    }
+    bpe(symbols);
+  }
+  out.insert(out.end(), symbols.begin(), symbols.end());
+  if (word.size() <= cache_word_limit) {
+    if (cache.ids.size() >= cache_limit)
+      cache.ids.clear();
+    cache.ids.emplace(std::string{word}, symbols);
+  }
+}
+
 expected<void> tokenizer::impl::encode_segment(std::string_view text,
                                                std::vector<std::int32_t>& out) const {
   thread_local std::vector<std::int32_t> symbols;
@@ -92,23 +156,8 @@ expected<void> tokenizer::impl::encode_segment(std::string_view text,
       tok_detail::split_qwen(text, pieces, split_max_digits);
     else
       pieces.assign(1, {0, text.size()});
-    thread_local std::string mapped;
-    for (const auto& [b, e] : pieces) {
-      if (ignore_merges) {
-        mapped.clear();
-        for (std::size_t i = b; i < e; ++i)
-          mapped += byte_chars[static_cast<unsigned char>(text[i])];
-        if (auto it = vocab.find(mapped); it != vocab.end()) {
-          out.push_back(it->second);
-          continue;
-        }
-      }
-      symbols.clear();
-      for (std::size_t i = b; i < e; ++i)
-        symbols.push_back(byte_token[static_cast<unsigned char>(text[i])]);
-      bpe(symbols);
-      out.insert(out.end(), symbols.begin(), symbols.end());
-    }
+    for (const auto& [b, e] : pieces)
+      encode_word(text.substr(b, e - b), out);
     return {};
   }
 
@@ -137,10 +186,12 @@ expected<void> tokenizer::impl::encode_segment(std::string_view text,
     const std::string_view ch = norm.substr(i, len);
     if (split_words && i > word && ch == space_replacement &&
         norm.substr(i - space_replacement.size(), space_replacement.size()) != space_replacement) {
-      bpe(symbols);
-      out.insert(out.end(), symbols.begin(), symbols.end());
-      symbols.clear();
+      encode_word(norm.substr(word, i - word), out);
       word = i;
+    }
+    if (split_words) {
+      i += len;
+      continue;
     }
     if (auto it = vocab.find(ch); it != vocab.end()) {
       symbols.push_back(it->second);
@@ -157,6 +208,10 @@ expected<void> tokenizer::impl::encode_segment(std::string_view text,
                         "has neither byte fallback nor an unknown token");
     }
     i += len;
+  }
+  if (split_words) {
+    encode_word(norm.substr(word), out);
+    return {};
   }
   bpe(symbols);
   out.insert(out.end(), symbols.begin(), symbols.end());

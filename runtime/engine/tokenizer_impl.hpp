@@ -93,6 +93,7 @@ struct tokenizer::impl {
   std::int32_t bos = -1;
   std::vector<std::int32_t> eos;
   std::string chat_template;
+  std::uint64_t serial = 0; ///< unique per loaded tokenizer: keys the per-thread word cache
 
   [[nodiscard]] static std::uint64_t pair_key(std::int32_t a, std::int32_t b) noexcept {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
@@ -101,6 +102,9 @@ struct tokenizer::impl {
 
   /// Applies merges by rank to `symbols` (token ids) in place.
   void bpe(std::vector<std::int32_t>& symbols) const;
+  /// Appends the ids of one word (bytes of a pre-token, or a normalized SentencePiece word),
+  /// from the calling thread's cache when it was seen before.
+  void encode_word(std::string_view word, std::vector<std::int32_t>& out) const;
   /// Encodes one segment of text that holds no added token.
   [[nodiscard]] expected<void> encode_segment(std::string_view text,
                                               std::vector<std::int32_t>& out) const;
