@@ -174,7 +174,8 @@ expected<std::string> nfc(std::string_view s) {
   return result;
 }
 
-void split_qwen(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& pieces) {
+void split_qwen(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& pieces,
+                std::size_t max_digits) {
   pieces.clear();
   thread_local std::vector<char32_t> cps;
   thread_local std::vector<std::size_t> off;
@@ -205,9 +206,12 @@ void split_qwen(std::string_view text, std::vector<std::pair<std::size_t, std::s
         end = j;
       }
     }
-    // \p{N}
-    if (!end && is_number(c))
+    // \p{N} (Qwen) or \p{N}{1,3} (Llama 3)
+    if (!end && is_number(c)) {
       end = i + 1;
+      while (end < n && end - i < max_digits && is_number(cps[end]))
+        ++end;
+    }
     //  ?[^\s\p{L}\p{N}]+[\r\n]*
     if (!end) {
       std::size_t j = i;

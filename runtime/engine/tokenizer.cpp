@@ -5,6 +5,7 @@
 #include "runtime/common/posix.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <nlohmann/json.hpp>
 
 namespace thaw {
@@ -61,6 +62,9 @@ status parse_normalizer(const json& n, tokenizer::impl& t, std::string_view sour
 
 constexpr std::string_view qwen_split_regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+// Llama 3's: the same but digits go in runs of up to three.
+constexpr std::string_view llama3_split_regex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 status parse_pre_tokenizer(const json& p, tokenizer::impl& t, std::string_view source) {
   if (p.is_null())
@@ -71,11 +75,13 @@ status parse_pre_tokenizer(const json& p, tokenizer::impl& t, std::string_view s
       THAW_TRY(parse_pre_tokenizer(sub, t, source));
   } else if (type == "Split") {
     const auto& pat = p.at("pattern");
-    if (!pat.contains("Regex") || pat["Regex"] != qwen_split_regex ||
+    const auto regex = pat.contains("Regex") ? pat["Regex"].get<std::string>() : std::string{};
+    if ((regex != qwen_split_regex && regex != llama3_split_regex) ||
         p.value("behavior", "") != "Isolated" || p.value("invert", false))
-      return bad(source, "pre-tokenizer Split supports only the Qwen2/Qwen3 regex, Isolated",
-                 errc::unsupported);
+      return bad(source, "pre-tokenizer Split supports only the Qwen2/Qwen3 and Llama 3 regexes, "
+                         "Isolated", errc::unsupported);
     t.split_regex = true;
+    t.split_max_digits = regex == llama3_split_regex ? 3 : 1;
   } else if (type == "ByteLevel") {
     if (p.value("add_prefix_space", false) || p.value("use_regex", true))
       return bad(source, "pre-tokenizer ByteLevel with add_prefix_space or use_regex is not "
@@ -121,6 +127,8 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
   if (root.is_discarded() || !root.is_object())
     return bad(source, "not a JSON object");
   auto t = std::make_unique<tokenizer::impl>();
+  static std::atomic<std::uint64_t> next_serial{1};
+  t->serial = next_serial.fetch_add(1);
   const auto& model = root.at("model");
   if (model.value("type", "") != "BPE")
     return bad(source, "model type '" + model.value("type", "") + "' is not supported (BPE only)",
@@ -160,6 +168,7 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
   }
 
   t->byte_fallback = model.value("byte_fallback", false);
+  t->ignore_merges = model.value("ignore_merges", false);
   if (const auto unk = model.value("unk_token", json{}); unk.is_string()) {
     THAW_ASSIGN(t->unk_id, id_of(*t, unk.get<std::string>(), source, "unk_token"));
   }
@@ -170,6 +179,7 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
       std::string s;
       tok_detail::append_utf8(s, table[static_cast<std::size_t>(b)]);
       THAW_ASSIGN(t->byte_token[static_cast<std::size_t>(b)], id_of(*t, s, source, "byte token"));
+      t->byte_chars[static_cast<std::size_t>(b)] = s;
     }
   } else {
     static constexpr char hex[] = "0123456789ABCDEF";
@@ -180,6 +190,17 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
       if (it != t->vocab.end())
         t->byte_of_token[static_cast<std::size_t>(it->second)] = static_cast<std::int16_t>(b);
     }
+  }
+
+  if (t->kind == tokenizer::impl::model_kind::sentencepiece_bpe && !t->space_replacement.empty() &&
+      (t->byte_fallback || t->unk_id >= 0)) {
+    const auto& r = t->space_replacement;
+    t->split_words = std::none_of(t->id_to_token.begin(), t->id_to_token.end(), [&](const std::string& tok) {
+      for (auto p = tok.find(r, 1); p != std::string::npos; p = tok.find(r, p + 1))
+        if (p < r.size() || tok.compare(p - r.size(), r.size(), r) != 0)
+          return true;
+      return false;
+    });
   }
 
   std::int32_t rank = 0;

@@ -45,7 +45,9 @@ void append_utf8(std::string& out, char32_t cp);
 /// Pieces of `text` under the GPT-2 family split regex used by Qwen2/Qwen3
 /// ((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|
 /// \s*[\r\n]+|\s+(?!\S)|\s+), as byte ranges [begin, end), leftmost alternative first.
-void split_qwen(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& pieces);
+/// With `max_digits` 3, \p{N} becomes \p{N}{1,3}: the Llama 3 regex.
+void split_qwen(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& pieces,
+                std::size_t max_digits = 1);
 
 } // namespace tok_detail
 
@@ -78,7 +80,11 @@ struct tokenizer::impl {
   std::string space_replacement;
   bool nfc = false;
   bool split_regex = false; ///< Qwen-style Split pre-tokenizer before ByteLevel
+  std::size_t split_max_digits = 1; ///< 3 for the Llama 3 regex
+  bool ignore_merges = false;       ///< a piece that is a whole token skips BPE (Llama 3)
+  std::array<std::string, 256> byte_chars; ///< byte -> its byte-level character (UTF-8)
   bool byte_fallback = false;
+  bool split_words = false; ///< no token has "▁" after another character: BPE word by word
   std::int32_t unk_id = -1;
   bool strip_leading_space = false; ///< decoder Strip(" ", 1, 0)
 
@@ -87,6 +93,7 @@ struct tokenizer::impl {
   std::int32_t bos = -1;
   std::vector<std::int32_t> eos;
   std::string chat_template;
+  std::uint64_t serial = 0; ///< unique per loaded tokenizer: keys the per-thread word cache
 
   [[nodiscard]] static std::uint64_t pair_key(std::int32_t a, std::int32_t b) noexcept {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
@@ -95,6 +102,9 @@ struct tokenizer::impl {
 
   /// Applies merges by rank to `symbols` (token ids) in place.
   void bpe(std::vector<std::int32_t>& symbols) const;
+  /// Appends the ids of one word (bytes of a pre-token, or a normalized SentencePiece word),
+  /// from the calling thread's cache when it was seen before.
+  void encode_word(std::string_view word, std::vector<std::int32_t>& out) const;
   /// Encodes one segment of text that holds no added token.
   [[nodiscard]] expected<void> encode_segment(std::string_view text,
                                               std::vector<std::int32_t>& out) const;

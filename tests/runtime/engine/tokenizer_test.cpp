@@ -4,6 +4,7 @@
 #include "runtime/engine/tokenizer.hpp"
 
 #include "runtime/common/posix.hpp"
+#include "tests/support/temp_dir.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -327,6 +328,22 @@ TEST(Tokenizer, BadInputIsInvalidArgument) {
   }
 }
 
+TEST(Tokenizer, GenerationConfigAddsEosIds) {
+  REQUIRE_SHARED();
+  testing::temp_dir dir;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(shared_dir / "qwen3" / f, dir / f);
+  ASSERT_TRUE(write_text_file(dir / "generation_config.json", R"({"eos_token_id": [151645, 151643]})"));
+  auto t = tokenizer::load(dir / "tokenizer.json");
+  ASSERT_TRUE(t) << t.err().to_string();
+  EXPECT_EQ(t->eos_ids(), (ids{151645, 151643}));
+  ASSERT_TRUE(write_text_file(dir / "generation_config.json", R"({"eos_token_id": 999999})"));
+  t = tokenizer::load(dir / "tokenizer.json");
+  ASSERT_FALSE(t);
+  EXPECT_NE(t.err().message.find("generation_config.json"), std::string::npos) << t.err().message;
+  EXPECT_NE(t.err().message.find("999999"), std::string::npos);
+}
+
 TEST(Tokenizer, LoadErrors) {
   auto r = tokenizer::load("/nonexistent/tokenizer.json");
   ASSERT_FALSE(r);
@@ -353,6 +370,58 @@ TEST(Tokenizer, MergesApplyByRank) {
   EXPECT_EQ(enc(*t, "abc"), ids{6});
   EXPECT_EQ(enc(*t, "abab"), (ids{4, 4}));
   EXPECT_EQ(enc(*t, "xxa"), (ids{0, 1})); // unknown characters fuse into one <unk>
+}
+
+// A small byte-level tokenizer.json: the 256 byte characters as ids 0-255 plus a few merges.
+std::string byte_level_json(const std::string& regex, bool ignore_merges) {
+  nlohmann::json vocab;
+  char32_t next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    const char32_t c = printable ? static_cast<char32_t>(b) : next++;
+    std::string u;
+    if (c < 0x80) {
+      u += static_cast<char>(c);
+    } else {
+      u += static_cast<char>(0xC0 | (c >> 6));
+      u += static_cast<char>(0x80 | (c & 0x3F));
+    }
+    vocab[u] = b;
+  }
+  vocab["12"] = 256;
+  vocab["123"] = 257;
+  vocab["45"] = 258;
+  vocab["abc"] = 259; // no merge makes it: only ignore_merges finds it
+  nlohmann::json j;
+  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"ignore_merges", ignore_merges},
+                {"merges", nlohmann::json::array({nlohmann::json::array({"1", "2"}),
+                                                   nlohmann::json::array({"12", "3"}),
+                                                   nlohmann::json::array({"4", "5"})})}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  j["decoder"] = {{"type", "ByteLevel"}};
+  return j.dump();
+}
+
+TEST(Tokenizer, Llama3RegexAndIgnoreMerges) {
+  const std::string qwen_re = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string llama3_re = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  auto qwen_like = tokenizer::parse(byte_level_json(qwen_re, false));
+  ASSERT_TRUE(qwen_like) << qwen_like.err().to_string();
+  auto llama3_like = tokenizer::parse(byte_level_json(llama3_re, true));
+  ASSERT_TRUE(llama3_like) << llama3_like.err().to_string();
+  // One digit a piece: no merge applies. Up to three: "123" + "45".
+  EXPECT_EQ(enc(*qwen_like, "12345"), (ids{'1', '2', '3', '4', '5'}));
+  EXPECT_EQ(enc(*llama3_like, "12345"), (ids{257, 258}));
+  EXPECT_EQ(enc(*qwen_like, "abc"), (ids{'a', 'b', 'c'}));
+  EXPECT_EQ(enc(*llama3_like, "abc"), ids{259});
+  EXPECT_EQ(dec(*llama3_like, {257, 258, 259}), "12345abc");
+  auto other = tokenizer::parse(byte_level_json("\\w+", false));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.err().code, errc::unsupported);
 }
 
 void check_stream(const tokenizer& t, const std::string& text, bool add_special) {
