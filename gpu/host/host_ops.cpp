@@ -179,6 +179,34 @@ void matmul(thread_pool* pool, const void* w, dtype wtype, std::int64_t rows, st
     pool->parallel_for(rows, body);
 }
 
+void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
+  const bool simd = use_avx2.load(std::memory_order_relaxed);
+  std::int64_t total = 0, work = 0;
+  for (const auto& j : jobs) {
+    total += j.rows;
+    work += j.rows * j.in * j.tokens;
+  }
+  // Rows [b, e) of the jobs laid end to end.
+  auto body = [&](std::int64_t b, std::int64_t e) {
+    std::int64_t base = 0;
+    for (const auto& j : jobs) {
+      const std::int64_t r0 = std::max<std::int64_t>(b - base, 0);
+      const std::int64_t r1 = std::min<std::int64_t>(e - base, j.rows);
+      if (r0 < r1) {
+        if (simd)
+          detail::matmul_rows_avx2(j.w, j.wtype, j.rows, j.in, j.x, j.tokens, j.y, j.bias, r0, r1);
+        else
+          detail::matmul_rows_scalar(j.w, j.wtype, j.rows, j.in, j.x, j.tokens, j.y, j.bias, r0, r1);
+      }
+      base += j.rows;
+    }
+  };
+  if (pool == nullptr || work < (1 << 15))
+    body(0, total);
+  else
+    pool->parallel_for(total, body);
+}
+
 float dot(const float* a, const float* b, std::int64_t n) noexcept {
   if (use_avx2.load(std::memory_order_relaxed))
     return detail::dot_avx2(a, b, n);

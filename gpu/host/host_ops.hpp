@@ -14,6 +14,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <span>
 #include <vector>
 
 namespace thaw::host {
@@ -60,6 +61,23 @@ private:
 /// all tokens. The result for one (t, r) does not depend on the other tokens or on threads.
 void matmul(thread_pool* pool, const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
             const float* x, std::int64_t tokens, float* y, const float* bias = nullptr);
+
+/// One product of a matmul_group, with matmul's arguments.
+struct matmul_job {
+  const void* w = nullptr;
+  dtype wtype = dtype::f32;
+  std::int64_t rows = 0;
+  std::int64_t in = 0;
+  const float* x = nullptr;
+  std::int64_t tokens = 0;
+  float* y = nullptr;
+  const float* bias = nullptr;
+};
+
+/// Several independent matmuls (q, k and v of a layer; gate and up) split over the pool as one
+/// parallel_for, so that a decode step waits for its threads once instead of once per product.
+/// Each result is bit for bit what matmul would give.
+void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs);
 
 /// out = x / sqrt(mean(x^2) + eps) * weight, n elements.
 void rmsnorm(const float* x, const float* weight, std::int64_t n, double eps, float* out) noexcept;

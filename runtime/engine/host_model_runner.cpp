@@ -202,12 +202,12 @@ status host_model_runner::forward(std::span<const forward_item> batch, std::span
     const auto& w = layers_[static_cast<std::size_t>(l)];
     for (int64_t t = 0; t < total; ++t)
       host::rmsnorm(x.data() + t * h, w.attn_norm.data(), h, c.rms_norm_eps, xn.data() + t * h);
-    host::matmul(pool, w.q.data, w.q.type, nh * hd, h, xn.data(), total, q.data(),
-                 w.q_bias.empty() ? nullptr : w.q_bias.data());
-    host::matmul(pool, w.k.data, w.k.type, nkv * hd, h, xn.data(), total, k.data(),
-                 w.k_bias.empty() ? nullptr : w.k_bias.data());
-    host::matmul(pool, w.v.data, w.v.type, nkv * hd, h, xn.data(), total, v.data(),
-                 w.v_bias.empty() ? nullptr : w.v_bias.data());
+    auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
+    const host::matmul_job qkv[] = {
+        {w.q.data, w.q.type, nh * hd, h, xn.data(), total, q.data(), bias(w.q_bias)},
+        {w.k.data, w.k.type, nkv * hd, h, xn.data(), total, k.data(), bias(w.k_bias)},
+        {w.v.data, w.v.type, nkv * hd, h, xn.data(), total, v.data(), bias(w.v_bias)}};
+    host::matmul_group(pool, qkv);
     for (int64_t t = 0; t < total; ++t) {
       const auto& r = refs[static_cast<std::size_t>(t)];
       host::rope(q.data() + t * nh * hd, nh, hd, r.pos, inv_freq_);
@@ -251,8 +251,10 @@ status host_model_runner::forward(std::span<const forward_item> batch, std::span
     host::add(x.data(), tmp.data(), total * h);
     for (int64_t t = 0; t < total; ++t)
       host::rmsnorm(x.data() + t * h, w.mlp_norm.data(), h, c.rms_norm_eps, xn.data() + t * h);
-    host::matmul(pool, w.gate.data, w.gate.type, f, h, xn.data(), total, g.data());
-    host::matmul(pool, w.up.data, w.up.type, f, h, xn.data(), total, u.data());
+    const host::matmul_job gate_up[] = {
+        {w.gate.data, w.gate.type, f, h, xn.data(), total, g.data(), nullptr},
+        {w.up.data, w.up.type, f, h, xn.data(), total, u.data(), nullptr}};
+    host::matmul_group(pool, gate_up);
     host::silu_mul(g.data(), u.data(), total * f);
     host::matmul(pool, w.down.data, w.down.type, h, f, g.data(), total, tmp.data());
     host::add(x.data(), tmp.data(), total * h);

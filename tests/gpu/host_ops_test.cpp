@@ -81,6 +81,34 @@ TEST(host_ops, matmul_token_result_independent_of_batch) {
   }
 }
 
+TEST(host_ops, matmul_group_equals_separate_matmuls) {
+  path_guard guard;
+  thread_pool pool(2);
+  // Sizes whose row split between threads falls inside the second product, with odd rows.
+  const int in = 96, tokens = 3;
+  const int rows[] = {37, 211, 13};
+  std::vector<std::vector<float>> w, y, alone;
+  auto x = random_floats(tokens * in, 9);
+  auto bias = random_floats(211, 10);
+  for (int j = 0; j < 3; ++j) {
+    w.push_back(random_floats(static_cast<std::size_t>(rows[j] * in), 20 + j));
+    y.emplace_back(static_cast<std::size_t>(rows[j] * tokens));
+    alone.emplace_back(static_cast<std::size_t>(rows[j] * tokens));
+  }
+  for (int t : {1, tokens}) {
+    std::vector<matmul_job> jobs;
+    for (int j = 0; j < 3; ++j) {
+      const float* b = j == 1 ? bias.data() : nullptr;
+      jobs.push_back({w[j].data(), dtype::f32, rows[j], in, x.data(), t, y[j].data(), b});
+      matmul(nullptr, w[j].data(), dtype::f32, rows[j], in, x.data(), t, alone[j].data(), b);
+    }
+    matmul_group(&pool, jobs);
+    for (int j = 0; j < 3; ++j)
+      for (int i = 0; i < rows[j] * t; ++i)
+        ASSERT_EQ(y[j][i], alone[j][i]) << "job " << j << " element " << i << " tokens " << t;
+  }
+}
+
 TEST(host_ops, dot_and_axpy_paths_agree) {
   path_guard guard;
   auto a = random_floats(77, 6);
