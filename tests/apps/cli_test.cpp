@@ -38,6 +38,19 @@ std::string tokenizer() {
   return std::string{THAW_SOURCE_DIR} + "/assets/tokenizers/llama2/tokenizer.json";
 }
 
+/// Makes the tiny model (HF directory dir/hf) and converts it (dir/ck); returns the checkpoint.
+std::string tiny_checkpoint(const testing::temp_dir& dir, int seed, const std::string& dtype) {
+  auto hf = (dir / "hf").string();
+  auto ck = (dir / "ck").string();
+  auto r = run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed " +
+                   std::to_string(seed) + " --dtype " + dtype + " " + hf,
+               dir);
+  EXPECT_EQ(r.exit_code, 0) << r.all;
+  r = run("convert " + hf + " " + ck, dir);
+  EXPECT_EQ(r.exit_code, 0) << r.all;
+  return ck;
+}
+
 TEST(Cli, MakeConvertInspect) {
   testing::temp_dir dir;
   auto hf = (dir / "hf").string();
@@ -111,9 +124,7 @@ TEST(Cli, ErrorsNameTheProblem) {
 TEST(Cli, BenchLoadPrintsRatios) {
   testing::temp_dir dir;
   auto hf = (dir / "hf").string();
-  auto ck = (dir / "ck").string();
-  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 3 --dtype fp32 " + hf, dir).exit_code, 0);
-  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto ck = tiny_checkpoint(dir, 3, "fp32");
   auto r = run("bench load " + ck + " --source " + hf + " --copies 2 --json --set loader.pool_bytes=64MiB", dir);
   ASSERT_EQ(r.exit_code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
@@ -133,10 +144,7 @@ TEST(Cli, BenchLoadPrintsRatios) {
 
 TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
   testing::temp_dir dir;
-  auto hf = (dir / "hf").string();
-  auto ck = (dir / "ck").string();
-  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 3 --dtype bf16 " + hf, dir).exit_code, 0);
-  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto ck = tiny_checkpoint(dir, 3, "bf16");
   auto r = run("bench engine " + ck +
                    " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 1 --prefix-len 64 --json",
                dir);
@@ -230,10 +238,7 @@ TEST(Cli, TokenizeErrorsNameTheProblem) {
 
 TEST(Cli, GenerateStreamsTextAndReportsTheCompletion) {
   testing::temp_dir dir;
-  auto hf = (dir / "hf").string();
-  auto ck = (dir / "ck").string();
-  ASSERT_EQ(run("make-model --preset tiny --tokenizer " + tokenizer() + " --seed 5 " + hf, dir).exit_code, 0);
-  ASSERT_EQ(run("convert " + hf + " " + ck, dir).exit_code, 0);
+  auto ck = tiny_checkpoint(dir, 5, "fp32");
   auto r = run("generate " + ck +
                    " --prompt 'Once upon a time' --max-tokens 12 --temperature 0 --ignore-eos --json",
                dir);

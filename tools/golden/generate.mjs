@@ -16,6 +16,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { ALIGN, T, write_gguf } from "./gguf.mjs";
+import { mulberry32 } from "./mulberry32.mjs";
 
 const repo_root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 
@@ -168,14 +169,7 @@ export function to_gguf(hf_dir, gguf_path) {
 
 // mulberry32: a fixed, documented generator so the test can state where its tokens come from.
 function token_sequence(seed, n, vocab, bos) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const out = [bos];
   while (out.length < n) out.push(3 + Math.floor(next() * (vocab - 3)));
   return out;

@@ -22,6 +22,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { T, write_gguf } from "./gguf.mjs";
+import { mulberry32 } from "./mulberry32.mjs";
 
 // llama.cpp's token types (llama_token_type).
 const NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, BYTE = 6;
@@ -184,14 +185,7 @@ export const extra_texts = [
 // leaves unchanged are kept: Qwen's normalizer is NFC and llama.cpp applies none, so a
 // non-NFC text would show that known difference again instead of testing the tokenizer.
 export function random_texts(seed, n) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const pick = (k) => Math.floor(next() * k);
   const ranges = [
     [0x20, 0x7e], [0x20, 0x7e], [0x20, 0x7e], [0x30, 0x39], [0x61, 0x7a], [0x61, 0x7a],
