@@ -91,9 +91,6 @@ void rows_t(const void* w, dtype wtype, std::int64_t rows, std::int64_t in, cons
   const auto* wb = static_cast<const std::byte*>(w);
   const std::size_t rb = static_cast<std::size_t>(in) * dtype_size(wtype);
   std::int64_t r = r0;
-  if (tokens == 1) // decode: more rows in flight, more independent FMA chains and streams
-    for (; r + 8 <= r1; r += 8)
-      run_tile<T, 8, 1>(wb, rb, wtype, rows, in, x, y, bias, r, 0);
   for (; r + 4 <= r1; r += 4) {
     std::int64_t t = 0;
     for (; t + 2 <= tokens; t += 2)
