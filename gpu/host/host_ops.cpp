@@ -165,18 +165,8 @@ void axpy_avx2(float a, const float* x, float* y, std::int64_t n) noexcept {
 
 void matmul(thread_pool* pool, const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
             const float* x, std::int64_t tokens, float* y, const float* bias) {
-  const bool simd = use_avx2.load(std::memory_order_relaxed);
-  auto body = [&](std::int64_t r0, std::int64_t r1) {
-    if (simd)
-      detail::matmul_rows_avx2(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
-    else
-      detail::matmul_rows_scalar(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
-  };
-  // Small products are not worth waking the pool.
-  if (pool == nullptr || rows * in * tokens < (1 << 15))
-    body(0, rows);
-  else
-    pool->parallel_for(rows, body);
+  const matmul_job job{w, wtype, rows, in, x, tokens, y, bias};
+  matmul_group(pool, {&job, 1});
 }
 
 void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
@@ -201,6 +191,7 @@ void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
       base += j.rows;
     }
   };
+  // Small products are not worth waking the pool.
   if (pool == nullptr || work < (1 << 15))
     body(0, total);
   else

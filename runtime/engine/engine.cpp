@@ -86,29 +86,42 @@ struct engine::impl {
         eos.push_back(static_cast<std::int32_t>(e));
   }
 
-  [[nodiscard]] status check(const generation_request& r, std::size_t generated) const {
+  /// Checks a request (and, for an imported sequence, the tokens it already generated) before
+  /// anything is queued.
+  [[nodiscard]] status check(const generation_request& r,
+                             std::span<const std::int32_t> generated) const {
     const auto vocab = static_cast<std::int64_t>(runner->config().vocab_size);
     auto bad = [](std::string what) { return make_error(errc::invalid_argument, std::move(what)); };
+    auto ids_in_vocabulary = [&](std::span<const std::int32_t> ids, std::string_view field) -> status {
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || ids[i] >= vocab)
+          return bad(std::string{field} + ": token " + std::to_string(i) + " is id " +
+                     std::to_string(ids[i]) + ", outside the vocabulary of " + std::to_string(vocab));
+      return {};
+    };
     if (r.prompt.empty())
       return bad("prompt: empty (at least one token is needed)");
-    if (r.prompt.size() + generated >= static_cast<std::size_t>(context))
-      return bad("prompt: " + std::to_string(r.prompt.size() + generated) +
+    if (r.prompt.size() + generated.size() >= static_cast<std::size_t>(context))
+      return bad("prompt: " + std::to_string(r.prompt.size() + generated.size()) +
                  " tokens leave no room in the context of " + std::to_string(context));
-    for (std::size_t i = 0; i < r.prompt.size(); ++i)
-      if (r.prompt[i] < 0 || r.prompt[i] >= vocab)
-        return bad("prompt: token " + std::to_string(i) + " is id " + std::to_string(r.prompt[i]) +
-                   ", outside the vocabulary of " + std::to_string(vocab));
+    THAW_TRY(ids_in_vocabulary(r.prompt, "prompt"));
+    THAW_TRY(ids_in_vocabulary(generated, "generated"));
     THAW_TRY(r.sampling.validate());
     if (r.max_tokens < 1)
       return bad("max_tokens: " + std::to_string(r.max_tokens) + " (must be at least 1)");
     THAW_TRY(stop_matcher::validate(r.stop));
     if (!tok && std::any_of(r.stop.begin(), r.stop.end(), [](auto& s) { return !s.empty(); }))
       return bad("stop: stop strings need a tokenizer, and this engine has none");
-    for (auto id : r.stop_token_ids)
-      if (id < 0 || id >= vocab)
-        return bad("stop_token_ids: " + std::to_string(id) + " is outside the vocabulary of " +
-                   std::to_string(vocab));
-    return {};
+    return ids_in_vocabulary(r.stop_token_ids, "stop_token_ids");
+  }
+
+  /// The queued or running sequence `id`.
+  [[nodiscard]] expected<sequence*> find(sequence_id id) const {
+    auto it = all.find(id);
+    if (it == all.end())
+      return make_error(errc::not_found,
+                        "sequence " + std::to_string(id) + ": not queued or running");
+    return it->second.get();
   }
 
   sequence& enqueue(generation_request r) {
@@ -116,10 +129,10 @@ struct engine::impl {
     s->id = next_id++;
     s->tokens = r.prompt;
     s->rng = rng_state{r.sampling.seed, 0};
-    if (tok)
+    if (tok) {
       s->detok.emplace(*tok);
-    if (tok)
       s->stops.emplace(r.stop);
+    }
     s->request = std::move(r);
     auto* raw = s.get();
     all.emplace(raw->id, std::move(s));
@@ -135,31 +148,30 @@ struct engine::impl {
     s.inserted_blocks = 0;
   }
 
-  void remove(sequence& s) {
+  /// Frees the blocks of `s` and takes it out of its queue.
+  void detach(sequence& s) {
     release_blocks(s);
     if (s.running)
       running.erase(std::find(running.begin(), running.end(), &s));
     else
       waiting.erase(std::find(waiting.begin(), waiting.end(), &s));
+    s.running = false;
+  }
+
+  void remove(sequence& s) {
+    detach(s);
     all.erase(s.id);
   }
 
-  /// `n` fresh blocks, evicting cached prefixes first when short; nullopt when even that fails.
-  std::optional<std::vector<std::int32_t>> allocate(std::int32_t n) {
-    if (n <= 0)
-      return std::vector<std::int32_t>{};
-    if (blocks.free_count() < n)
-      cache.evict(n - blocks.free_count());
-    auto got = blocks.allocate(n);
-    if (!got)
-      return std::nullopt;
-    return std::move(*got);
-  }
-
-  /// Blocks for `s` to hold `positions` positions; nullopt when the cache is full.
+  /// Blocks for `s` to hold `positions` positions, evicting cached prefixes first when short;
+  /// false (nothing taken) when even that does not free enough.
   bool grow(sequence& s, std::int32_t positions) {
     const std::int32_t need = kv_blocks_for(positions) - static_cast<std::int32_t>(s.blocks.size());
-    auto got = allocate(need);
+    if (need <= 0)
+      return true;
+    if (blocks.free_count() < need)
+      cache.evict(need - blocks.free_count());
+    auto got = blocks.allocate(need);
     if (!got)
       return false;
     s.blocks.insert(s.blocks.end(), got->begin(), got->end());
@@ -167,9 +179,7 @@ struct engine::impl {
   }
 
   void preempt(sequence& s) {
-    release_blocks(s);
-    running.erase(std::find(running.begin(), running.end(), &s));
-    s.running = false;
+    detach(s);
     // Back to the front of the queue, ahead of newer arrivals; older preempted sequences stay
     // ahead of younger ones because the youngest is preempted first.
     waiting.push_front(&s);
@@ -258,6 +268,16 @@ struct engine::impl {
     ev.logprob = picked->logprob;
     ev.top = std::move(picked->top);
 
+    // Feeds decoded text through the stop matcher into the event; true when a stop matched.
+    auto feed = [&](std::string_view text) {
+      auto r = s.stops->push(text);
+      ev.text += r.text;
+      if (r.stopped) {
+        ev.finish = finish_reason::stop;
+        ev.stop_reason = std::move(r.matched);
+      }
+      return r.stopped;
+    };
     const bool stop_id =
         std::find(s.request.stop_token_ids.begin(), s.request.stop_token_ids.end(), token) !=
             s.request.stop_token_ids.end() ||
@@ -265,32 +285,17 @@ struct engine::impl {
     if (stop_id) {
       ev.finish = finish_reason::stop;
     } else if (s.detok) {
-      auto piece = s.detok->push(token);
-      if (piece) {
-        auto r = s.stops->push(*piece);
-        ev.text = std::move(r.text);
-        if (r.stopped) {
-          ev.finish = finish_reason::stop;
-          ev.stop_reason = std::move(r.matched);
-          return true;
-        }
-      }
+      // push cannot fail: the sampled id is inside the vocabulary.
+      if (auto piece = s.detok->push(token); piece && feed(*piece))
+        return true;
     }
     if (ev.finish == finish_reason::none &&
         (s.generated() >= s.request.max_tokens ||
          static_cast<std::int32_t>(s.tokens.size()) >= context))
       ev.finish = finish_reason::length;
-    if (ev.finish != finish_reason::none && s.detok && !s.stops->stopped()) {
-      auto rest = s.detok->flush();
-      auto r = s.stops->push(rest);
-      ev.text += r.text;
-      if (r.stopped) {
-        ev.finish = finish_reason::stop;
-        ev.stop_reason = std::move(r.matched);
-      } else {
-        ev.text += s.stops->flush();
-      }
-    }
+    if (ev.finish != finish_reason::none && s.detok && !s.stops->stopped() &&
+        !feed(s.detok->flush()))
+      ev.text += s.stops->flush();
     return ev.finish != finish_reason::none;
   }
 
@@ -364,15 +369,13 @@ engine::engine(model_runner& runner, const tokenizer* tok, engine_options option
 engine::~engine() = default;
 
 expected<sequence_id> engine::add(generation_request request) {
-  THAW_TRY(impl_->check(request, 0));
+  THAW_TRY(impl_->check(request, {}));
   return impl_->enqueue(std::move(request)).id;
 }
 
 status engine::cancel(sequence_id id) {
-  auto it = impl_->all.find(id);
-  if (it == impl_->all.end())
-    return make_error(errc::not_found, "sequence " + std::to_string(id) + ": not queued or running");
-  impl_->remove(*it->second);
+  THAW_ASSIGN(sequence * s, impl_->find(id));
+  impl_->remove(*s);
   return {};
 }
 
@@ -381,10 +384,8 @@ std::vector<sequence_event> engine::step() { return impl_->step(); }
 bool engine::has_work() const noexcept { return !impl_->all.empty(); }
 
 expected<sequence_state> engine::export_state(sequence_id id) const {
-  auto it = impl_->all.find(id);
-  if (it == impl_->all.end())
-    return make_error(errc::not_found, "sequence " + std::to_string(id) + ": not queued or running");
-  const sequence& s = *it->second;
+  THAW_ASSIGN(const sequence* found, impl_->find(id));
+  const sequence& s = *found;
   sequence_state st;
   st.request = s.request;
   st.generated.assign(s.tokens.begin() + s.prompt_len(), s.tokens.end());
@@ -397,13 +398,7 @@ expected<sequence_state> engine::export_state(sequence_id id) const {
 }
 
 expected<sequence_id> engine::import_state(sequence_state state) {
-  THAW_TRY(impl_->check(state.request, state.generated.size()));
-  const auto vocab = static_cast<std::int64_t>(impl_->runner->config().vocab_size);
-  for (std::size_t i = 0; i < state.generated.size(); ++i)
-    if (state.generated[i] < 0 || state.generated[i] >= vocab)
-      return make_error(errc::invalid_argument,
-                        "generated: token " + std::to_string(i) + " is id " +
-                            std::to_string(state.generated[i]) + ", outside the vocabulary");
+  THAW_TRY(impl_->check(state.request, state.generated));
   if (static_cast<std::int64_t>(state.generated.size()) >= state.request.max_tokens)
     return make_error(errc::invalid_argument,
                       "generated: " + std::to_string(state.generated.size()) +

@@ -35,25 +35,17 @@ block_key key_at(std::span<const std::int32_t> tokens, std::size_t block) {
 radix_cache::radix_cache(kv_blocks& blocks) : blocks_(&blocks), root_(std::make_unique<node>()) {}
 
 radix_cache::~radix_cache() {
-  // Iterative post-order release: a long chain of blocks must not recurse per level.
-  std::vector<node*> stack{root_.get()};
-  while (!stack.empty()) {
-    node* n = stack.back();
-    stack.pop_back();
-    for (auto& [k, child] : n->children)
-      stack.push_back(child.get());
-    if (n->block >= 0)
-      (void)blocks_->release(n->block);
-  }
-  // Free the nodes without recursion either.
-  std::vector<std::unique_ptr<node>> owned;
+  // One iterative pass (a long chain of blocks must not recurse per level): each node gives
+  // back its block and hands its children on before it is freed.
+  std::vector<std::unique_ptr<node>> pending;
   for (auto& [k, child] : root_->children)
-    owned.push_back(std::move(child));
-  while (!owned.empty()) {
-    auto n = std::move(owned.back());
-    owned.pop_back();
+    pending.push_back(std::move(child));
+  while (!pending.empty()) {
+    auto n = std::move(pending.back());
+    pending.pop_back();
+    (void)blocks_->release(n->block); // the tree's own reference
     for (auto& [k, child] : n->children)
-      owned.push_back(std::move(child));
+      pending.push_back(std::move(child));
   }
 }
 

@@ -96,7 +96,8 @@ expected<sample_result> sample(std::span<const float> logits, const sampling_par
       out.logprob = static_cast<float>(static_cast<double>(logits[pick]) - log_z);
     if (params.logprobs > 0)
       for (auto id : top_ids(logits, static_cast<std::size_t>(params.logprobs)))
-        out.top.push_back({id, static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(id)]) - log_z)});
+        out.top.push_back(
+            {id, static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(id)]) - log_z)});
     return out;
   };
 
@@ -132,8 +133,8 @@ expected<sample_result> sample(std::span<const float> logits, const sampling_par
     return finish(pick);
   }
 
-  // The candidate head, ordered by by_value_desc: top_k of them, or for top_p alone a head grown
-  // until it holds top_p of the mass (64, 256, ... ids), so 150k vocabularies are not sorted.
+  // The candidate head, ordered by by_value_desc: the top_k, or (top_p / min_p alone) the ids
+  // above a weight threshold that holds enough of the mass; see below.
   std::vector<std::int32_t> head;
   auto mass_of = [&](std::size_t n) {
     double m = 0.0;
