@@ -177,7 +177,7 @@ expected<std::unique_ptr<tokenizer::impl>> parse_impl(std::string_view text,
     const auto table = byte_to_unicode();
     for (int b = 0; b < 256; ++b) {
       std::string s;
-      tok_detail::append_utf8(s, table[static_cast<std::size_t>(b)]);
+      append_utf8(s, table[static_cast<std::size_t>(b)]);
       THAW_ASSIGN(t->byte_token[static_cast<std::size_t>(b)], id_of(*t, s, source, "byte token"));
       t->byte_chars[static_cast<std::size_t>(b)] = s;
     }
@@ -328,7 +328,7 @@ expected<tokenizer> tokenizer::load(const std::filesystem::path& tokenizer_json)
 }
 
 expected<std::vector<std::int32_t>> tokenizer::encode(std::string_view text, bool add_special) const {
-  if (!tok_detail::valid_utf8(text))
+  if (!valid_utf8(text))
     return make_error(errc::invalid_argument, "encode: text is not valid UTF-8");
   const auto& t = *impl_;
   std::vector<std::int32_t> out;
@@ -389,7 +389,7 @@ expected<std::string> tokenizer::impl::decode_bytes(std::span<const std::int32_t
       // Each character stands for one byte; a token with other characters (an added token)
       // is its own text.
       const auto start = out.size();
-      tok_detail::decode_utf8(s, cps, offs);
+      decode_utf8(s, cps, offs);
       bool mapped = true;
       for (auto c : cps) {
         auto it = unicode_to_byte.find(c);
@@ -425,7 +425,7 @@ expected<std::string> tokenizer::impl::decode_bytes(std::span<const std::int32_t
 
 expected<std::string> tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special) const {
   THAW_ASSIGN(const auto bytes, impl_->decode_bytes(ids, skip_special, true));
-  return tok_detail::to_valid_utf8(bytes);
+  return to_valid_utf8(bytes);
 }
 
 std::int32_t tokenizer::vocab_size() const noexcept {
@@ -457,8 +457,8 @@ expected<std::string> detokenizer::push(std::int32_t id) {
   ids_.push_back(id);
   THAW_ASSIGN(const auto bytes, tok_->internals().decode_bytes(ids_, skip_special_, !started_));
   // Hold back a character whose bytes have not all arrived; the rest is final.
-  const auto held = tok_detail::incomplete_utf8_tail(bytes);
-  auto text = tok_detail::to_valid_utf8(std::string_view{bytes}.substr(0, bytes.size() - held));
+  const auto held = incomplete_utf8_tail(bytes);
+  auto text = to_valid_utf8(std::string_view{bytes}.substr(0, bytes.size() - held));
   std::string piece = text.substr(emitted_.size());
   if (held > 0) {
     emitted_ = std::move(text);
@@ -476,7 +476,7 @@ std::string detokenizer::flush() {
   auto bytes = tok_->internals().decode_bytes(ids_, skip_special_, !started_);
   std::string piece;
   if (bytes)
-    piece = tok_detail::to_valid_utf8(*bytes).substr(emitted_.size());
+    piece = to_valid_utf8(*bytes).substr(emitted_.size());
   for (auto i : ids_)
     started_ = started_ || !(skip_special_ && tok_->is_special(i));
   ids_.clear();

@@ -4,6 +4,7 @@
 /// Not part of the engine's interface.
 
 #include "runtime/engine/tokenizer.hpp"
+#include "runtime/engine/utf8.hpp"
 
 #include <array>
 #include <cstdint>
@@ -23,21 +24,6 @@ struct string_hash {
     return std::hash<std::string_view>{}(s);
   }
 };
-
-/// Whether `s` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
-[[nodiscard]] bool valid_utf8(std::string_view s) noexcept;
-
-/// `bytes` with every ill-formed subsequence replaced by U+FFFD (one per maximal subpart).
-[[nodiscard]] std::string to_valid_utf8(std::string_view bytes);
-
-/// Length of the tail of `bytes` that is an incomplete but so far valid UTF-8 sequence (0-3).
-[[nodiscard]] std::size_t incomplete_utf8_tail(std::string_view bytes) noexcept;
-
-/// Code points of valid UTF-8 `s`, with the byte offset of each (and s.size() at the end).
-void decode_utf8(std::string_view s, std::vector<char32_t>& cps, std::vector<std::size_t>& offsets);
-
-/// Appends the UTF-8 encoding of `cp`.
-void append_utf8(std::string& out, char32_t cp);
 
 /// NFC normal form of valid UTF-8 `s` (ICU); `s` itself when it is already normalized.
 [[nodiscard]] expected<std::string> nfc(std::string_view s);
