@@ -8,6 +8,7 @@ packages=(
   libxxhash-dev liburing-dev libzstd-dev
   libgtest-dev
   libicu-dev
+  libcaf-dev libucx-dev libboost-dev libboost-program-options-dev
 )
 missing=()
 for p in "${packages[@]}"; do
