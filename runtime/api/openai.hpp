@@ -75,9 +75,14 @@ struct completion_request {
 [[nodiscard]] result<completion_request> parse_request(endpoint kind, std::string_view body);
 
 /// The engine requests for a parsed request: one per (prompt, choice), in choice-index order
-/// (prompt i, sample j -> index i * n + j). Chat applies `tmpl`; text prompts are encoded with
-/// `tok`. Each choice j > 0 of a seeded request gets seed + j so choices differ. A prompt that
-/// leaves no room in `max_context` is 400 ("prompt is N tokens, the context is M").
+/// (prompt i, sample j -> index i * n + j). Chat applies `tmpl` (null: 400, the model has no
+/// chat template) and encodes without BOS (the template writes it); text prompts are encoded with
+/// BOS; token prompts are checked against the vocabulary (400 naming the index). Each choice
+/// j > 0 of a seeded request gets seed + j; unseeded choices each get a random seed, so choices
+/// differ. max_tokens absent: completions min(16, room left), chat all the room left. A prompt
+/// that leaves no room in `max_context`, or an explicit max_tokens past it, is 400 with vLLM's
+/// "This model's maximum context length is M tokens. However, you requested N tokens (P in the
+/// messages, C in the completion). ...".
 struct engine_requests {
   std::vector<generation_request> requests;
   std::vector<std::int32_t> prompt_tokens; ///< per prompt
@@ -110,6 +115,11 @@ struct response_meta {
   std::int64_t created = 0;
   std::string model;
 };
+/// A fresh identity: a random id with the endpoint's prefix, created now.
+[[nodiscard]] response_meta new_meta(endpoint kind, std::string model);
+
+/// Characters (Unicode code points) of UTF-8 text: what OpenAI's text_offset counts.
+[[nodiscard]] std::int64_t char_count(std::string_view utf8) noexcept;
 
 /// The non-streaming response body ("text_completion" or "chat.completion").
 [[nodiscard]] std::string response_json(const completion_request& req, const response_meta& meta,
@@ -128,6 +138,9 @@ struct chunk_delta {
   std::vector<std::vector<token_logprob>> top;
   finish_reason finish = finish_reason::none;
   std::string stop_reason;
+  /// Completions logprobs: characters (code points, as OpenAI counts) of this choice's text sent
+  /// before this chunk, where the text_offset of the chunk's first token starts.
+  std::int64_t text_offset = 0;
 };
 [[nodiscard]] std::string stream_event(const completion_request& req, const response_meta& meta,
                                        const chunk_delta& delta, const tokenizer& tok);
