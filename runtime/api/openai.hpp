@@ -58,7 +58,8 @@ struct completion_request {
   std::string model;
   std::vector<prompt_input> prompts;  ///< completions: one or more prompts
   std::vector<chat_message> messages; ///< chat: the conversation
-  std::optional<std::int32_t> max_tokens; ///< absent: completions 16, chat up to the context
+  std::optional<std::int32_t> max_tokens; ///< absent: completions 16 (less if the context has
+                                          ///< less room left), chat up to the context
   sampling_params sampling;           ///< temperature, top_p, top_k, min_p, seed, logprobs
   bool seeded = false;                ///< the client gave a seed
   std::vector<std::string> stop;      ///< at most 4 (OpenAI), no empty strings

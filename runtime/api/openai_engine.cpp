@@ -85,7 +85,8 @@ result<engine_requests> to_engine_requests(const completion_request& req, const 
     auto& tokens = std::get<ids>(prompt);
     if (tokens.empty())
       return bad_request("the prompt is empty", chat ? "messages" : "prompt");
-    const auto max_tokens = max_tokens_for(req, static_cast<std::int64_t>(tokens.size()), max_context);
+    const auto len = static_cast<std::int64_t>(tokens.size());
+    const auto max_tokens = max_tokens_for(req, len, max_context);
     if (auto* e = std::get_if<api_error>(&max_tokens))
       return std::move(*e);
     out.prompt_tokens.push_back(static_cast<std::int32_t>(tokens.size()));

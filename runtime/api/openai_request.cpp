@@ -100,7 +100,8 @@ opt_error read_prompt(const json& body, completion_request& req) {
       if (!t.is_number_integer() ||
           t.get<std::int64_t>() > std::numeric_limits<std::int32_t>::max() ||
           t.get<std::int64_t>() < std::numeric_limits<std::int32_t>::min())
-        return bad_request("'" + where + "[" + std::to_string(k) + "]' must be a token id (an integer)",
+        return bad_request("'" + where + "[" + std::to_string(k) +
+                               "]' must be a token id (an integer)",
                            "prompt");
       in.tokens.push_back(t.get<std::int32_t>());
     }
@@ -150,7 +151,8 @@ opt_error read_messages(const json& body, completion_request& req) {
     chat_message out;
     out.role = role->get<std::string>();
     if (out.role != "system" && out.role != "user" && out.role != "assistant" && out.role != "tool")
-      return bad_request("'" + where + ".role' must be one of system, user, assistant, tool; got '" +
+      return bad_request("'" + where +
+                             ".role' must be one of system, user, assistant, tool; got '" +
                              out.role + "'",
                          where + ".role");
     const auto* content = field(msg, "content");

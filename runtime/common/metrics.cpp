@@ -213,7 +213,8 @@ struct registry::impl {
     if (!valid_name(name, true))
       misuse("invalid metric name '" + name + "'");
     for (const auto& l : label_names) {
-      if (!valid_name(l, false) || l.starts_with("__") || (std::is_same_v<T, histogram> && l == "le"))
+      const bool reserved = l.starts_with("__") || (std::is_same_v<T, histogram> && l == "le");
+      if (!valid_name(l, false) || reserved)
         misuse(name + ": invalid label name '" + l + "'");
     }
     const std::lock_guard lock{mutex};

@@ -245,7 +245,8 @@ TEST(OpenAIRequest, UnseededChoicesGetDifferentSeeds) {
 }
 
 TEST(OpenAIRequest, TokenPromptsPassThroughAndAreCheckedAgainstTheVocabulary) {
-  const auto e = to_engine_ok(parse_ok(cmpl, R"({"model":"m","prompt":[1,15043,3186],"max_tokens":4})"));
+  const auto e =
+      to_engine_ok(parse_ok(cmpl, R"({"model":"m","prompt":[1,15043,3186],"max_tokens":4})"));
   ASSERT_EQ(e.requests.size(), 1u);
   EXPECT_EQ(e.requests[0].prompt, (std::vector<std::int32_t>{1, 15043, 3186}));
   EXPECT_EQ(e.requests[0].max_tokens, 4);
@@ -260,7 +261,8 @@ TEST(OpenAIRequest, TokenPromptsPassThroughAndAreCheckedAgainstTheVocabulary) {
 }
 
 TEST(OpenAIRequest, ChatUsesTheTemplateWithoutASecondBos) {
-  const auto r = parse_ok(chat, R"({"model":"llama","messages":[{"role":"system","content":"Be brief."},
+  const auto r = parse_ok(chat, R"({"model":"llama","messages":[
+      {"role":"system","content":"Be brief."},
       {"role":"user","content":"Why is the sky blue?"}],"n":2})");
   const auto e = to_engine_ok(r, 2048);
   const auto text = llama2_chat().apply(r.messages).value();
@@ -282,8 +284,10 @@ TEST(OpenAIRequest, ChatUsesTheTemplateWithoutASecondBos) {
 }
 
 TEST(OpenAIRequest, ContextLimitIsEnforcedWithVllmsMessage) {
-  const auto r = parse_ok(cmpl, R"({"model":"m","prompt":"one two three four five","max_tokens":10})");
-  const auto len = static_cast<std::int32_t>(llama2().encode("one two three four five").value().size());
+  const auto r =
+      parse_ok(cmpl, R"({"model":"m","prompt":"one two three four five","max_tokens":10})");
+  const auto len =
+      static_cast<std::int32_t>(llama2().encode("one two three four five").value().size());
   // prompt + max_tokens past the context: rejected, not truncated.
   auto err = engine_error(r, len + 9);
   EXPECT_EQ(err.status, 400);
@@ -303,7 +307,8 @@ TEST(OpenAIRequest, ContextLimitIsEnforcedWithVllmsMessage) {
   const auto e = to_engine_ok(parse_ok(cmpl, R"({"model":"m","prompt":"one two three four five"})"),
                               len + 5);
   EXPECT_EQ(e.requests[0].max_tokens, 5);
-  err = engine_error(parse_ok(chat, R"({"model":"m","messages":[{"role":"user","content":"hi"}]})"), 4);
+  err = engine_error(
+      parse_ok(chat, R"({"model":"m","messages":[{"role":"user","content":"hi"}]})"), 4);
   EXPECT_EQ(err.param, "messages");
 }
 

@@ -116,7 +116,8 @@ TEST(OpenAIResponse, EchoPrefixesThePrompt) {
   j = json::parse(response_json(req, meta, {hello_choice(3)}, {}, llama2()));
   EXPECT_EQ(j["choices"][0]["text"],
             llama2().decode(std::vector<std::int32_t>{1, 3186}).value() + "Hello world");
-  const auto ev = parse_event(stream_event(req, meta, {.index = 1, .first = true, .text = "x"}, llama2()));
+  const auto ev =
+      parse_event(stream_event(req, meta, {.index = 1, .first = true, .text = "x"}, llama2()));
   EXPECT_EQ(ev["choices"][0]["text"],
             llama2().decode(std::vector<std::int32_t>{1, 15043}).value() + "x");
 }
@@ -147,7 +148,8 @@ TEST(OpenAIResponse, ChatStreamChunksCarryRoleThenContentThenFinish) {
                             R"({"model":"llama","messages":[{"role":"user","content":"Hi"}],
                                 "stream":true})");
   const response_meta m{"chatcmpl-1", 1, "llama"};
-  auto first = parse_event(stream_event(req, m, {.index = 0, .first = true, .text = "Hel"}, llama2()));
+  auto first =
+      parse_event(stream_event(req, m, {.index = 0, .first = true, .text = "Hel"}, llama2()));
   EXPECT_EQ(first["object"], "chat.completion.chunk");
   EXPECT_EQ(first["id"], "chatcmpl-1");
   EXPECT_EQ(first["choices"][0]["delta"], json::parse(R"({"role":"assistant","content":"Hel"})"));

@@ -131,7 +131,8 @@ TEST(Metrics, CountersAndGaugesRenderWithHelpTypeAndLabels) {
   EXPECT_EQ(e.help.at("thaw_requests_total"), "Requests by model.\nAll of them.");
   EXPECT_EQ(e.value("thaw_requests_total", {{"model", "llama"}, {"status", "200"}}), 3);
   // Quotes, backslashes and newlines in a label value survive the round trip.
-  EXPECT_EQ(e.value("thaw_requests_total", {{"model", "we\"ird\\name\nx"}, {"status", "400"}}), 0.5);
+  EXPECT_EQ(e.value("thaw_requests_total", {{"model", "we\"ird\\name\nx"}, {"status", "400"}}),
+            0.5);
   EXPECT_EQ(e.value("vllm:num_requests_running"), 2);
   EXPECT_EQ(requests.get({"llama", "200"}).value(), 3);
 }
