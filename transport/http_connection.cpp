@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <limits>
 
@@ -23,8 +24,6 @@ using boost::system::error_code;
 
 namespace {
 
-// Bytes read from the socket at a time; also the step by which the input buffer grows.
-constexpr std::size_t read_chunk = 16 << 10;
 // How long a connection that is being closed after an error response keeps draining what the
 // client still sends, so that closing with unread input does not reset the connection (and
 // destroy the response in the client's receive queue) before the client has read it.
@@ -99,7 +98,9 @@ void connection::read() {
       in_.size() >= settings_.max_header_bytes + settings_.max_body_bytes)
     return;
   reading_ = true;
-  socket_.async_read_some(in_.prepare(read_chunk),
+  // Into a buffer of its own, not in_.prepare(): parse() and the drain consume from in_ while
+  // this read is outstanding, and flat_buffer may move its storage when they do.
+  socket_.async_read_some(asio::buffer(read_buf_),
                           [self = shared_from_this()](error_code ec, std::size_t n) {
                             self->on_read(ec, n);
                           });
@@ -118,6 +119,8 @@ void connection::on_read(error_code ec, std::size_t n) {
       finish_close();
     return;
   }
+  auto space = in_.prepare(n);
+  std::memcpy(space.data(), read_buf_.data(), n);
   in_.commit(n);
   switch (state_) {
   case state::reading:

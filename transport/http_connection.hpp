@@ -20,6 +20,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -95,6 +96,7 @@ private:
   std::shared_ptr<lifeline> life_;
 
   state state_ = state::reading;
+  std::array<char, 16 << 10> read_buf_;
   boost::beast::flat_buffer in_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   bool header_checked_ = false;

@@ -260,6 +260,27 @@ TEST(HttpServer, StopClosesOpenConnectionsAndRunsDisconnectCallbacks) {
   EXPECT_EQ(disconnects.load(), 2);
   auto late = client::connect("127.0.0.1", port, std::chrono::seconds(2));
   EXPECT_FALSE(late);
+  // Responders may outlive the server itself (a worker still holding one): still harmless.
+  s.reset();
+  for (auto& r : pending) {
+    r->start_stream(200, "text/plain");
+    r->write("gone");
+    r->finish();
+  }
+}
+
+TEST(HttpServer, ExpectContinueGetsAnInterimResponse) {
+  auto s = start_server(echo);
+  ASSERT_TRUE(s);
+  raw_connection raw(s->port());
+  ASSERT_TRUE(raw.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       "Expect: 100-continue\r\n\r\n"));
+  // A client like curl waits for this before sending the body.
+  auto interim = raw.read_until("\r\n\r\n");
+  EXPECT_EQ(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(raw.send("hello"));
+  auto reply = raw.read_until("POST /up /up [] hello");
+  EXPECT_NE(reply.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << reply;
 }
 
 TEST(HttpServer, BindFailureNamesTheAddress) {
