@@ -151,6 +151,25 @@ TEST(OpenAIRequest, EveryBadInputIs400NamingTheField) {
   }
 }
 
+TEST(OpenAIRequest, HostileBodiesAreErrorsNotCrashes) {
+  // Deep nesting, invalid UTF-8 inside a string, a huge number: each a 400.
+  const std::string deep = R"({"model":"m","prompt":)" + std::string(100000, '[') +
+                           std::string(100000, ']') + "}";
+  const std::vector<std::pair<std::string, std::string>> bodies{
+      {deep, "prompt"},
+      {"{\"model\":\"m\",\"prompt\":\"\xff\xfe\"}", ""},
+      {R"({"model":"m","prompt":"x","max_tokens":1e999})", ""}, // not JSON: out of range
+      {R"({"model":"m","prompt":"x","seed":18446744073709551615})", "seed"},
+      {R"({"model":"m","prompt":[4294967296]})", "prompt"},
+  };
+  for (const auto& [body, param] : bodies) {
+    auto r = parse_request(cmpl, body);
+    ASSERT_TRUE(std::holds_alternative<api_error>(r)) << body.substr(0, 80);
+    EXPECT_EQ(std::get<api_error>(r).status, 400);
+    EXPECT_EQ(std::get<api_error>(r).param, param) << std::get<api_error>(r).message;
+  }
+}
+
 TEST(OpenAIRequest, DefaultsNullsAndUnknownFields) {
   const auto r = parse_ok(cmpl, R"({"model":"llama","prompt":"Hello","max_tokens":null,
       "logprobs":null,"best_of":null,"stop":null,"seed":null,"user":"u1","foo":{"bar":1},
