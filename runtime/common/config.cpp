@@ -165,4 +165,37 @@ expected<double> config::get_seconds(std::string_view key, double fallback) cons
   return wrong_type(key, "a duration such as 30 or \"5m\"");
 }
 
+expected<std::vector<std::string>> config::get_strings(std::string_view key) const {
+  std::vector<std::string> out;
+  const auto* node = find(impl_->table, key);
+  if (node == nullptr)
+    return out;
+  const auto* arr = node->as_array();
+  if (arr == nullptr)
+    return wrong_type(key, "an array of strings");
+  for (const auto& v : *arr) {
+    auto str = v.value<std::string>();
+    if (!str)
+      return wrong_type(key, "an array of strings");
+    out.push_back(*str);
+  }
+  return out;
+}
+
+expected<std::vector<config>> config::get_tables(std::string_view key) const {
+  std::vector<config> out;
+  const auto* node = find(impl_->table, key);
+  if (node == nullptr)
+    return out;
+  const auto* arr = node->as_array();
+  if (arr == nullptr || !arr->is_array_of_tables())
+    return wrong_type(key, "an array of tables ([[" + std::string{key} + "]])");
+  for (const auto& v : *arr) {
+    config c;
+    c.impl_->table = *v.as_table();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 } // namespace thaw

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace thaw {
 
@@ -48,6 +49,11 @@ public:
                                                   std::uint64_t fallback) const;
   /// A duration in seconds: a number, or a string such as "30s", "5m".
   [[nodiscard]] expected<double> get_seconds(std::string_view key, double fallback) const;
+
+  /// An array of strings (absent: empty).
+  [[nodiscard]] expected<std::vector<std::string>> get_strings(std::string_view key) const;
+  /// An array of tables ([[models]] ... ), each as a config of its own (absent: empty).
+  [[nodiscard]] expected<std::vector<config>> get_tables(std::string_view key) const;
 
 private:
   struct impl;

@@ -427,6 +427,7 @@ engine_stats engine::stats() const noexcept {
   st.kv_blocks_free = impl_->blocks.free_count();
   st.kv_blocks_total = impl_->blocks.capacity();
   st.cached_blocks = impl_->cache.cached_blocks();
+  st.evictable_blocks = impl_->cache.evictable_blocks();
   return st;
 }
 

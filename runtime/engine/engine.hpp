@@ -101,6 +101,7 @@ struct engine_stats {
   std::int32_t kv_blocks_free = 0;
   std::int32_t kv_blocks_total = 0;
   std::int32_t cached_blocks = 0;      ///< blocks in the radix cache
+  std::int32_t evictable_blocks = 0;   ///< blocks only the radix cache holds (free on demand)
   std::uint64_t steps = 0;
   std::uint64_t preemptions = 0;
   std::uint64_t prefix_hit_tokens = 0; ///< prompt tokens not recomputed thanks to the cache

@@ -63,5 +63,31 @@ TEST(Config, Durations) {
   EXPECT_DOUBLE_EQ(*cfg->get_seconds("b", 0), 2.5);
 }
 
+TEST(Config, StringArraysAndArraysOfTables) {
+  auto cfg = config::parse(R"(
+names = ["a", "b"]
+mixed = ["a", 1]
+[[models]]
+name = "m1"
+kv_blocks = 8
+[[models]]
+name = "m2"
+)");
+  ASSERT_TRUE(cfg) << cfg.err().to_string();
+  EXPECT_EQ(*cfg->get_strings("names"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(cfg->get_strings("absent")->empty());
+  auto mixed = cfg->get_strings("mixed");
+  ASSERT_FALSE(mixed);
+  EXPECT_NE(mixed.err().message.find("mixed"), std::string::npos);
+  auto models = cfg->get_tables("models");
+  ASSERT_TRUE(models);
+  ASSERT_EQ(models->size(), 2u);
+  EXPECT_EQ(*(*models)[0].get_string("name", ""), "m1");
+  EXPECT_EQ(*(*models)[0].get_int("kv_blocks", 0), 8);
+  EXPECT_EQ(*(*models)[1].get_string("name", ""), "m2");
+  EXPECT_FALSE(cfg->get_tables("names")); // not tables: an error naming the key
+  EXPECT_TRUE(cfg->get_tables("absent")->empty());
+}
+
 } // namespace
 } // namespace thaw
