@@ -9,6 +9,7 @@ packages=(
   libgtest-dev
   libicu-dev
   libcaf-dev libucx-dev libboost-dev libboost-program-options-dev
+  curl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   thaw::app::add_inspect_command(app);
   thaw::app::add_tokenize_command(app);
   thaw::app::add_generate_command(app);
+  thaw::app::add_serve_command(app);
+  thaw::app::add_admin_commands(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks that print ratios to a reference measured in the same run");
   bench->require_subcommand(1);
   thaw::app::add_bench_load_command(*bench);

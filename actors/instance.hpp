@@ -1,0 +1,39 @@
+#pragma once
+/// The instance actor: one loaded replica of a model on a slot, running the engine's step loop
+/// and streaming sequence-numbered token events.
+///
+/// It is spawned detached (a thread of its own): loading and each engine step block, and must
+/// not stall CAF's shared workers. Loading happens before the first message is handled, so
+/// requests that arrive meanwhile wait in the mailbox.
+///
+///   spawn --load (SSD or DRAM tier -> weights, runner, tokenizer, engine)--> serving --exit-->
+///     |                                                                        (KV freed)
+///     +--load fails--> answers `ready` with the error, then quits
+///
+/// Messages (untyped actor; the sender of a request gets its events):
+///   (ready_atom)              -> instance_started | error      once loaded
+///   (instance_request)        -> token_events to the sender, the last with finish != none;
+///                                a request the engine rejects gets one failed event
+///   (cancel_request)          -> drops the sequence, frees its KV blocks; no more events
+///   (status_atom)             -> instance_info
+///   (step_atom)               internal: one engine step, then again while there is work
+
+#include "actors/messages.hpp"
+#include "actors/node_context.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <memory>
+
+namespace thaw {
+
+/// Spawns an instance of `spec` on `ctx`'s device (detached). Its weights and KV cache count
+/// against the slot the node reserved for it.
+[[nodiscard]] caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
+                                        model_spec spec);
+
+/// Bytes an instance of this checkpoint needs in a slot: its weights plus its KV cache.
+[[nodiscard]] std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,
+                                           std::int32_t kv_blocks);
+
+} // namespace thaw

@@ -1,0 +1,243 @@
+#pragma once
+/// Every message of thaw's actors: atoms, plain structs with an `inspect` overload, and
+/// `add_message_types`, which announces them to an actor system (CAF 0.17 has no type-id blocks;
+/// announcing every type in one function is its equivalent, CONVENTIONS.md rule 4). Types that
+/// cross the network are inspectable; the few that carry local pointers (the gateway's HTTP
+/// responder, a model's shared tokenizer) are marked local-only at the bottom.
+
+#include "runtime/common/error.hpp"
+#include "runtime/engine/engine.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace thaw {
+
+// --- atoms (at most 10 characters each) ------------------------------------------------------
+
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+using start_atom = caf::atom_constant<caf::atom("start")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using deploy_atom = caf::atom_constant<caf::atom("deploy")>;
+using delete_atom = caf::atom_constant<caf::atom("delete")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using sub_atom = caf::atom_constant<caf::atom("subscribe")>;
+using node_atom = caf::atom_constant<caf::atom("node")>;
+
+// --- inspect for the engine's and runtime's value types ---------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, error& x) {
+  return f(caf::meta::type_name("thaw_error"), x.code, x.message);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
+  return f(caf::meta::type_name("sampling_params"), x.temperature, x.top_k, x.top_p, x.min_p,
+           x.seed, x.logprobs);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_logprob& x) {
+  return f(caf::meta::type_name("token_logprob"), x.id, x.logprob);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generation_request& x) {
+  return f(caf::meta::type_name("generation_request"), x.prompt, x.sampling, x.max_tokens, x.stop,
+           x.stop_token_ids, x.ignore_eos);
+}
+
+// --- models --------------------------------------------------------------------------------
+
+/// A deployed model and its serving settings (registry, router, scheduler, node).
+struct model_spec {
+  std::string name;
+  std::string checkpoint;                ///< checkpoint directory on the nodes
+  std::int32_t min_instances = 0;        ///< kept running even when idle
+  std::int32_t max_instances = 1;        ///< scale-out limit
+  std::int32_t target_concurrency = 8;   ///< sequences per instance before scaling out
+  std::int64_t keep_alive_ms = 300'000;  ///< idle time before an instance above min stops
+  std::int32_t queue_limit = 256;        ///< requests waiting or running at most; more get 429
+  std::int32_t kv_blocks = 256;          ///< KV cache blocks of 16 tokens per instance
+  std::int32_t threads = 0;              ///< compute threads per instance; 0: node's default
+  /// Chat format when the tokenizer has no template: "llama2", "llama3" or "chatml"; "": none.
+  std::string chat_template;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, model_spec& x) {
+  return f(caf::meta::type_name("model_spec"), x.name, x.checkpoint, x.min_instances,
+           x.max_instances, x.target_concurrency, x.keep_alive_ms, x.queue_limit, x.kv_blocks,
+           x.threads, x.chat_template);
+}
+
+// --- requests and token events --------------------------------------------------------------
+
+/// gateway -> router: run one sequence; events go to `sink` as `token_event`s.
+struct submit_request {
+  std::uint64_t request_id = 0;
+  generation_request request;
+  caf::actor sink;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
+  return f(caf::meta::type_name("submit_request"), x.request_id, x.request, x.sink);
+}
+
+/// router -> instance: run one sequence; events go back to the sender (the router).
+struct instance_request {
+  std::uint64_t request_id = 0;
+  generation_request request;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_request& x) {
+  return f(caf::meta::type_name("instance_request"), x.request_id, x.request);
+}
+
+/// gateway -> router -> instance: drop a sequence and free its KV blocks.
+struct cancel_request {
+  std::uint64_t request_id = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_request& x) {
+  return f(caf::meta::type_name("cancel_request"), x.request_id);
+}
+
+/// instance -> router -> gateway: one sampled token (and its final text), or the end of a
+/// sequence. `seq` numbers a request's events from 0, so a receiver sees gaps and duplicates.
+/// `failed` ends the request with `failure` (finish == error).
+struct token_event {
+  std::uint64_t request_id = 0;
+  std::uint32_t seq = 0;
+  std::int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<token_logprob> top;
+  std::string text;
+  finish_reason finish = finish_reason::none;
+  std::string stop_reason;
+  std::int32_t cached_tokens = 0;
+  bool failed = false;
+  error failure;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_event& x) {
+  return f(caf::meta::type_name("token_event"), x.request_id, x.seq, x.token, x.logprob, x.top,
+           x.text, x.finish, x.stop_reason, x.cached_tokens, x.failed, x.failure);
+}
+
+/// A token_event that ends request `id` with error `e` before any token.
+[[nodiscard]] token_event failure_event(std::uint64_t id, error e);
+
+// --- node, slots, instances --------------------------------------------------------------
+
+/// One instance as its node reports it.
+struct instance_info {
+  std::string model;
+  caf::actor handle;
+  std::int32_t running = 0;
+  std::int32_t waiting = 0;
+  std::int32_t kv_blocks_free = 0;
+  std::int32_t kv_blocks_total = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_info& x) {
+  return f(caf::meta::type_name("instance_info"), x.model, x.handle, x.running, x.waiting,
+           x.kv_blocks_free, x.kv_blocks_total);
+}
+
+/// One slot (a device, or a CPU slot) as its node reports it.
+struct slot_info {
+  std::int32_t index = 0;
+  std::string kind;              ///< "cpu" or "cuda"
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t used_bytes = 0;
+  std::vector<std::string> models;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, slot_info& x) {
+  return f(caf::meta::type_name("slot_info"), x.index, x.kind, x.memory_bytes, x.used_bytes,
+           x.models);
+}
+
+/// node -> scheduler: what a node holds and can take (on registration and on every change).
+struct node_status {
+  std::string name;
+  caf::actor handle;
+  std::vector<std::string> dram_models;  ///< checkpoints held in the DRAM tier (directories)
+  std::vector<std::string> local_models; ///< checkpoints this node has read from its SSD
+  std::vector<slot_info> slots;
+  std::vector<instance_info> instances;
+  std::uint64_t dram_bytes = 0;          ///< DRAM tier capacity
+  std::uint64_t dram_used_bytes = 0;
+  double ssd_bandwidth = 0;              ///< bytes/s of the last SSD load, 0 when none yet
+  double dram_bandwidth = 0;             ///< bytes/s of the last DRAM-tier load
+  std::uint64_t loads_ssd = 0;
+  std::uint64_t loads_dram = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_status& x) {
+  return f(caf::meta::type_name("node_status"), x.name, x.handle, x.dram_models,
+           x.local_models, x.slots,
+           x.instances, x.dram_bytes, x.dram_used_bytes, x.ssd_bandwidth, x.dram_bandwidth,
+           x.loads_ssd, x.loads_dram);
+}
+
+/// node -> router (through the scheduler): an instance is loaded and serving.
+struct instance_started {
+  caf::actor handle;
+  std::string node;
+  std::string source;   ///< "ssd" or "dram": where its weights came from
+  double load_seconds = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_started& x) {
+  return f(caf::meta::type_name("instance_started"), x.handle, x.node, x.source, x.load_seconds);
+}
+
+/// router -> anyone asking: a model's serving state.
+struct model_status {
+  std::string name;
+  std::int32_t instances = 0;
+  std::int32_t starting = 0;
+  std::int32_t queued = 0;    ///< waiting for an instance
+  std::int32_t in_flight = 0; ///< sent to an instance, not finished
+  std::uint64_t cold_starts = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, model_status& x) {
+  return f(caf::meta::type_name("model_status"), x.name, x.instances, x.starting, x.queued,
+           x.in_flight, x.cold_starts);
+}
+
+/// thaw errors inside CAF (a request's error reply): category "thaw", code errc, the message as
+/// context. from_caf turns any caf::error back (CAF's own errors become `internal` or
+/// `io_error` with CAF's description).
+[[nodiscard]] caf::error to_caf(const error& e);
+[[nodiscard]] error from_caf(const caf::error& e);
+
+/// Announces every type above (and the local-only ones) to a configuration.
+void add_message_types(caf::actor_system_config& cfg);
+
+} // namespace thaw

@@ -1,0 +1,225 @@
+#include "actors/node.hpp"
+
+#include "actors/instance.hpp"
+#include "gpu/host/host_device.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <spdlog/spdlog.h>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace thaw {
+namespace {
+
+struct slot_state {
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t used_bytes = 0;
+};
+
+struct placed_instance {
+  std::string model;
+  std::string checkpoint;
+  std::size_t slot = 0;
+  std::uint64_t bytes = 0;
+  bool ready = false;
+};
+
+struct node_state {
+  std::shared_ptr<node_context> ctx;
+  caf::actor scheduler;
+  std::vector<slot_state> slots;
+  std::unordered_map<caf::actor_addr, placed_instance> instances;
+  /// Linked instances whose exit message has not come yet (it may come after their down
+  /// message, which already removed them from `instances`).
+  std::unordered_set<caf::actor_addr> linked;
+  std::unordered_map<std::string, std::string> checkpoint_of_content; // content id -> dir
+  double ssd_bandwidth = 0;
+  double dram_bandwidth = 0;
+  std::uint64_t loads_ssd = 0;
+  std::uint64_t loads_dram = 0;
+
+  static inline const char* name = "node";
+};
+
+using node_ptr = caf::stateful_actor<node_state>*;
+
+node_status make_status(node_ptr self) {
+  auto& s = self->state;
+  node_status st;
+  st.name = s.ctx->options.name;
+  st.handle = caf::actor_cast<caf::actor>(self);
+  auto& tier = s.ctx->ld->tier();
+  for (const auto& id : tier.lru_order()) {
+    auto it = s.checkpoint_of_content.find(id);
+    if (it != s.checkpoint_of_content.end() && tier.state_of(id) == dram_state::ready)
+      st.dram_models.push_back(it->second);
+  }
+  for (const auto& [id, dir] : s.checkpoint_of_content)
+    st.local_models.push_back(dir);
+  const auto& pool = s.ctx->ld->pool();
+  const std::uint64_t chunk = s.ctx->options.loader.chunk_bytes;
+  st.dram_bytes = pool.total_chunks() * chunk;
+  st.dram_used_bytes = (pool.total_chunks() - pool.free_chunks()) * chunk;
+  for (std::size_t i = 0; i < s.slots.size(); ++i) {
+    slot_info si;
+    si.index = static_cast<std::int32_t>(i);
+    si.kind = "cpu";
+    si.memory_bytes = s.slots[i].memory_bytes;
+    si.used_bytes = s.slots[i].used_bytes;
+    for (const auto& [addr, inst] : s.instances)
+      if (inst.slot == i)
+        si.models.push_back(inst.model);
+    st.slots.push_back(std::move(si));
+  }
+  for (const auto& [addr, inst] : s.instances) {
+    instance_info ii;
+    ii.model = inst.model;
+    ii.handle = caf::actor_cast<caf::actor>(addr);
+    st.instances.push_back(std::move(ii));
+  }
+  st.ssd_bandwidth = s.ssd_bandwidth;
+  st.dram_bandwidth = s.dram_bandwidth;
+  st.loads_ssd = s.loads_ssd;
+  st.loads_dram = s.loads_dram;
+  return st;
+}
+
+void report(node_ptr self) {
+  if (self->state.scheduler)
+    self->send(self->state.scheduler, node_atom::value, make_status(self));
+}
+
+void release(node_ptr self, const caf::actor_addr& addr) {
+  auto& s = self->state;
+  auto it = s.instances.find(addr);
+  if (it == s.instances.end())
+    return;
+  s.slots[it->second.slot].used_bytes -= it->second.bytes;
+  s.instances.erase(it);
+  report(self);
+}
+
+/// The slot with the most free memory that fits `bytes`, or an error that says how much is free.
+expected<std::size_t> pick_slot(const node_state& s, std::uint64_t bytes, const std::string& model) {
+  std::optional<std::size_t> best;
+  std::uint64_t best_free = 0;
+  for (std::size_t i = 0; i < s.slots.size(); ++i) {
+    const auto free = s.slots[i].memory_bytes - s.slots[i].used_bytes;
+    if (free >= bytes && (!best || free > best_free)) {
+      best = i;
+      best_free = free;
+    }
+  }
+  if (!best) {
+    std::uint64_t most = 0;
+    for (const auto& sl : s.slots)
+      most = std::max(most, sl.memory_bytes - sl.used_bytes);
+    return make_error(errc::resource_exhausted,
+                      "node " + s.ctx->options.name + ": an instance of " + model + " needs " +
+                          std::to_string(bytes) + " bytes, the freest slot has " +
+                          std::to_string(most));
+  }
+  return *best;
+}
+
+caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::actor scheduler) {
+  auto& s = self->state;
+  s.ctx = std::move(ctx);
+  s.scheduler = std::move(scheduler);
+  s.slots.assign(static_cast<std::size_t>(std::max(1, s.ctx->options.cpu_slots)),
+                 slot_state{s.ctx->options.slot_memory_bytes, 0});
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    if (self->state.instances.count(dm.source) != 0) {
+      if (dm.reason && dm.reason != caf::exit_reason::user_shutdown)
+        spdlog::warn("node: instance of {} exited: {}", self->state.instances[dm.source].model,
+                     self->system().render(dm.reason));
+      release(self, dm.source);
+    }
+  });
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    if (self->state.linked.erase(msg.source) != 0)
+      return; // an instance of ours: its down message cleans up
+    self->quit(msg.reason);
+  });
+  report(self);
+  return {
+      [=](start_atom, model_spec& spec) -> caf::result<instance_started> {
+        auto& st = self->state;
+        auto ck = checkpoint::open(spec.checkpoint);
+        if (!ck)
+          return to_caf(with_context(std::move(ck).err(), "model " + spec.name));
+        const auto bytes = instance_bytes(ck->total_bytes(), ck->config(), spec.kv_blocks);
+        auto slot = pick_slot(st, bytes, spec.name);
+        if (!slot)
+          return to_caf(slot.err());
+        st.slots[*slot].used_bytes += bytes;
+        st.checkpoint_of_content[ck->content_id()] = spec.checkpoint;
+        auto inst = spawn_instance(self->system(), st.ctx, spec);
+        // Linked, so that the instances go when the node goes; monitored, so that an
+        // instance that goes alone frees its slot (the exit handler keeps the node alive).
+        self->link_to(inst);
+        st.linked.insert(inst.address());
+        self->monitor(inst);
+        st.instances[inst.address()] = placed_instance{spec.name, spec.checkpoint, *slot, bytes};
+        auto rp = self->make_response_promise<instance_started>();
+        self->request(inst, caf::infinite, ready_atom::value)
+            .then(
+                [=](instance_started& started) mutable {
+                  auto& st2 = self->state;
+                  auto it = st2.instances.find(started.handle.address());
+                  if (it != st2.instances.end())
+                    it->second.ready = true;
+                  // Bandwidth of this load, folded in for the scheduler's estimates.
+                  if (started.load_seconds > 0) {
+                    const double bw = static_cast<double>(bytes) / started.load_seconds;
+                    if (started.source == "dram") {
+                      st2.dram_bandwidth = bw;
+                      ++st2.loads_dram;
+                    } else {
+                      st2.ssd_bandwidth = bw;
+                      ++st2.loads_ssd;
+                    }
+                  }
+                  report(self);
+                  rp.deliver(std::move(started));
+                },
+                [=](caf::error& err) mutable {
+                  release(self, inst.address());
+                  rp.deliver(std::move(err));
+                });
+        return rp;
+      },
+      [=](stop_atom, const caf::actor& inst) {
+        if (self->state.instances.count(inst.address()) != 0)
+          self->send_exit(inst, caf::exit_reason::user_shutdown);
+      },
+      [=](status_atom) -> node_status { return make_status(self); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_node(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
+                      caf::actor scheduler) {
+  return sys.spawn(node_fn, std::move(ctx), std::move(scheduler));
+}
+
+expected<std::shared_ptr<node_context>> node_context::create(node_options options,
+                                                            std::shared_ptr<metrics::registry> m) {
+  if (options.cpu_slots < 1)
+    return make_error(errc::invalid_argument, "node.cpu_slots: must be at least 1");
+  if (options.threads < 1)
+    return make_error(errc::invalid_argument, "node.threads: must be at least 1");
+  THAW_TRY(options.loader.validate());
+  auto ctx = std::make_shared<node_context>();
+  ctx->options = std::move(options);
+  ctx->metrics = std::move(m);
+  ctx->dev = std::make_unique<host_device>();
+  THAW_ASSIGN(ctx->ld, loader::create(ctx->options.loader, *ctx->dev));
+  return ctx;
+}
+
+} // namespace thaw

@@ -1,0 +1,30 @@
+#pragma once
+/// The node actor: one per machine. It owns the node's shared context (device, loader = SSD and
+/// DRAM tiers, metrics), its slots (one per device; CPU slots, as many and as large as
+/// configured, where there is no GPU), and supervises the instances it starts: it monitors each,
+/// so a crashed instance frees its slot and never takes the node down. It reports its status to
+/// the scheduler on start and after every change.
+///
+/// Slots are plain accounting in the node (memory reserved per instance), not actors of their
+/// own: a CPU slot has no device state to own. A CUDA slot will own its device context.
+///
+/// Messages:
+///   (start_atom, model_spec) -> instance_started | error
+///       reserves memory on the slot with the most room (resource_exhausted when none fits),
+///       spawns the instance and answers once it is loaded (or failed: the slot is released)
+///   (stop_atom, caf::actor instance) -> void     stops it; its slot is released when it exits
+///   (status_atom) -> node_status
+
+#include "actors/messages.hpp"
+#include "actors/node_context.hpp"
+
+#include <caf/fwd.hpp>
+
+namespace thaw {
+
+/// Spawns the node; it sends (node_atom, node_status) to `scheduler` (if valid) at once and
+/// after every change.
+[[nodiscard]] caf::actor spawn_node(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
+                                    caf::actor scheduler);
+
+} // namespace thaw

@@ -1,0 +1,36 @@
+#pragma once
+/// What a node's actors share: the device, the loader (its chunk pool is the node's DRAM tier,
+/// its SSD readers the SSD tier), the metrics registry and the node's settings. Owned by the
+/// node (shared_ptr, so that instances on detached threads keep it alive until they exit).
+/// The loader and the metrics registry are thread-safe; the rest is read-only once built.
+
+#include "gpu/device.hpp"
+#include "runtime/common/metrics.hpp"
+#include "runtime/loader/loader.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace thaw {
+
+struct node_options {
+  std::string name = "node-0";
+  std::int32_t cpu_slots = 1;                   ///< node.cpu_slots
+  std::uint64_t slot_memory_bytes = 8ull << 30; ///< node.slot_memory_bytes, per CPU slot
+  std::int32_t threads = 2;                     ///< node.threads: compute threads per instance
+  loader_options loader;                        ///< loader.*: DRAM tier size, chunks, readers
+};
+
+struct node_context {
+  node_options options;
+  std::unique_ptr<device> dev;
+  std::unique_ptr<loader> ld;
+  std::shared_ptr<metrics::registry> metrics;
+
+  /// Makes the host device and the loader. Errors name the bad option.
+  [[nodiscard]] static expected<std::shared_ptr<node_context>>
+  create(node_options options, std::shared_ptr<metrics::registry> metrics);
+};
+
+} // namespace thaw

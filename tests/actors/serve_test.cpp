@@ -1,0 +1,320 @@
+// The embedded server end to end in one process: real actors, real HTTP on 127.0.0.1, the
+// tiny model on CPU slots. Outputs are checked against the engine driven directly.
+
+#include "actors/embedded.hpp"
+#include "runtime/engine/engine.hpp"
+#include "runtime/engine/host_model_runner.hpp"
+#include "runtime/engine/tokenizer.hpp"
+#include "tests/support/test_models.hpp"
+#include "transport/http_client.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <thread>
+
+namespace thaw {
+namespace {
+
+using json = nlohmann::json;
+
+class ServeTest : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::temp_dir();
+    testing::make_hf(*dir_ / "hf", "tiny");
+    testing::import(*dir_ / "hf", *dir_ / "tiny");
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  static std::string ckpt() { return (*dir_ / "tiny").string(); }
+
+  void start(serve_options o = {}) {
+    o.http.port = 0;
+    o.node.loader.pool_bytes = 64ull << 20;
+    o.node.loader.chunk_bytes = 64 << 10;
+    o.node.threads = 1;
+    if (o.models.empty()) {
+      model_spec m;
+      m.name = "tiny";
+      m.checkpoint = ckpt();
+      m.kv_blocks = 64;
+      m.chat_template = "llama2";
+      o.models.push_back(m);
+    }
+    auto s = embedded_server::start(std::move(o));
+    ASSERT_TRUE(s) << s.err().to_string();
+    server_ = std::move(*s);
+    auto c = http::client::connect("127.0.0.1", server_->port());
+    ASSERT_TRUE(c) << c.err().to_string();
+    client_ = std::move(*c);
+  }
+
+  http::response post(const std::string& target, const json& body, http::header_map h = {}) {
+    h["content-type"] = "application/json";
+    auto r = client_->request("POST", target, body.dump(), h);
+    EXPECT_TRUE(r) << r.err().to_string();
+    return r ? *r : http::response{};
+  }
+  http::response get(const std::string& target, http::header_map h = {}) {
+    auto r = client_->request("GET", target, {}, h);
+    EXPECT_TRUE(r) << r.err().to_string();
+    return r ? *r : http::response{};
+  }
+
+  /// The value of a metric series in /metrics text ("name{labels} value"), summed over series
+  /// whose line contains `filter`.
+  double metric(const std::string& name, const std::string& filter = {}) {
+    const auto text = get("/metrics").body;
+    double sum = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind(name, 0) != 0 || line.find(filter) == std::string::npos)
+        continue;
+      const auto rest = line.substr(name.size());
+      if (!rest.empty() && rest[0] != '{' && rest[0] != ' ')
+        continue;
+      sum += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return sum;
+  }
+
+  /// Greedy completion of `prompt` by the engine alone, for reference.
+  static std::string engine_text(const std::string& prompt, int max_tokens) {
+    auto tok = tokenizer::load(testing::llama2_tokenizer());
+    EXPECT_TRUE(tok);
+    host_runner_options ro;
+    ro.num_kv_blocks = 64;
+    auto model = load_host_model(ckpt(), ro);
+    EXPECT_TRUE(model) << model.err().to_string();
+    engine e(*model->runner, &*tok);
+    generation_request r;
+    r.prompt = *tok->encode(prompt, true);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0;
+    r.ignore_eos = true;
+    EXPECT_TRUE(e.add(r));
+    std::string out;
+    while (e.has_work())
+      for (auto& ev : e.step())
+        out += ev.text;
+    return out;
+  }
+
+  static inline testing::temp_dir* dir_ = nullptr;
+  std::unique_ptr<embedded_server> server_;
+  std::unique_ptr<http::client> client_;
+};
+
+TEST_F(ServeTest, CompletionMatchesTheEngineAlone) {
+  start();
+  auto r = post("/v1/completions", {{"model", "tiny"},
+                                    {"prompt", "Once upon a time"},
+                                    {"max_tokens", 12},
+                                    {"temperature", 0},
+                                    {"ignore_eos", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "tiny");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(j["choices"][0]["text"], engine_text("Once upon a time", 12));
+  EXPECT_EQ(metric("thaw_cold_starts_total"), 1);
+  EXPECT_EQ(metric("vllm:generation_tokens_total"), 12);
+}
+
+TEST_F(ServeTest, StreamingSendsTheSameTextAsSseThenDone) {
+  start();
+  json body = {{"model", "tiny"},          {"prompt", "Once upon a time"},
+               {"max_tokens", 10},         {"temperature", 0},
+               {"ignore_eos", true},       {"stream", true},
+               {"stream_options", {{"include_usage", true}}}};
+  std::string raw;
+  auto r = client_->stream("POST", "/v1/completions", body.dump(),
+                           {{"content-type", "application/json"}}, [&](std::string_view d) {
+                             raw += d;
+                             return true;
+                           });
+  ASSERT_TRUE(r) << r.err().to_string();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->headers["content-type"].find("text/event-stream"), std::string::npos);
+  std::string text;
+  int usage_chunks = 0;
+  bool done = false;
+  std::size_t pos = 0;
+  while ((pos = raw.find("data: ", pos)) != std::string::npos) {
+    const auto end = raw.find("\n\n", pos);
+    ASSERT_NE(end, std::string::npos);
+    const auto payload = raw.substr(pos + 6, end - pos - 6);
+    pos = end + 2;
+    if (payload == "[DONE]") {
+      done = true;
+      continue;
+    }
+    auto j = json::parse(payload);
+    if (j.contains("usage") && !j["usage"].is_null()) {
+      ++usage_chunks;
+      EXPECT_EQ(j["usage"]["completion_tokens"], 10);
+    }
+    for (auto& c : j["choices"])
+      text += c["text"].get<std::string>();
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(usage_chunks, 1);
+  EXPECT_EQ(text, engine_text("Once upon a time", 10));
+}
+
+TEST_F(ServeTest, ChatAndModelsAndHealth) {
+  start();
+  EXPECT_EQ(get("/health").status, 200);
+  auto models = json::parse(get("/v1/models").body);
+  ASSERT_EQ(models["data"].size(), 1u);
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  auto r = post("/v1/chat/completions",
+                {{"model", "tiny"},
+                 {"messages", json::array({{{"role", "user"}, {"content", "Hi there"}}})},
+                 {"max_tokens", 4},
+                 {"ignore_eos", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 4);
+}
+
+TEST_F(ServeTest, BadInputGetsClearErrorsAndTheServerCarriesOn) {
+  start();
+  auto expect_error = [&](const http::response& r, int status, const std::string& needle) {
+    EXPECT_EQ(r.status, status) << r.body;
+    auto j = json::parse(r.body, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.body;
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos)
+        << r.body;
+  };
+  auto raw = client_->request("POST", "/v1/completions", "{not json",
+                              {{"content-type", "application/json"}});
+  ASSERT_TRUE(raw);
+  EXPECT_EQ(raw->status, 400);
+  expect_error(post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"temperature", "hot"}}),
+               400, "temperature");
+  expect_error(post("/v1/completions", {{"model", "nope"}, {"prompt", "x"}}), 404, "nope");
+  std::string long_prompt;
+  for (int i = 0; i < 2000; ++i)
+    long_prompt += "hello ";
+  expect_error(post("/v1/completions", {{"model", "tiny"}, {"prompt", long_prompt}}), 400,
+               "context");
+  expect_error(get("/v1/nothing"), 404, "/v1/nothing");
+  auto big = client_->request("POST", "/v1/completions", std::string(2 << 20, 'x'),
+                              {{"content-type", "application/json"}});
+  if (big) // the server may close the connection after a 413
+    EXPECT_EQ(big->status, 413);
+  auto c = http::client::connect("127.0.0.1", server_->port());
+  ASSERT_TRUE(c);
+  client_ = std::move(*c);
+  auto ok = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST_F(ServeTest, ApiKeysLimitModelsAndAdmin) {
+  serve_options o;
+  o.gateway.keys = {{"user-key", {"tiny"}, false}, {"other-key", {"else"}, false},
+                    {"admin-key", {"*"}, true}};
+  start(o);
+  auto body = json{{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}};
+  EXPECT_EQ(post("/v1/completions", body).status, 401);
+  EXPECT_EQ(post("/v1/completions", body, {{"authorization", "Bearer wrong"}}).status, 401);
+  EXPECT_EQ(post("/v1/completions", body, {{"authorization", "Bearer user-key"}}).status, 200);
+  // Another tenant's key sees no such model, not even in the list.
+  EXPECT_EQ(post("/v1/completions", body, {{"authorization", "Bearer other-key"}}).status, 404);
+  auto models = json::parse(get("/v1/models", {{"authorization", "Bearer other-key"}}).body);
+  EXPECT_TRUE(models["data"].empty());
+  EXPECT_EQ(get("/admin/status", {{"authorization", "Bearer user-key"}}).status, 403);
+  EXPECT_EQ(get("/admin/status", {{"authorization", "Bearer admin-key"}}).status, 200);
+}
+
+TEST_F(ServeTest, AdminDeploysAndDeletesModels) {
+  start();
+  auto r = post("/admin/models", {{"name", "tiny2"}, {"checkpoint", ckpt()}, {"keep_alive", "1s"}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(post("/admin/models", {{"name", "tiny2"}, {"checkpoint", ckpt()}}).status, 409);
+  auto missing = post("/admin/models", {{"name", "x"}, {"checkpoint", "/no/such/dir"}});
+  EXPECT_EQ(missing.status, 404) << missing.body;
+  EXPECT_EQ(post("/v1/completions", {{"model", "tiny2"}, {"prompt", "x"}, {"max_tokens", 2}}).status,
+            200);
+  auto status = json::parse(get("/admin/status").body);
+  EXPECT_EQ(status["nodes"].size(), 1u);
+  EXPECT_EQ(status["models"].size(), 2u);
+  auto del = client_->request("DELETE", "/admin/models/tiny2");
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(post("/v1/completions", {{"model", "tiny2"}, {"prompt", "x"}}).status, 404);
+  EXPECT_EQ(client_->request("DELETE", "/admin/models/tiny2")->status, 404);
+}
+
+TEST_F(ServeTest, ADisconnectedClientCancelsItsSequenceAndFreesItsBlocks) {
+  start();
+  json body = {{"model", "tiny"}, {"prompt", "Once upon a time"}, {"max_tokens", 200},
+               {"ignore_eos", true}, {"stream", true}};
+  int chunks = 0;
+  auto r = client_->stream("POST", "/v1/completions", body.dump(),
+                           {{"content-type", "application/json"}},
+                           [&](std::string_view) { return ++chunks < 3; });
+  EXPECT_GE(chunks, 3);
+  auto c = http::client::connect("127.0.0.1", server_->port());
+  ASSERT_TRUE(c);
+  client_ = std::move(*c);
+  // The cancellation travels gateway -> router -> instance; wait for it to land.
+  for (int i = 0; i < 200 && (metric("vllm:num_requests_running") != 0 ||
+                              metric("vllm:kv_cache_usage_perc") != 0);
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(metric("vllm:num_requests_running"), 0);
+  EXPECT_EQ(metric("vllm:kv_cache_usage_perc"), 0);
+  EXPECT_LT(metric("vllm:generation_tokens_total"), 200);
+}
+
+TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
+  serve_options o;
+  model_spec m;
+  m.name = "tiny";
+  m.checkpoint = ckpt();
+  m.kv_blocks = 64;
+  m.queue_limit = 1;
+  m.keep_alive_ms = 0;
+  o.models.push_back(m);
+  start(o);
+  // A long stream holds the only place in the queue; a second request is refused.
+  auto other = http::client::connect("127.0.0.1", server_->port());
+  ASSERT_TRUE(other);
+  std::atomic<bool> streaming{false};
+  std::thread t([&] {
+    json body = {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 200}, {"ignore_eos", true},
+                 {"stream", true}};
+    (void)(*other)->stream("POST", "/v1/completions", body.dump(),
+                           {{"content-type", "application/json"}}, [&](std::string_view) {
+                             streaming = true;
+                             return true;
+                           });
+  });
+  while (!streaming)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto r = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+  EXPECT_EQ(r.status, 429) << r.body;
+  t.join();
+  // keep_alive 0: the idle instance stops; the next request starts one from the DRAM tier.
+  for (int i = 0; i < 300 && json::parse(get("/admin/status").body)["models"][0]["instances"] != 0;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}}).status,
+            200);
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 1);
+  EXPECT_EQ(metric("thaw_cold_starts_total"), 2);
+}
+
+} // namespace
+} // namespace thaw
