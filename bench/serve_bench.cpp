@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -27,10 +28,19 @@ public:
     std::lock_guard lock(mutex_);
     records_[i].scheduled_s = requests_[i].arrival_s;
     if (idle_ <= queue_.size()) {
-      if (threads_.size() < options_.max_concurrency)
-        threads_.emplace_back([this] { work(); });
-      else
+      bool started = false;
+      if (threads_.size() < options_.max_concurrency) {
+        try {
+          threads_.emplace_back([this] { work(); });
+          started = true;
+        } catch (const std::system_error&) {
+          // The system's thread limit: carry on with the threads there are, as at the limit.
+        }
+      }
+      if (!started && !threads_.empty())
         records_[i].waited_for_thread = true;
+      else if (!started)
+        return fail_unsent(i);
     }
     queue_.push_back(i);
     ready_.notify_one();
@@ -50,6 +60,12 @@ public:
   }
 
 private:
+  /// A request no thread can send (not even one could be started).
+  void fail_unsent(std::size_t i) {
+    records_[i].model = requests_[i].model;
+    records_[i].error = "no client thread could be started";
+  }
+
   void work() {
     std::unique_ptr<http::client> client;
     std::unique_lock lock(mutex_);
@@ -131,7 +147,8 @@ std::string completion_body(const serve_request& request) {
                    {"stream_options", {{"include_usage", true}}},
                    {"ignore_eos", true},
                    {"temperature", 0}};
-  return j.dump();
+  // Replace, not throw on, bytes that are not UTF-8 in a model name.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 expected<serve_run> run_serve_bench(const std::vector<serve_request>& requests,

@@ -93,7 +93,8 @@ int run_bench_serve(bench_serve_args& a) {
     j["models"] = a.models;
     j["client_threads"] = run->threads;
     j["max_concurrency"] = a.o.max_concurrency;
-    std::printf("%s\n", j.dump(2).c_str());
+    // A server's error message may hold bytes that are not UTF-8: replace them, never throw.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("%s", bench::format_summary(summary).c_str());
   }
