@@ -68,8 +68,8 @@ void completion_stream::finish(int http_status, const std::string& transport_err
   rec.ttft_s = chunks_ > 0 ? first_s_ - sent_s_ : 0;
   rec.e2e_s = chunks_ > 0 ? last_s_ - sent_s_ : 0;
   rec.itl_s = itl_s_;
-  rec.output_tokens = completion_tokens_ >= 0 ? completion_tokens_
-                                              : static_cast<std::int64_t>(chunks_);
+  rec.output_tokens =
+      completion_tokens_ >= 0 ? completion_tokens_ : static_cast<std::int64_t>(chunks_);
   if (prompt_tokens_ >= 0)
     rec.prompt_tokens = prompt_tokens_;
   if (http_status != 0 && http_status != 200)

@@ -36,15 +36,15 @@ private:
 
   double sent_s_;
   sse_parser parser_;
-  std::string head_;              ///< the body's first bytes, for an error response's message
+  std::string head_; ///< the body's first bytes, for an error response's message
   std::size_t chunks_ = 0;
   double first_s_ = 0;
   double last_s_ = 0;
   std::vector<double> itl_s_;
-  std::int64_t prompt_tokens_ = -1;      ///< from usage; -1 when none came
+  std::int64_t prompt_tokens_ = -1; ///< from usage; -1 when none came
   std::int64_t completion_tokens_ = -1;
   bool done_ = false;
-  std::string error_;             ///< an error event's message, or a malformed chunk
+  std::string error_; ///< an error event's message, or a malformed chunk
 };
 
 } // namespace thaw::bench

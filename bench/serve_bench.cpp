@@ -20,8 +20,8 @@ class client_pool {
 public:
   client_pool(const std::vector<serve_request>& requests, const serve_bench_options& options,
               std::string host, std::uint16_t port, clock::time_point start)
-      : requests_(requests), options_(options), host_(std::move(host)), port_(port),
-        start_(start), records_(requests.size()) {}
+      : requests_(requests), options_(options), host_(std::move(host)), port_(port), start_(start),
+        records_(requests.size()) {}
 
   /// Queues request `i`, starting a thread if none is free and the limit allows.
   void submit(std::size_t i) {
@@ -105,18 +105,18 @@ private:
         transport_error = c.err().to_string();
     }
     if (client) {
-      auto resp = client->stream("POST", "/v1/completions", body, headers,
-                                 [&](std::string_view bytes) {
-                                   stream.on_bytes(bytes, since(start_));
-                                   return true;
-                                 });
+      auto resp =
+          client->stream("POST", "/v1/completions", body, headers, [&](std::string_view bytes) {
+            stream.on_bytes(bytes, since(start_));
+            return true;
+          });
       if (resp) {
         status = resp->status;
         if (!resp->body.empty())
           stream.on_bytes(resp->body, since(start_));
       } else {
         transport_error = resp.err().to_string();
-        client.reset();  // a fresh connection for the next request
+        client.reset(); // a fresh connection for the next request
       }
     }
     stream.finish(status, transport_error, rec);
@@ -161,8 +161,9 @@ expected<serve_run> run_serve_bench(const std::vector<serve_request>& requests,
   const auto start = clock::now();
   client_pool pool(requests, options, host_port.first, host_port.second, start);
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    std::this_thread::sleep_until(start + std::chrono::duration_cast<clock::duration>(
-                                              std::chrono::duration<double>(requests[i].arrival_s)));
+    std::this_thread::sleep_until(start +
+                                  std::chrono::duration_cast<clock::duration>(
+                                      std::chrono::duration<double>(requests[i].arrival_s)));
     pool.submit(i);
   }
   if (options.on_all_sent)
@@ -175,13 +176,15 @@ expected<serve_run> run_serve_bench(const std::vector<serve_request>& requests,
 
 expected<std::vector<std::string>> list_models(const serve_bench_options& options) {
   THAW_ASSIGN(auto host_port, http::parse_url(options.url));
-  THAW_ASSIGN(auto client, http::client::connect(host_port.first, host_port.second, options.timeout));
+  THAW_ASSIGN(auto client,
+              http::client::connect(host_port.first, host_port.second, options.timeout));
   http::header_map headers;
   if (!options.api_key.empty())
     headers["authorization"] = "Bearer " + options.api_key;
   THAW_ASSIGN(auto resp, client->request("GET", "/v1/models", {}, headers));
   if (resp.status != 200)
-    return make_error(errc::io_error, options.url + "/v1/models: HTTP " + std::to_string(resp.status));
+    return make_error(errc::io_error,
+                      options.url + "/v1/models: HTTP " + std::to_string(resp.status));
   auto j = nlohmann::json::parse(resp.body, nullptr, false);
   if (!j.is_object() || !j.contains("data") || !j["data"].is_array())
     return make_error(errc::parse_error, options.url + "/v1/models: no data array in the response");

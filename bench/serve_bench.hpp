@@ -22,19 +22,19 @@
 namespace thaw::bench {
 
 struct serve_bench_options {
-  std::string url = "http://127.0.0.1:8000";  ///< the server, "http://host:port"
-  std::size_t max_concurrency = 256;          ///< client threads (requests in flight) at most
-  std::string api_key;                        ///< sent as "Authorization: Bearer ..." if set
-  std::chrono::milliseconds timeout = std::chrono::minutes(5);  ///< connect and read timeout
+  std::string url = "http://127.0.0.1:8000"; ///< the server, "http://host:port"
+  std::size_t max_concurrency = 256;         ///< client threads (requests in flight) at most
+  std::string api_key;                       ///< sent as "Authorization: Bearer ..." if set
+  std::chrono::milliseconds timeout = std::chrono::minutes(5); ///< connect and read timeout
   /// Called on the dispatcher once every request has been handed to a client thread, before
   /// the last responses are awaited (the command logs it); may be empty.
   std::function<void()> on_all_sent;
 };
 
 struct serve_run {
-  std::vector<request_record> records;  ///< in the workload's order
-  double duration_s = 0;                ///< from the start to the last request's end
-  std::size_t threads = 0;              ///< client threads the run needed
+  std::vector<request_record> records; ///< in the workload's order
+  double duration_s = 0;               ///< from the start to the last request's end
+  std::size_t threads = 0;             ///< client threads the run needed
 };
 
 /// Runs `requests` (sorted by arrival; each with a model) against the server.

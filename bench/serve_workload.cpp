@@ -32,8 +32,7 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-template <class T>
-bool parse_number(std::string_view s, T& out) {
+template <class T> bool parse_number(std::string_view s, T& out) {
   const auto* end = s.data() + s.size();
   auto [ptr, ec] = std::from_chars(s.data(), end, out);
   return ec == std::errc{} && ptr == end;
@@ -150,7 +149,8 @@ expected<std::vector<serve_request>> poisson_workload(const poisson_options& opt
   if (!(options.duration_s > 0) || !std::isfinite(options.duration_s))
     return make_error(errc::invalid_argument, "--duration must be positive");
   if (options.prompt_tokens <= 0 || options.output_tokens <= 0)
-    return make_error(errc::invalid_argument, "--prompt-tokens and --output-tokens must be positive");
+    return make_error(errc::invalid_argument,
+                      "--prompt-tokens and --output-tokens must be positive");
   // The inverse-CDF transform by hand, not std::exponential_distribution, whose algorithm is
   // left to the standard library: the same seed gives the same arrivals on any build.
   std::mt19937_64 rng(options.seed);
@@ -206,7 +206,8 @@ status assign_models(std::vector<serve_request>& requests, const std::vector<std
   std::partial_sum(weights.begin(), weights.begin() + static_cast<std::ptrdiff_t>(n),
                    cumulative.begin());
   if (!(cumulative.back() > 0))
-    return make_error(errc::invalid_argument, "--model-popularity: the listed models have no requests");
+    return make_error(errc::invalid_argument,
+                      "--model-popularity: the listed models have no requests");
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
   for (auto& r : requests) {
     const double x = static_cast<double>(rng() >> 11) * 0x1.0p-53 * cumulative.back();

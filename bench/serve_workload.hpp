@@ -19,10 +19,10 @@ namespace thaw::bench {
 
 /// One request of a workload.
 struct serve_request {
-  double arrival_s = 0;   ///< when to send it, seconds after the benchmark starts
-  int prompt_tokens = 0;  ///< approximate prompt length (see make_prompt)
-  int output_tokens = 0;  ///< max_tokens, generated in full (ignore_eos)
-  std::string model;      ///< "" until assign_models
+  double arrival_s = 0;  ///< when to send it, seconds after the benchmark starts
+  int prompt_tokens = 0; ///< approximate prompt length (see make_prompt)
+  int output_tokens = 0; ///< max_tokens, generated in full (ignore_eos)
+  std::string model;     ///< "" until assign_models
 };
 
 struct trace_options {
@@ -45,11 +45,11 @@ struct trace_options {
 [[nodiscard]] expected<std::vector<serve_request>> load_azure_trace(const trace_options& options);
 
 struct poisson_options {
-  double rate = 1.0;       ///< requests per second, > 0
-  double duration_s = 10;  ///< arrivals in [0, duration_s)
+  double rate = 1.0;      ///< requests per second, > 0
+  double duration_s = 10; ///< arrivals in [0, duration_s)
   int prompt_tokens = 128;
   int output_tokens = 128;
-  std::uint64_t seed = 0;  ///< the same seed gives the same arrivals
+  std::uint64_t seed = 0; ///< the same seed gives the same arrivals
 };
 
 /// Arrivals of a Poisson process: exponential gaps with mean 1/rate. `invalid_argument` for a
@@ -58,7 +58,8 @@ struct poisson_options {
 
 /// Reads a model popularity table (model_id,requests): the request counts, most popular first.
 /// `not_found` / `parse_error` naming the file and line.
-[[nodiscard]] expected<std::vector<double>> load_model_popularity(const std::filesystem::path& path);
+[[nodiscard]] expected<std::vector<double>>
+load_model_popularity(const std::filesystem::path& path);
 
 /// Gives each request a model. Without weights, round-robin over `models` in order. With
 /// weights (most popular first, as load_model_popularity returns them), the i-th model listed

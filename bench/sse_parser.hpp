@@ -27,8 +27,8 @@ public:
 private:
   void take_line(std::string_view line, const event_handler& on_event);
 
-  std::string line_;  ///< the current line's bytes so far
-  std::string data_;  ///< the current event's data so far
+  std::string line_; ///< the current line's bytes so far
+  std::string data_; ///< the current event's data so far
   bool has_data_ = false;
 };
 

@@ -53,7 +53,8 @@ expected<std::vector<bench::serve_request>> make_workload(bench_serve_args& a) {
       work.resize(a.num_requests);
   }
   if (work.empty())
-    return make_error(errc::invalid_argument, "the workload has no requests; raise --duration or --rate");
+    return make_error(errc::invalid_argument,
+                      "the workload has no requests; raise --duration or --rate");
   if (a.models.empty()) {
     // As vLLM's benchmark does without --model: whatever the server serves.
     THAW_ASSIGN(a.models, bench::list_models(a.o));
@@ -74,7 +75,9 @@ int run_bench_serve(bench_serve_args& a) {
     return report_error("bench serve", work.err());
   spdlog::info("bench serve: {} requests over {:.1f}s to {} ({} model{})", work->size(),
                work->back().arrival_s, a.o.url, a.models.size(), a.models.size() == 1 ? "" : "s");
-  a.o.on_all_sent = [] { spdlog::info("bench serve: all requests sent, waiting for the last responses"); };
+  a.o.on_all_sent = [] {
+    spdlog::info("bench serve: all requests sent, waiting for the last responses");
+  };
   auto run = bench::run_serve_bench(*work, a.o);
   if (!run)
     return report_error("bench serve", run.err());
@@ -82,11 +85,13 @@ int run_bench_serve(bench_serve_args& a) {
   if (a.json) {
     auto j = bench::to_json(summary);
     j["url"] = a.o.url;
-    j["workload"] = a.trace.empty() ? nlohmann::json{{"rate", a.rate}, {"duration", a.duration},
+    j["workload"] = a.trace.empty() ? nlohmann::json{{"rate", a.rate},
+                                                     {"duration", a.duration},
                                                      {"prompt_tokens", a.prompt_tokens},
                                                      {"output_tokens", a.output_tokens},
                                                      {"seed", a.seed}}
-                                    : nlohmann::json{{"trace", a.trace}, {"time_scale", a.time_scale},
+                                    : nlohmann::json{{"trace", a.trace},
+                                                     {"time_scale", a.time_scale},
                                                      {"max_prompt_tokens", a.max_prompt_tokens},
                                                      {"max_output_tokens", a.max_output_tokens}};
     j["num_requests"] = work->size();
@@ -110,8 +115,9 @@ void add_bench_serve_command(CLI::App& bench) {
   auto* cmd = bench.add_subcommand(
       "serve", "Open-loop load on an OpenAI-compatible server: throughput, TTFT, TPOT, ITL, E2E");
   cmd->add_option("--url", a->o.url, "Server address")->capture_default_str();
-  auto* trace = cmd->add_option("--trace", a->trace,
-                                "Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)");
+  auto* trace =
+      cmd->add_option("--trace", a->trace,
+                      "Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)");
   auto* rate = cmd->add_option("--rate", a->rate, "Poisson arrivals, requests per second")
                    ->check(CLI::PositiveNumber);
   trace->excludes(rate);
@@ -129,15 +135,18 @@ void add_bench_serve_command(CLI::App& bench) {
   cmd->add_option("--output-tokens", a->output_tokens, "--rate: tokens to generate")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--max-prompt-tokens", a->max_prompt_tokens, "--trace: cap prompt lengths (0 = none)")
+  cmd->add_option("--max-prompt-tokens", a->max_prompt_tokens,
+                  "--trace: cap prompt lengths (0 = none)")
       ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--max-output-tokens", a->max_output_tokens, "--trace: cap output lengths (0 = none)")
+  cmd->add_option("--max-output-tokens", a->max_output_tokens,
+                  "--trace: cap output lengths (0 = none)")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--models", a->models, "Models, round-robin (default: all the server lists)")
       ->delimiter(',');
   cmd->add_option("--model-popularity", a->popularity,
                   "Weights for --models, most popular first (model_id,requests CSV)");
-  cmd->add_option("--seed", a->seed, "Seed of the arrivals and the model draw")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the arrivals and the model draw")
+      ->capture_default_str();
   cmd->add_option("--max-concurrency", a->o.max_concurrency,
                   "Client threads at most; requests beyond wait and are counted")
       ->check(CLI::Range(1, 4096))
@@ -147,8 +156,8 @@ void add_bench_serve_command(CLI::App& bench) {
   add_common_options(*cmd, a->common);
   cmd->callback([a, cmd] {
     if (cmd->count("--trace") == 0 && cmd->count("--rate") == 0) {
-      run_result = report_error("bench serve", make_error(errc::invalid_argument,
-                                                          "give --trace FILE or --rate R"));
+      run_result = report_error(
+          "bench serve", make_error(errc::invalid_argument, "give --trace FILE or --rate R"));
       return;
     }
     run_result = run_bench_serve(*a);

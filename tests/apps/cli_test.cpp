@@ -294,7 +294,8 @@ TEST(Cli, BenchServeDrivesAnOpenAiServer) {
   testing::fake_openai_server server;
   // A Poisson run against the models the server lists (m-a, m-b).
   auto r = run("bench serve --url " + server.url() +
-                   " --rate 100 --duration 0.2 --prompt-tokens 12 --output-tokens 5 --seed 3 --json",
+                   " --rate 100 --duration 0.2 --prompt-tokens 12 --output-tokens 5 --seed 3"
+                   " --json",
                dir);
   ASSERT_EQ(r.exit_code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
@@ -309,7 +310,8 @@ TEST(Cli, BenchServeDrivesAnOpenAiServer) {
   EXPECT_EQ(server.bodies().size(), static_cast<std::size_t>(n));
 
   // A trace replayed 1000 times faster, capped; the readable table.
-  const auto trace = std::string{THAW_SOURCE_DIR} + "/../shared/traces/AzureLLMInferenceTrace_conv_2023.csv";
+  const auto trace =
+      std::string{THAW_SOURCE_DIR} + "/../shared/traces/AzureLLMInferenceTrace_conv_2023.csv";
   if (std::filesystem::exists(trace)) {
     r = run("bench serve --url " + server.url() + " --trace " + trace +
                 " --time-scale 1000 --num-requests 20 --max-prompt-tokens 64 --max-output-tokens 8"
@@ -334,7 +336,9 @@ TEST(Cli, BenchServeErrorsNameTheProblem) {
   r = run("bench serve --url http://127.0.0.1:1 --rate 5 --models m", dir);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.all.find("--duration"), std::string::npos) << r.all;
-  r = run("bench serve --url http://127.0.0.1:1 --trace " + (dir / "none.csv").string() + " --models m", dir);
+  r = run("bench serve --url http://127.0.0.1:1 --trace " + (dir / "none.csv").string() +
+              " --models m",
+          dir);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.all.find("none.csv"), std::string::npos) << r.all;
   r = run("bench serve --url gopher://x:1 --rate 5 --duration 1 --models m", dir);

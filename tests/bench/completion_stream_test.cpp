@@ -9,12 +9,14 @@ namespace thaw::bench {
 namespace {
 
 std::string chunk(const std::string& text) {
-  return "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\"" +
+  return "data: "
+         "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\"" +
          text + "\",\"finish_reason\":null}]}\n\n";
 }
 
 const std::string usage =
-    "data: {\"id\":\"cmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,"
+    "data: "
+    "{\"id\":\"cmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,"
     "\"total_tokens\":15}}\n\n";
 
 TEST(CompletionStream, TimesEveryChunkAsItArrives) {
@@ -31,12 +33,12 @@ TEST(CompletionStream, TimesEveryChunkAsItArrives) {
   s.finish(200, "", rec);
   EXPECT_TRUE(rec.ok) << rec.error;
   EXPECT_NEAR(rec.ttft_s, 0.5, 1e-12);
-  EXPECT_NEAR(rec.e2e_s, 0.9, 1e-12);  // the last chunk with choices, not [DONE]
+  EXPECT_NEAR(rec.e2e_s, 0.9, 1e-12); // the last chunk with choices, not [DONE]
   ASSERT_EQ(rec.itl_s.size(), 2u);
   EXPECT_NEAR(rec.itl_s[0], 0.1, 1e-12);
   EXPECT_NEAR(rec.itl_s[1], 0.3, 1e-12);
   EXPECT_EQ(rec.output_tokens, 3);
-  EXPECT_EQ(rec.prompt_tokens, 12);  // the server's count replaces the requested length
+  EXPECT_EQ(rec.prompt_tokens, 12); // the server's count replaces the requested length
 }
 
 TEST(CompletionStream, WithoutUsageCountsChunks) {

@@ -17,8 +17,8 @@ namespace {
 
 TEST(ServeBench, ReportsEveryStreamedTokenOfAPoissonRun) {
   testing::fake_openai_server server;
-  auto work = poisson_workload({.rate = 200, .duration_s = 0.25, .prompt_tokens = 20,
-                                .output_tokens = 7, .seed = 11});
+  auto work = poisson_workload(
+      {.rate = 200, .duration_s = 0.25, .prompt_tokens = 20, .output_tokens = 7, .seed = 11});
   ASSERT_TRUE(work);
   ASSERT_GE(work->size(), 10u);
   ASSERT_TRUE(assign_models(*work, {"m-a", "m-b"}, {}, 0));
@@ -31,7 +31,7 @@ TEST(ServeBench, ReportsEveryStreamedTokenOfAPoissonRun) {
   EXPECT_EQ(s.completed, work->size());
   EXPECT_EQ(s.total_output_tokens, static_cast<std::int64_t>(7 * work->size()));
   EXPECT_EQ(s.total_input_tokens, static_cast<std::int64_t>(20 * work->size()));
-  EXPECT_EQ(s.itl.count, 6 * work->size());  // a gap between each of the 7 chunks
+  EXPECT_EQ(s.itl.count, 6 * work->size()); // a gap between each of the 7 chunks
   EXPECT_EQ(s.tpot.count, work->size());
   EXPECT_EQ(s.waited_for_thread, 0u);
   for (const auto& r : run->records) {
@@ -75,7 +75,7 @@ TEST(ServeBench, FailuresAreCountedWithTheServersMessage) {
 TEST(ServeBench, AServerThatIsNotThereFailsEveryRequestButNotTheRun) {
   std::string url;
   {
-    testing::fake_openai_server gone;  // a port that was free a moment ago and is closed now
+    testing::fake_openai_server gone; // a port that was free a moment ago and is closed now
     url = gone.url();
   }
   std::vector<serve_request> work{{0.0, 4, 3, "m"}, {0.0, 4, 3, "m"}};

@@ -64,21 +64,21 @@ TEST(ServeStats, SummaryOfAHandMadeRun) {
   EXPECT_EQ(s.ttft.count, 3u);
   EXPECT_NEAR(s.ttft.mean_ms, 200, 1e-9);
   EXPECT_NEAR(s.ttft.median_ms, 200, 1e-9);
-  EXPECT_NEAR(s.ttft.p90_ms, 280, 1e-9);  // 200 + 0.8 * 100
+  EXPECT_NEAR(s.ttft.p90_ms, 280, 1e-9); // 200 + 0.8 * 100
   EXPECT_NEAR(s.ttft.p99_ms, 298, 1e-9);
 
-  EXPECT_EQ(s.tpot.count, 2u);             // C's single token has no TPOT
-  EXPECT_NEAR(s.tpot.mean_ms, 45, 1e-9);   // (30 + 60) / 2
+  EXPECT_EQ(s.tpot.count, 2u);           // C's single token has no TPOT
+  EXPECT_NEAR(s.tpot.mean_ms, 45, 1e-9); // (30 + 60) / 2
   EXPECT_NEAR(s.tpot.median_ms, 45, 1e-9);
-  EXPECT_NEAR(s.tpot.p90_ms, 57, 1e-9);    // 30 + 0.9 * 30
+  EXPECT_NEAR(s.tpot.p90_ms, 57, 1e-9); // 30 + 0.9 * 30
 
-  EXPECT_EQ(s.itl.count, 4u);              // 20, 30, 40, 60 pooled
+  EXPECT_EQ(s.itl.count, 4u); // 20, 30, 40, 60 pooled
   EXPECT_NEAR(s.itl.mean_ms, 37.5, 1e-9);
   EXPECT_NEAR(s.itl.median_ms, 35, 1e-9);
-  EXPECT_NEAR(s.itl.p99_ms, 59.4, 1e-9);   // 40 + 0.97 * 20
+  EXPECT_NEAR(s.itl.p99_ms, 59.4, 1e-9); // 40 + 0.97 * 20
   EXPECT_NEAR(s.itl.max_ms, 60, 1e-9);
 
-  EXPECT_NEAR(s.e2e.mean_ms, 250, 1e-9);   // (190 + 260 + 300) / 3
+  EXPECT_NEAR(s.e2e.mean_ms, 250, 1e-9); // (190 + 260 + 300) / 3
   EXPECT_NEAR(s.e2e.median_ms, 260, 1e-9);
 
   ASSERT_EQ(s.first_errors.size(), 1u);
@@ -95,7 +95,8 @@ TEST(ServeStats, SummaryOfAHandMadeRun) {
 
   const auto table = format_summary(s);
   EXPECT_NE(table.find("Successful requests:"), std::string::npos);
-  EXPECT_NE(table.find("Mean TTFT (ms):                         200.00"), std::string::npos) << table;
+  EXPECT_NE(table.find("Mean TTFT (ms):                         200.00"), std::string::npos)
+      << table;
   EXPECT_NE(table.find("error: HTTP 404: no such model"), std::string::npos);
 }
 
@@ -105,7 +106,7 @@ TEST(ServeStats, AllFailedGivesZerosNotNaN) {
   const auto s = summarize({r, r}, 1.0);
   EXPECT_EQ(s.completed, 0u);
   EXPECT_EQ(s.failed, 2u);
-  EXPECT_EQ(s.first_errors.size(), 1u);  // distinct messages only
+  EXPECT_EQ(s.first_errors.size(), 1u); // distinct messages only
   EXPECT_EQ(s.ttft.mean_ms, 0);
   EXPECT_EQ(s.request_throughput, 0);
   EXPECT_NO_THROW((void)to_json(s).dump());

@@ -12,7 +12,8 @@
 namespace thaw::bench {
 namespace {
 
-const std::filesystem::path traces = std::filesystem::path(THAW_SOURCE_DIR) / ".." / "shared" / "traces";
+const std::filesystem::path traces =
+    std::filesystem::path(THAW_SOURCE_DIR) / ".." / "shared" / "traces";
 
 std::filesystem::path trace_or_skip(const char* name) {
   auto p = traces / name;
@@ -101,7 +102,8 @@ TEST(ServeWorkload, ReportsMissingFilesAndBadRowsByName) {
 }
 
 TEST(ServeWorkload, PoissonArrivalsAreReproducibleBySeed) {
-  poisson_options o{.rate = 5, .duration_s = 100, .prompt_tokens = 32, .output_tokens = 8, .seed = 7};
+  poisson_options o{
+      .rate = 5, .duration_s = 100, .prompt_tokens = 32, .output_tokens = 8, .seed = 7};
   auto a = poisson_workload(o);
   auto b = poisson_workload(o);
   ASSERT_TRUE(a && b);

@@ -62,7 +62,8 @@ private:
   void handle(http::request req, std::shared_ptr<http::responder> r) {
     if (req.method == "GET" && req.path == "/v1/models") {
       r->send(200, "application/json",
-              R"({"object":"list","data":[{"id":"m-a","object":"model"},{"id":"m-b","object":"model"}]})");
+              R"({"object":"list","data":[{"id":"m-a","object":"model"},)"
+              R"({"id":"m-b","object":"model"}]})");
       return;
     }
     if (req.method != "POST" || req.path != "/v1/completions") {
@@ -92,10 +93,11 @@ private:
     const auto prompt_words = static_cast<int>(std::count(prompt.begin(), prompt.end(), ' ') + 1);
     r.start_stream(200, "text/event-stream");
     for (int i = 0; i < n; ++i) {
-      nlohmann::json chunk{{"id", "cmpl-1"},
-                           {"object", "text_completion"},
-                           {"model", body["model"]},
-                           {"choices", {{{"index", 0}, {"text", " tok"}, {"finish_reason", nullptr}}}}};
+      nlohmann::json chunk{
+          {"id", "cmpl-1"},
+          {"object", "text_completion"},
+          {"model", body["model"]},
+          {"choices", {{{"index", 0}, {"text", " tok"}, {"finish_reason", nullptr}}}}};
       r.write("data: " + chunk.dump() + "\n\n");
     }
     nlohmann::json usage{{"id", "cmpl-1"},
