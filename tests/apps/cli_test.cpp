@@ -3,6 +3,7 @@
 
 #include "runtime/checkpoint/checkpoint.hpp"
 #include "runtime/common/posix.hpp"
+#include "tests/support/fake_openai_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <cstdio>
@@ -286,6 +287,63 @@ TEST(Cli, GenerateStreamsTextAndReportsTheCompletion) {
   r = run("generate " + ck + " --prompt \"$(printf '\\377\\376')\"", dir); // not UTF-8
   EXPECT_EQ(r.exit_code, 1) << r.all;
   EXPECT_NE(r.all.find("invalid_argument"), std::string::npos) << r.all;
+}
+
+TEST(Cli, BenchServeDrivesAnOpenAiServer) {
+  testing::temp_dir dir;
+  testing::fake_openai_server server;
+  // A Poisson run against the models the server lists (m-a, m-b).
+  auto r = run("bench serve --url " + server.url() +
+                   " --rate 100 --duration 0.2 --prompt-tokens 12 --output-tokens 5 --seed 3"
+                   " --json",
+               dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  const int n = j["num_requests"];
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(j["completed"], n);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_EQ(j["total_output_tokens"], 5 * n);
+  EXPECT_EQ(j["models"], (nlohmann::json{"m-a", "m-b"}));
+  for (const char* key : {"mean_ttft_ms", "median_tpot_ms", "p90_itl_ms", "p99_e2e_ms"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(server.bodies().size(), static_cast<std::size_t>(n));
+
+  // A trace replayed 1000 times faster, capped; the readable table.
+  const auto trace =
+      std::string{THAW_SOURCE_DIR} + "/../shared/traces/AzureLLMInferenceTrace_conv_2023.csv";
+  if (std::filesystem::exists(trace)) {
+    r = run("bench serve --url " + server.url() + " --trace " + trace +
+                " --time-scale 1000 --num-requests 20 --max-prompt-tokens 64 --max-output-tokens 8"
+                " --models m-a",
+            dir);
+    ASSERT_EQ(r.exit_code, 0) << r.all;
+    EXPECT_NE(r.out.find("Successful requests:                    20"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Mean TTFT (ms):"), std::string::npos) << r.out;
+  }
+
+  // Every request failing is exit code 1, with the server's message.
+  r = run("bench serve --url " + server.url() + " --rate 50 --duration 0.1 --models missing", dir);
+  EXPECT_EQ(r.exit_code, 1) << r.all;
+  EXPECT_NE(r.all.find("model 'missing' does not exist"), std::string::npos) << r.all;
+}
+
+TEST(Cli, BenchServeErrorsNameTheProblem) {
+  testing::temp_dir dir;
+  auto r = run("bench serve --url http://127.0.0.1:1 --models m", dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("--trace FILE or --rate R"), std::string::npos) << r.all;
+  r = run("bench serve --url http://127.0.0.1:1 --rate 5 --models m", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("--duration"), std::string::npos) << r.all;
+  r = run("bench serve --url http://127.0.0.1:1 --trace " + (dir / "none.csv").string() +
+              " --models m",
+          dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("none.csv"), std::string::npos) << r.all;
+  r = run("bench serve --url gopher://x:1 --rate 5 --duration 1 --models m", dir);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.all.find("gopher"), std::string::npos) << r.all;
 }
 
 } // namespace
