@@ -40,4 +40,5 @@ struct Reply {
   segments @4 :List(Segment);   # describe: address 0 and region 0; fetchStart: full
   rkeys @5 :List(Data);         # fetchStart: packed rkeys of the regions the segments use
   lease @6 :UInt64;             # fetchStart: pass back in fetchEnd
+  workerAddress @7 :Data;       # fetchStart: the server's UCX worker address, for the RMA endpoint
 }

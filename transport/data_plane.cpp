@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <utility>
 
 namespace thaw::transport {
 namespace {
@@ -202,6 +203,13 @@ expected<std::unique_ptr<data_plane>> data_plane::start(data_plane_options optio
   else
     self->port = ntohs(reinterpret_cast<const sockaddr_in6*>(&la.sockaddr)->sin6_port);
 
+  ucp_address_t* address = nullptr;
+  std::size_t address_size = 0;
+  THAW_UCX_CHECK(ucp_worker_get_address(self->ucx->worker(), &address, &address_size), where);
+  const auto* address_bytes = reinterpret_cast<const std::byte*>(address);
+  self->worker_address.assign(address_bytes, address_bytes + address_size);
+  ucp_worker_release_address(self->ucx->worker(), address);
+
   THAW_TRY(self->ucx->start_progress());
   spdlog::debug("data plane: listening on {}:{} ({})", self->options.address, self->port,
                 self->ucx->wakeup_mode() ? "wakeup mode" : "polling");
@@ -237,25 +245,31 @@ void data_plane::stop() {
     s.server_eps.clear();
     s.leases.clear();
   }
+  std::vector<void*> closing;
   {
-    std::lock_guard lock{s.peers_mutex};
-    for (auto& [name, p] : s.peers) {
-      if (!p->closed.exchange(true))
-        eps.push_back(p->ep);
-      s.closed_peers.push_back(p);
+    std::vector<std::shared_ptr<impl::peer>> cached;
+    {
+      std::lock_guard lock{s.peers_mutex};
+      for (auto& [name, p] : s.peers) {
+        cached.push_back(p);
+        s.closed_peers.push_back(p);
+      }
+      s.peers.clear();
     }
-    s.peers.clear();
+    for (auto& p : cached)
+      (void)s.close_peer(*p, closing, true);
   }
   for (ucp_ep_h ep : eps) {
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(ep, &p);
-    if (UCS_PTR_IS_PTR(r)) {
-      s.ucx->progress_until([r] { return ucp_request_check_status(r) != UCS_INPROGRESS; },
-                            1'000'000);
-      ucp_request_free(r);
-    }
+    if (void* r = ucp_ep_close_nbx(ep, &p); UCS_PTR_IS_PTR(r))
+      closing.push_back(r);
+  }
+  for (void* r : closing) {
+    s.ucx->progress_until([r] { return ucp_request_check_status(r) != UCS_INPROGRESS; },
+                          1'000'000);
+    ucp_request_free(r);
   }
   s.ucx->progress_until([] { return false; }, 100); // let closes and deferred work settle
   {
@@ -356,14 +370,76 @@ void impl::peer_failed(peer* p, ucs_status_t status) {
         peers.erase(it);
       }
     }
-    if (p->closed.exchange(true))
-      return;
+    close_failed_peer(p);
+  });
+}
+
+void impl::close_failed_peer(peer* p) {
+  std::vector<void*> closing;
+  if (!close_peer(*p, closing, false)) {
+    // A fetch still holds it; it notices `failed` and lets go.
+    ucx->defer([this, p] { close_failed_peer(p); });
+    return;
+  }
+  for (void* r : closing)
+    ucp_request_free(r); // released by UCX when the close completes
+}
+
+bool impl::close_peer(peer& p, std::vector<void*>& closing, bool blocking) {
+  std::unique_lock use{p.use, std::defer_lock};
+  if (blocking)
+    use.lock();
+  else if (!use.try_lock())
+    return false;
+  if (p.closed.exchange(true))
+    return true;
+  ucp_ep_h data_ep = nullptr;
+  {
+    std::lock_guard lock{peers_mutex};
+    for (auto& [packed, k] : p.rkeys)
+      ucp_rkey_destroy(k);
+    p.rkeys.clear();
+    data_ep = std::exchange(p.data_ep, nullptr);
+  }
+  for (ucp_ep_h ep : {p.ep, data_ep}) {
+    if (ep == nullptr)
+      continue;
     ucp_request_param_t cp{};
     cp.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     cp.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    if (void* r = ucp_ep_close_nbx(p->ep, &cp); UCS_PTR_IS_PTR(r))
-      ucp_request_free(r);
-  });
+    if (void* r = ucp_ep_close_nbx(ep, &cp); UCS_PTR_IS_PTR(r))
+      closing.push_back(r);
+  }
+  return true;
+}
+
+expected<ucp_rkey_h> impl::rkey_for(peer& to, ucp_ep_h data_ep,
+                                    const std::vector<std::byte>& packed) {
+  const std::string_view bytes{reinterpret_cast<const char*>(packed.data()), packed.size()};
+  std::lock_guard lock{peers_mutex};
+  if (auto it = to.rkeys.find(bytes); it != to.rkeys.end())
+    return it->second;
+  ucp_rkey_h k = nullptr;
+  THAW_UCX_CHECK(ucp_ep_rkey_unpack(data_ep, packed.data(), &k), to.name);
+  to.rkeys.emplace(std::string{bytes}, k);
+  return k;
+}
+
+expected<ucp_ep_h> impl::data_endpoint(peer& to, const std::vector<std::byte>& address) {
+  std::lock_guard lock{peers_mutex};
+  if (to.data_ep != nullptr)
+    return to.data_ep;
+  if (to.closed.load())
+    return make_error(errc::io_error, to.name + ": connection closed");
+  if (address.empty())
+    return make_error(errc::corrupt, to.name + ": fetch-start reply without a worker address");
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  params.address = reinterpret_cast<const ucp_address_t*>(address.data());
+  params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+  THAW_UCX_CHECK(ucp_ep_create(ucx->worker(), &params, &to.data_ep), to.name);
+  ucx->wake();
+  return to.data_ep;
 }
 
 expected<reply_frame> impl::call(const std::shared_ptr<peer>& to, request_frame request) {
@@ -377,7 +453,13 @@ expected<reply_frame> impl::call(const std::shared_ptr<peer>& to, request_frame 
       return make_error(errc::io_error, to->name + ": connection failed: " + to->failure);
     pendings.emplace(request.id, waiter);
   }
-  if (auto sent = send_frame(to->ep, am_request, encode(request), true, to->name); !sent) {
+  status sent;
+  {
+    std::shared_lock use{to->use};
+    sent = to->closed.load() ? status{make_error(errc::io_error, to->name + ": connection closed")}
+                             : send_frame(to->ep, am_request, encode(request), true, to->name);
+  }
+  if (!sent) {
     std::lock_guard lock{pending_mutex};
     pendings.erase(request.id);
     return sent.err();

@@ -95,12 +95,12 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
   THAW_ASSIGN(reply_frame reply, s.call(to, std::move(start)));
   THAW_TRY(check_reply(reply, key, to->name));
 
-  // From here the peer holds a pin for us: release it on every path out.
+  // From here the peer holds a pin for us: release it on every path out. The shared lock keeps
+  // the endpoints and rkeys alive while we use them.
+  std::shared_lock use{to->use};
   std::vector<ucp_rkey_h> rkeys;
   auto finish = [&](status result) -> status {
-    for (ucp_rkey_h k : rkeys)
-      ucp_rkey_destroy(k);
-    if (!to->failed.load()) {
+    if (!to->closed.load()) {
       request_frame end;
       end.version = s.options.protocol_version;
       end.kind = request_kind::fetch_end;
@@ -110,6 +110,8 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
     }
     return result;
   };
+  if (to->closed.load())
+    return make_error(errc::io_error, what + ": connection closed: " + to->failure);
 
   if (reply.segments.size() != destinations.size())
     return finish(make_error(errc::invalid_argument,
@@ -126,11 +128,14 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
       return finish(make_error(errc::corrupt, what + ": segment " + std::to_string(i) +
                                                   " names a missing rkey"));
   }
+  auto data_ep = s.data_endpoint(*to, reply.worker_address);
+  if (!data_ep)
+    return finish(std::move(data_ep).err());
   for (const auto& packed : reply.rkeys) {
-    ucp_rkey_h k = nullptr;
-    if (ucs_status_t st = ucp_ep_rkey_unpack(to->ep, packed.data(), &k); st != UCS_OK)
-      return finish(ucx_error(st, "ucp_ep_rkey_unpack", what, __FILE__, __LINE__));
-    rkeys.push_back(k);
+    auto k = s.rkey_for(*to, *data_ep, packed);
+    if (!k)
+      return finish(std::move(k).err());
+    rkeys.push_back(*k);
   }
 
   // Cut the segments into pieces, then keep `pieces_in_flight` gets outstanding.
@@ -166,7 +171,7 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
       rp.cb.send = on_get_done;
       rp.user_data = &p;
       rp.memh = local_memh[p.segment];
-      void* r = ucp_get_nbx(to->ep, destinations[p.segment].data() + p.offset, p.bytes,
+      void* r = ucp_get_nbx(*data_ep, destinations[p.segment].data() + p.offset, p.bytes,
                             seg.address + p.offset, rkeys[seg.region], &rp);
       if (r == nullptr) {
         land(p); // completed in place (shared memory copies often do)
@@ -185,7 +190,6 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
       // alive rather than let its callback touch freed memory.
       spdlog::error("data plane: {}: {} gets stuck past the timeout", what, in_flight);
       (void)state.release();
-      rkeys.clear(); // the stuck gets still use them
       return finish(make_error(errc::io_error, what + ": no progress within " +
                                                    std::to_string(s.options.timeout.count()) +
                                                    " ms"));

@@ -67,6 +67,8 @@ std::vector<std::byte> encode(const reply_frame& frame) {
     rkeys.set(i, kj::arrayPtr(reinterpret_cast<const kj::byte*>(k.data()), k.size()));
   }
   r.setLease(frame.lease);
+  r.setWorkerAddress(kj::arrayPtr(reinterpret_cast<const kj::byte*>(frame.worker_address.data()),
+                                  frame.worker_address.size()));
   return to_bytes(message);
 }
 
@@ -124,6 +126,10 @@ expected<reply_frame> decode_reply(std::span<const std::byte> bytes) {
       f.rkeys.push_back(std::move(key));
     }
     f.lease = r.getLease();
+    const auto address = r.getWorkerAddress();
+    f.worker_address.resize(address.size());
+    if (address.size() != 0)
+      std::memcpy(f.worker_address.data(), address.begin(), address.size());
     return f;
   } catch (const kj::Exception& e) {
     return make_error(errc::parse_error,

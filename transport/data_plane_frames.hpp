@@ -41,6 +41,7 @@ struct reply_frame {
   std::vector<segment_desc> segments;
   std::vector<std::vector<std::byte>> rkeys; ///< packed rkeys, indexed by segment_desc::region
   std::uint64_t lease = 0;
+  std::vector<std::byte> worker_address; ///< fetch_start: for the client's RMA endpoint
 };
 
 /// Serialized frames: Cap'n Proto flat arrays (word-aligned storage).

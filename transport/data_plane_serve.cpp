@@ -27,7 +27,7 @@ status data_plane::register_memory(std::span<std::byte> region) {
   THAW_TRY(s.check_running());
   if (region.empty())
     return make_error(errc::invalid_argument, "register_memory: empty region");
-  std::lock_guard lock{s.regions_mutex};
+  std::unique_lock lock{s.regions_mutex};
   for (const auto& r : s.regions) {
     if (region.data() < r.base + r.size && r.base < region.data() + region.size())
       return make_error(errc::invalid_argument,
@@ -41,17 +41,46 @@ status data_plane::register_memory(std::span<std::byte> region) {
   mp.address = region.data();
   mp.length = region.size();
   THAW_UCX_CHECK(ucp_mem_map(s.ucx->context(), &mp, &r.memh), "register_memory");
+  lock.unlock();
+  return s.add_region(std::move(r));
+}
+
+expected<std::span<std::byte>> data_plane::allocate_memory(std::size_t bytes) {
+  impl& s = *impl_;
+  THAW_TRY(s.check_running());
+  if (bytes == 0)
+    return make_error(errc::invalid_argument, "allocate_memory: 0 bytes");
+  impl::region r;
+  ucp_mem_map_params_t mp{};
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  mp.length = bytes;
+  mp.flags = UCP_MEM_MAP_ALLOCATE;
+  THAW_UCX_CHECK(ucp_mem_map(s.ucx->context(), &mp, &r.memh), "allocate_memory");
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  if (ucs_status_t st = ucp_mem_query(r.memh, &attr); st != UCS_OK) {
+    (void)ucp_mem_unmap(s.ucx->context(), r.memh);
+    return ucx_error(st, "ucp_mem_query", "allocate_memory", __FILE__, __LINE__);
+  }
+  r.base = static_cast<std::byte*>(attr.address);
+  r.size = bytes; // UCX may round the length up; the caller asked for `bytes`
+  THAW_TRY(s.add_region(std::move(r)));
+  return std::span<std::byte>{static_cast<std::byte*>(attr.address), bytes};
+}
+
+status impl::add_region(region r) {
   void* packed = nullptr;
   std::size_t packed_size = 0;
-  if (ucs_status_t st = ucp_rkey_pack(s.ucx->context(), r.memh, &packed, &packed_size);
+  if (ucs_status_t st = ucp_rkey_pack(ucx->context(), r.memh, &packed, &packed_size);
       st != UCS_OK) {
-    (void)ucp_mem_unmap(s.ucx->context(), r.memh);
+    (void)ucp_mem_unmap(ucx->context(), r.memh);
     return ucx_error(st, "ucp_rkey_pack", "register_memory", __FILE__, __LINE__);
   }
   const auto* bytes = static_cast<const std::byte*>(packed);
   r.packed_rkey.assign(bytes, bytes + packed_size);
   ucp_rkey_buffer_release(packed);
-  s.regions.push_back(std::move(r));
+  std::lock_guard lock{regions_mutex};
+  regions.push_back(std::move(r));
   return {};
 }
 
@@ -95,6 +124,7 @@ void impl::release_leases_of(ucp_ep_h ep) {
     if (it->second.ep == ep) {
       --it->second.pinned->pins;
       it = leases.erase(it);
+      ucx->end_op();
     } else {
       ++it;
     }
@@ -119,6 +149,7 @@ void impl::serve(const request_frame& request, ucp_ep_h reply_ep) {
     if (auto it = leases.find(request.lease); it != leases.end() && it->second.ep == reply_ep) {
       --it->second.pinned->pins;
       leases.erase(it);
+      ucx->end_op();
       serve_cv.notify_all();
     }
     return; // fetch-end is not answered
@@ -149,7 +180,14 @@ void impl::serve(const request_frame& request, ucp_ep_h reply_ep) {
       }
       ++it->second->pins;
       reply.lease = next_lease++;
+      reply.worker_address = worker_address;
       leases.emplace(reply.lease, lease{it->second, reply_ep});
+      // Poll while a fetch is in flight: gets UCX cannot do directly (registered memory on one
+      // host, any memory across hosts over TCP) are emulated with messages this worker must
+      // answer, and waking per message is slow (measured on registered memory: 0.06 GB/s
+      // sleeping, 0.9 GB/s polling). Direct shared-memory gets do not need it and lose a little
+      // to the spinning thread on a busy 2-core machine (0.99x -> ~0.9x of the raw get).
+      ucx->begin_op();
     }
   }
   // Replies go out between progress rounds rather than from inside the active-message handler.

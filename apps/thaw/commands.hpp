@@ -38,5 +38,6 @@ void add_tokenize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);
 void add_bench_engine_command(CLI::App& bench);
+void add_bench_ucx_command(CLI::App& bench);
 
 } // namespace thaw::app

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   thaw::app::add_bench_load_command(*bench);
   thaw::app::add_bench_engine_command(*bench);
+  thaw::app::add_bench_ucx_command(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -230,6 +230,41 @@ TEST_F(data_plane_pair, stop_token_cancels_a_fetch_and_releases_the_pin) {
   server->unpublish("model-a"); // returns: the cancelled fetch released its pin
 }
 
+// The fast path: pools allocated by the data plane (UCX shared memory), fetched twice over the
+// cached endpoint and rkeys, and still byte-exact after the server rewrites its copy.
+TEST(data_plane, allocated_pools_round_trip) {
+  auto server = start_plane();
+  auto client = start_plane();
+  ASSERT_TRUE(server && client);
+  auto src = server->allocate_memory(6 * MiB + 4096);
+  auto dst = client->allocate_memory(6 * MiB + 4096);
+  ASSERT_TRUE(src && dst);
+  ASSERT_FALSE(server->allocate_memory(0));
+  std::vector<std::span<const std::byte>> published;
+  std::vector<std::span<std::byte>> into;
+  std::size_t off = 0;
+  for (auto n : sizes) {
+    auto seg = src->subspan(off, n);
+    for (std::size_t i = 0; i < n; ++i)
+      seg[i] = pattern(published.size(), i);
+    published.push_back(seg);
+    into.push_back(dst->subspan(off, n));
+    off += n;
+  }
+  ASSERT_TRUE(server->publish("pool", published));
+  for (int round = 0; round < 2; ++round) {
+    std::fill(dst->begin(), dst->end(), std::byte{0});
+    ASSERT_TRUE(client->fetch("127.0.0.1", server->port(), "pool", into));
+    for (std::size_t s = 0; s < into.size(); ++s)
+      for (std::size_t i = 0; i < into[s].size(); ++i)
+        ASSERT_EQ(into[s][i], round == 0 ? pattern(s, i) : ~pattern(s, i)) << s << " " << i;
+    // The server changes its bytes in place; the next fetch must see the new ones.
+    for (auto seg : published)
+      for (auto& b : std::span<std::byte>(const_cast<std::byte*>(seg.data()), seg.size()))
+        b = ~b;
+  }
+}
+
 TEST(data_plane, a_peer_with_another_protocol_version_is_refused) {
   data_plane_options future;
   future.protocol_version = data_plane_protocol_version + 1;
@@ -269,8 +304,20 @@ TEST(data_plane, two_processes_fetch_then_dead_peer_is_an_io_error) {
       pool src{8 * MiB, sizes};
       src.fill();
       auto plane = data_plane::start({});
-      if (plane && (*plane)->register_memory(src.bytes) &&
-          (*plane)->publish("model-a", src.const_segments()))
+      // model-a in registered memory, model-b in memory the plane allocated (shared memory).
+      std::vector<std::span<const std::byte>> in_pool;
+      if (plane) {
+        if (auto mem = (*plane)->allocate_memory(src.bytes.size())) {
+          for (std::size_t s = 0; s < src.segments.size(); ++s) {
+            auto seg = mem->subspan(src.segments[s].data() - src.bytes.data(), sizes[s]);
+            std::copy(src.segments[s].begin(), src.segments[s].end(), seg.begin());
+            in_pool.push_back(seg);
+          }
+        }
+      }
+      if (plane && !in_pool.empty() && (*plane)->register_memory(src.bytes) &&
+          (*plane)->publish("model-a", src.const_segments()) &&
+          (*plane)->publish("model-b", in_pool))
         port = (*plane)->port();
       (void)!::write(to_parent[1], &port, sizeof port);
       char c;
@@ -288,16 +335,19 @@ TEST(data_plane, two_processes_fetch_then_dead_peer_is_an_io_error) {
   ASSERT_TRUE(client);
   pool dst{8 * MiB, sizes};
   ASSERT_TRUE(client->register_memory(dst.bytes));
-  auto s = client->fetch("127.0.0.1", port, "model-a", dst.segments);
-  EXPECT_TRUE(s) << s.err().to_string();
-  EXPECT_TRUE(dst.holds_pattern());
+  for (const char* key : {"model-a", "model-b"}) {
+    std::fill(dst.bytes.begin(), dst.bytes.end(), std::byte{0});
+    auto s = client->fetch("127.0.0.1", port, key, dst.segments);
+    EXPECT_TRUE(s) << key << ": " << s.err().to_string();
+    EXPECT_TRUE(dst.holds_pattern()) << key;
+  }
 
   ::kill(child, SIGKILL);
   int wstatus = 0;
   ::waitpid(child, &wstatus, 0);
   ::close(to_parent[0]);
   ::close(to_child[1]);
-  s = client->fetch("127.0.0.1", port, "model-a", dst.segments);
+  auto s = client->fetch("127.0.0.1", port, "model-a", dst.segments);
   ASSERT_FALSE(s);
   EXPECT_EQ(s.err().code, errc::io_error);
   EXPECT_NE(s.err().message.find("127.0.0.1:" + std::to_string(port)), std::string::npos)
