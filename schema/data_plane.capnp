@@ -14,6 +14,8 @@ struct Request {
     describe @2 :Text;          # key: reply with the segment sizes
     fetchStart @3 :Text;        # key: pin the entry, reply with sizes, addresses and rkeys
     fetchEnd @4 :UInt64;        # lease id from a fetchStart reply: release the pin
+    fetchPoll @5 :UInt64;       # lease id: the client's gets need this worker to progress them
+                                # (UCX emulates them with messages): poll until fetchEnd
   }
 }
 

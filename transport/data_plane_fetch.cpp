@@ -148,6 +148,7 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
                         state.get()});
 
   std::size_t next = 0, in_flight = 0, done = 0;
+  bool asked_to_poll = false;
   status result;
   auto land = [&](const piece& p) {
     ++done;
@@ -180,6 +181,16 @@ status data_plane::fetch(const std::string& host, std::uint16_t port, const std:
       } else {
         ++in_flight;
         s.ucx->begin_op();
+        if (!asked_to_poll) {
+          // Not done in place: UCX emulates the get with messages the server must answer.
+          asked_to_poll = true;
+          request_frame poll;
+          poll.version = s.options.protocol_version;
+          poll.kind = request_kind::fetch_poll;
+          poll.lease = reply.lease;
+          if (auto sent = s.send_frame(to->ep, am_request, encode(poll), true, to->name); !sent)
+            spdlog::debug("data plane: fetch-poll to {}: {}", to->name, sent.err().to_string());
+        }
       }
     }
     if (in_flight == 0)

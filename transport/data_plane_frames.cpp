@@ -39,6 +39,7 @@ std::vector<std::byte> encode(const request_frame& frame) {
   case request_kind::describe: r.setDescribe(frame.key); break;
   case request_kind::fetch_start: r.setFetchStart(frame.key); break;
   case request_kind::fetch_end: r.setFetchEnd(frame.lease); break;
+  case request_kind::fetch_poll: r.setFetchPoll(frame.lease); break;
   }
   return to_bytes(message);
 }
@@ -92,6 +93,10 @@ expected<request_frame> decode_request(std::span<const std::byte> bytes) {
     case schema::Request::FETCH_END:
       f.kind = request_kind::fetch_end;
       f.lease = r.getFetchEnd();
+      break;
+    case schema::Request::FETCH_POLL:
+      f.kind = request_kind::fetch_poll;
+      f.lease = r.getFetchPoll();
       break;
     default: return make_error(errc::parse_error, "data plane request: unknown kind");
     }

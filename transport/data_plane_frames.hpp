@@ -12,7 +12,7 @@
 
 namespace thaw::transport {
 
-enum class request_kind : std::uint8_t { describe, fetch_start, fetch_end };
+enum class request_kind : std::uint8_t { describe, fetch_start, fetch_end, fetch_poll };
 
 /// Client to server.
 struct request_frame {
@@ -20,7 +20,7 @@ struct request_frame {
   std::uint64_t id = 0;
   request_kind kind = request_kind::describe;
   std::string key;         ///< describe, fetch_start
-  std::uint64_t lease = 0; ///< fetch_end
+  std::uint64_t lease = 0; ///< fetch_end, fetch_poll
 };
 
 enum class reply_code : std::uint8_t { ok, not_found, unsupported, invalid };

@@ -53,7 +53,10 @@ struct data_plane::impl {
   struct lease {
     std::shared_ptr<entry> pinned;
     ucp_ep_h ep = nullptr; // the server-side endpoint of the fetching peer
+    bool polling = false;  // the client asked for progress (fetch_poll): ucx->begin_op held
   };
+  /// Drops a lease: unpins, stops polling for it. serve_mutex held.
+  void drop_lease(std::map<std::uint64_t, lease>::iterator it);
   std::mutex serve_mutex;
   std::condition_variable serve_cv; // signalled when pins drop
   std::map<std::string, std::shared_ptr<entry>> entries;
