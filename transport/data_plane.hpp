@@ -15,8 +15,13 @@
 /// Thread safety: every method may be called from any thread, concurrently, except `stop` and
 /// the destructor, which must not race with calls in flight.
 ///
-/// Transports: UCX picks them (shared memory and CMA between processes of one host, TCP across
-/// hosts). UCX_TLS and the other UCX_* environment variables are honoured as usual.
+/// Transports: UCX picks them; UCX_TLS and the other UCX_* environment variables are honoured,
+/// none is needed. Frames travel on an endpoint with peer error handling (TCP in UCX 1.13, so a
+/// refused or dead peer is noticed at once); the gets on a second endpoint without it, so that on
+/// one host UCX may read memory from `allocate_memory` directly through System V / POSIX shared
+/// memory (about the raw ucp_get_nbx rate, `thaw bench ucx`). Gets UCX cannot do directly
+/// (registered memory, or other hosts over TCP) are emulated with messages; the fetcher then asks
+/// the server to poll for the rest of the fetch, which keeps them at a usable, lower rate.
 
 #include "runtime/common/error.hpp"
 

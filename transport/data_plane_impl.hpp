@@ -1,7 +1,8 @@
 #pragma once
-/// The state behind `data_plane` (transport/data_plane.hpp), shared by its three source files:
-/// data_plane.cpp (lifecycle, endpoints, request/reply), data_plane_serve.cpp (registered memory,
-/// publishing, answering peers) and data_plane_fetch.cpp (describe and fetch). Internal.
+/// The state behind `data_plane` (transport/data_plane.hpp), shared by its source files:
+/// data_plane.cpp (start, stop, UCX handlers), data_plane_peers.cpp (client endpoints, request and
+/// reply), data_plane_serve.cpp (memory, publishing, answering peers) and data_plane_fetch.cpp
+/// (describe and fetch). Internal.
 
 #include "transport/data_plane.hpp"
 #include "transport/data_plane_frames.hpp"
