@@ -29,7 +29,8 @@ status write_full(int fd, const void* data, std::size_t n) {
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
-      return make_error(errc::io_error, std::string{"bench ucx: pipe write: "} + std::strerror(errno));
+      return make_error(errc::io_error,
+                        std::string{"bench ucx: pipe write: "} + std::strerror(errno));
     p += w;
     n -= static_cast<std::size_t>(w);
   }
@@ -197,7 +198,8 @@ expected<nlohmann::json> measure(const ucx_bench_options& o, std::uint16_t port,
 expected<nlohmann::json> run_ucx_bench(const ucx_bench_options& o) {
   if (o.bytes == 0 || o.segment_bytes == 0 || o.piece_bytes == 0 || o.raw_piece_bytes == 0 ||
       o.pieces_in_flight == 0 || o.rounds < 1)
-    return make_error(errc::invalid_argument, "bench ucx: sizes, in-flight and rounds must be positive");
+    return make_error(errc::invalid_argument,
+                      "bench ucx: sizes, in-flight and rounds must be positive");
   int to_parent[2], to_child[2];
   if (::pipe(to_parent) != 0 || ::pipe(to_child) != 0)
     return make_error(errc::io_error, std::string{"bench ucx: pipe: "} + std::strerror(errno));
@@ -245,7 +247,8 @@ std::string format_ucx_bench(const nlohmann::json& r) {
   std::string s;
   char line[256];
   std::snprintf(line, sizeof line,
-                "thaw bench ucx: %s in %zu segments, 2 processes, %d rounds (medians), UCX_TLS %s\n",
+                "thaw bench ucx: %s in %zu segments, 2 processes, %d rounds (medians), "
+                "UCX_TLS %s\n",
                 format_bytes(r["bytes"].get<std::uint64_t>()).c_str(),
                 r["segments"].get<std::size_t>(), r["rounds"].get<int>(),
                 r["ucx_tls"].get<std::string>().c_str());
@@ -260,7 +263,8 @@ std::string format_ucx_bench(const nlohmann::json& r) {
   s += line;
   if (g.contains("data_plane_fetch_registered")) {
     std::snprintf(line, sizeof line, "  %-34s %7.2f GB/s  %5.2fx of raw\n",
-                  "data_plane::fetch, registered mem", g["data_plane_fetch_registered"].get<double>(),
+                  "data_plane::fetch, registered mem",
+                  g["data_plane_fetch_registered"].get<double>(),
                   r["ratios"]["data_plane_registered_vs_raw_ucp_get"].get<double>());
     s += line;
   }

@@ -158,8 +158,8 @@ struct raw_get_reader::state {
 raw_get_reader::raw_get_reader(std::unique_ptr<state> s) : state_(std::move(s)) {}
 raw_get_reader::~raw_get_reader() = default;
 
-expected<std::unique_ptr<raw_get_reader>> raw_get_reader::connect(std::span<const std::byte> blob,
-                                                                  std::span<std::byte> destination) {
+expected<std::unique_ptr<raw_get_reader>>
+raw_get_reader::connect(std::span<const std::byte> blob, std::span<std::byte> destination) {
   auto s = std::make_unique<state>();
   std::size_t at = 0;
   auto take = [&](void* out, std::size_t n) {

@@ -61,7 +61,8 @@ struct fetch_info {
 
 /// Called as each piece of a fetch lands: segment index, offset in it, bytes. Runs on the
 /// fetching thread; pieces may land out of order but every byte is reported exactly once.
-using piece_callback = std::function<void(std::size_t segment, std::size_t offset, std::size_t bytes)>;
+using piece_callback =
+    std::function<void(std::size_t segment, std::size_t offset, std::size_t bytes)>;
 
 class data_plane {
 public:

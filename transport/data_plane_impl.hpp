@@ -106,7 +106,8 @@ struct data_plane::impl {
   std::atomic<std::uint64_t> next_request{1};
 
   /// The cached endpoint to host:port, connecting if there is none (or the old one failed).
-  [[nodiscard]] expected<std::shared_ptr<peer>> connect(const std::string& host, std::uint16_t port);
+  [[nodiscard]] expected<std::shared_ptr<peer>> connect(const std::string& host,
+                                                        std::uint16_t port);
   /// The peer's RMA endpoint, created on first use from the worker address in a fetch-start reply.
   [[nodiscard]] expected<ucp_ep_h> data_endpoint(peer& to, const std::vector<std::byte>& address);
   /// The rkey for `packed` on the peer's data endpoint, unpacked once and cached.

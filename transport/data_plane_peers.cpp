@@ -63,7 +63,8 @@ status impl::send_frame(ucp_ep_h ep, unsigned am_id, std::vector<std::byte> byte
   p.flags = UCP_AM_SEND_FLAG_EAGER;
   if (want_reply_ep)
     p.flags |= UCP_AM_SEND_FLAG_REPLY;
-  void* r = ucp_am_send_nbx(ep, am_id, nullptr, 0, holder->second.data(), holder->second.size(), &p);
+  void* r = ucp_am_send_nbx(ep, am_id, nullptr, 0, holder->second.data(), holder->second.size(),
+                            &p);
   if (r == nullptr) {
     delete holder;
     return {};

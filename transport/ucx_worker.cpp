@@ -33,7 +33,8 @@ expected<std::unique_ptr<ucx_worker>> ucx_worker::create() {
   THAW_UCX_CHECK(ucp_worker_query(w->worker_, &attr), "data plane");
   if (attr.thread_mode != UCS_THREAD_MODE_MULTI)
     return make_error(errc::unsupported,
-                      "data plane: this UCX build has no thread-safe workers (configure --enable-mt)");
+                      "data plane: this UCX build has no thread-safe workers "
+                      "(configure --enable-mt)");
   return w;
 }
 

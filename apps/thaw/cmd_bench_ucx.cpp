@@ -1,4 +1,5 @@
-// thaw bench ucx: the UCX data plane against plain ucp_get_nbx, two processes (bench/ucx_bench.hpp).
+// thaw bench ucx: the UCX data plane against plain ucp_get_nbx between two processes
+// (bench/ucx_bench.hpp).
 
 #include "apps/thaw/commands.hpp"
 
