@@ -288,23 +288,27 @@ TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
   m.keep_alive_ms = 0;
   o.models.push_back(m);
   start(o);
-  // A long stream holds the only place in the queue; a second request is refused.
+  // The first request waits for the cold start, holding the only place in the queue (seen in
+  // /admin/status); a second request meanwhile is refused.
   auto other = http::client::connect("127.0.0.1", server_->port());
   ASSERT_TRUE(other);
-  std::atomic<bool> streaming{false};
   std::thread t([&] {
-    json body = {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 200}, {"ignore_eos", true},
-                 {"stream", true}};
-    (void)(*other)->stream("POST", "/v1/completions", body.dump(),
-                           {{"content-type", "application/json"}}, [&](std::string_view) {
-                             streaming = true;
-                             return true;
-                           });
+    json body = {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 200}, {"ignore_eos", true}};
+    auto r = (*other)->request("POST", "/v1/completions", body.dump(),
+                               {{"content-type", "application/json"}});
+    EXPECT_TRUE(r && r->status == 200);
   });
-  while (!streaming)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool queued = false;
+  for (int i = 0; i < 2000 && !queued; ++i) {
+    auto m = json::parse(get("/admin/status").body)["models"][0];
+    queued = m["queued"] == 1 || m["in_flight"] == 1;
+    if (!queued)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(queued);
   auto r = post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
   EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "rate_limit_error") << r.body;
   t.join();
   // keep_alive 0: the idle instance stops; the next request starts one from the DRAM tier.
   for (int i = 0; i < 300 && json::parse(get("/admin/status").body)["models"][0]["instances"] != 0;

@@ -1,5 +1,5 @@
-// The thaw binary, run as a user runs it: make-model, convert, inspect, bench load, and the
-// errors a user sees for bad input.
+// The thaw binary, run as a user runs it: make-model, convert, inspect, bench load|engine|ucx, and
+// the errors a user sees for bad input.
 
 #include "runtime/checkpoint/checkpoint.hpp"
 #include "runtime/common/posix.hpp"
@@ -141,6 +141,23 @@ TEST(Cli, BenchLoadPrintsRatios) {
   EXPECT_EQ(j["loader_stats"]["bytes_from_dram"].get<std::uint64_t>(), 6 * model); // 3 a round
   // The copies are removed afterwards.
   EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
+}
+
+TEST(Cli, BenchUcxComparesTheDataPlaneWithRawGets) {
+  testing::temp_dir dir;
+  auto r = run("bench ucx --bytes 8MiB --segment 1MiB --piece 512KiB --rounds 2 --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k :
+       {"raw_ucp_get", "data_plane_fetch", "data_plane_fetch_registered", "memcpy_1t"})
+    EXPECT_GT(j["gbps"][k].get<double>(), 0.0) << k;
+  EXPECT_GT(j["ratios"]["data_plane_vs_raw_ucp_get"].get<double>(), 0.0);
+  EXPECT_EQ(j["segments"].get<int>(), 8);
+  EXPECT_EQ(j["seconds"]["data_plane_fetch"].size(), 2u);
+
+  r = run("bench ucx --bytes 1MiB --segment nonsense", dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("--segment"), std::string::npos) << r.all;
 }
 
 TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
