@@ -37,6 +37,10 @@ struct router_state {
   std::unordered_map<std::uint64_t, pending_request> pending;
   std::uint64_t cold_starts = 0;
   bool stopping = false;
+  /// After a failed start, min_instances is not pursued again before this (doubling back-off,
+  /// 1 s to 60 s), so a model that cannot load does not retry every tick.
+  clock_type::time_point retry_after{};
+  std::chrono::seconds backoff{1};
 
   static inline const char* name = "router";
 };
@@ -124,6 +128,7 @@ void start_instance(router_ptr self) {
               self->send_exit(started.handle, caf::exit_reason::user_shutdown);
               return;
             }
+            st.backoff = std::chrono::seconds(1);
             self->monitor(started.handle);
             st.instances.push_back(instance_entry{started.handle, started.node, 0});
             if (st.metrics) {
@@ -147,6 +152,8 @@ void start_instance(router_ptr self) {
             --st.starting;
             auto e = with_context(from_caf(err), "starting an instance of " + st.spec.name);
             spdlog::error("router: {}", e.to_string());
+            st.retry_after = clock_type::now() + st.backoff;
+            st.backoff = std::min(st.backoff * 2, std::chrono::seconds(60));
             if (st.instances.empty() && st.starting == 0)
               fail_queued(self, e);
             else
@@ -234,7 +241,7 @@ void on_tick(router_ptr self) {
       ++it;
     }
   }
-  while (count + s.starting < s.spec.min_instances)
+  while (count + s.starting < s.spec.min_instances && now >= s.retry_after)
     start_instance(self);
   self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
 }

