@@ -1,5 +1,7 @@
 #include "transport/http_client.hpp"
 
+#include "transport/beast_text.hpp"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -32,14 +34,8 @@ namespace {
 // optional limit, and none then rejects every body.)
 constexpr std::uint64_t no_body_limit = std::numeric_limits<std::uint64_t>::max();
 
-std::string_view sv(boost::beast::string_view s) { return {s.data(), s.size()}; }
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
+using detail::lower;
+using detail::sv;
 
 // Errors that mean the server closed a kept-alive connection before reading our request: the
 // request can be sent again on a fresh connection.

@@ -1,5 +1,7 @@
 #include "transport/http_connection.hpp"
 
+#include "transport/beast_text.hpp"
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/string.hpp>
@@ -51,14 +53,6 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-std::string_view sv(boost::beast::string_view s) { return {s.data(), s.size()}; }
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 } // namespace
 
