@@ -1,0 +1,276 @@
+// Cluster mode as a user runs it: `thaw head` and two `thaw node` processes on 127.0.0.1, two
+// models, streaming requests to both, a node with the wrong secret refused, a node killed in the
+// middle of a stream. Every wait is bounded; the child processes are killed by their destructors.
+
+#include "tests/support/process.hpp"
+#include "tests/support/test_models.hpp"
+#include "transport/http_client.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <thread>
+
+namespace thaw {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string secret = "correct-horse-battery-staple";
+
+/// Reads lines until one contains `needle`; returns that line or "" after `timeout`.
+std::string wait_for_line(testing::child_process& p, const std::string& needle,
+                          std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto line = p.read_line(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()));
+    if (!line)
+      return {};
+    if (line->find(needle) != std::string::npos)
+      return *line;
+  }
+  return {};
+}
+
+/// The text of an SSE body: every choice's text, whether [DONE] came, and any error message.
+struct sse_result {
+  std::string text;
+  int chunks = 0;
+  int tokens = -1; ///< usage.completion_tokens, -1 when no usage chunk came
+  bool done = false;
+  std::string error;
+};
+
+sse_result parse_sse(const std::string& raw) {
+  sse_result out;
+  std::size_t pos = 0;
+  while ((pos = raw.find("data: ", pos)) != std::string::npos) {
+    const auto end = raw.find("\n\n", pos);
+    if (end == std::string::npos)
+      break;
+    const auto payload = raw.substr(pos + 6, end - pos - 6);
+    pos = end + 2;
+    if (payload == "[DONE]") {
+      out.done = true;
+      continue;
+    }
+    auto j = json::parse(payload, nullptr, false);
+    if (j.is_discarded())
+      continue;
+    if (j.contains("usage") && j["usage"].is_object())
+      out.tokens = j["usage"]["completion_tokens"].get<int>();
+    if (j.contains("error"))
+      out.error = j["error"]["message"].get<std::string>();
+    if (j.contains("choices"))
+      for (auto& c : j["choices"]) {
+        out.text += c["text"].get<std::string>();
+        ++out.chunks;
+      }
+  }
+  return out;
+}
+
+class ClusterProcess : public ::testing::Test {
+protected:
+  void SetUp() override {
+    testing::make_hf(dir_ / "hf-tiny", "tiny");
+    testing::import(dir_ / "hf-tiny", dir_ / "tiny");
+    // stories15m's shape: slow enough on one thread that a stream is still running when its
+    // node is killed.
+    testing::make_hf(dir_ / "hf-big", "stories15m");
+    testing::import(dir_ / "hf-big", dir_ / "big");
+    std::ofstream{dir_ / "head.toml"} << "[http]\nport = 0\n[cluster]\nport = 0\nsecret = \""
+                                      << secret << "\"\n[[models]]\nname = \"tiny\"\n"
+                                      << "checkpoint = \"" << (dir_ / "tiny").string()
+                                      << "\"\n[[models]]\nname = \"big\"\ncheckpoint = \""
+                                      << (dir_ / "big").string() << "\"\n";
+    head_ = std::make_unique<testing::child_process>(
+        std::vector<std::string>{THAW_BINARY, "head", "--config", (dir_ / "head.toml").string(),
+                                 "--log-level", "warn"},
+        true);
+    // "thaw head: http://127.0.0.1:PORT  control 127.0.0.1:PORT"
+    const auto line = wait_for_line(*head_, "thaw head: http://127.0.0.1:", 120s);
+    ASSERT_FALSE(line.empty()) << "thaw head printed no address";
+    http_port_ = static_cast<std::uint16_t>(std::stoi(line.substr(line.find("1:") + 2)));
+    control_ = line.substr(line.find("control ") + 8);
+    nodes_.push_back(start_node("node-a", secret));
+    nodes_.push_back(start_node("node-b", secret));
+    for (auto& n : nodes_)
+      ASSERT_FALSE(wait_for_line(*n, "joined", 60s).empty()) << "a node did not join";
+    auto c = http::client::connect("127.0.0.1", http_port_);
+    ASSERT_TRUE(c) << c.err().to_string();
+    client_ = std::move(*c);
+    ASSERT_TRUE(wait_for_nodes(2)) << "the head never saw both nodes";
+  }
+
+  std::unique_ptr<testing::child_process> start_node(const std::string& name,
+                                                     const std::string& node_secret) {
+    return std::make_unique<testing::child_process>(
+        std::vector<std::string>{THAW_BINARY, "node", "--head", control_, "--name", name,
+                                 "--set", "cluster.secret=\"" + node_secret + "\"", "--set",
+                                 "node.threads=1", "--set", "loader.pool_bytes=\"128MiB\"",
+                                 "--set", "loader.chunk_bytes=\"64KiB\"", "--log-level", "warn"},
+        true);
+  }
+
+  json status() {
+    auto r = client_->request("GET", "/admin/status");
+    if (!r || r->status != 200)
+      return json::object();
+    return json::parse(r->body, nullptr, false);
+  }
+
+  /// Waits (bounded) until the head reports `n` nodes.
+  bool wait_for_nodes(std::size_t n) {
+    for (int i = 0; i < 300; ++i) {
+      auto s = status();
+      if (s.contains("nodes") && s["nodes"].size() == n)
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
+  /// The node that runs an instance of `model` ("" when none does, after a bounded wait).
+  std::string node_of(const std::string& model) {
+    for (int i = 0; i < 300; ++i) {
+      auto s = status();
+      for (auto& n : s.value("nodes", json::array()))
+        for (auto& inst : n["instances"])
+          if (inst["model"] == model)
+            return n["name"].get<std::string>();
+      std::this_thread::sleep_for(100ms);
+    }
+    return {};
+  }
+
+  /// One completion on its own connection; the status and the parsed stream.
+  static std::pair<int, sse_result> stream(std::uint16_t port, const std::string& model,
+                                           int max_tokens,
+                                           std::function<void()> on_first = nullptr) {
+    auto c = http::client::connect("127.0.0.1", port);
+    if (!c)
+      return {0, {}};
+    json body = {{"model", model},       {"prompt", "Once upon a time"},
+                 {"max_tokens", max_tokens}, {"ignore_eos", true},
+                 {"temperature", 0},     {"stream", true},
+                 {"stream_options", {{"include_usage", true}}}};
+    std::string raw;
+    auto r = (*c)->stream("POST", "/v1/completions", body.dump(),
+                          {{"content-type", "application/json"}}, [&](std::string_view d) {
+                            raw += d;
+                            if (on_first) {
+                              on_first();
+                              on_first = nullptr;
+                            }
+                            return true;
+                          });
+    if (!r)
+      return {0, parse_sse(raw)};
+    return {r->status, parse_sse(raw)};
+  }
+
+  testing::temp_dir dir_;
+  std::unique_ptr<testing::child_process> head_;
+  std::vector<std::unique_ptr<testing::child_process>> nodes_;
+  std::uint16_t http_port_ = 0;
+  std::string control_;
+  std::unique_ptr<http::client> client_;
+};
+
+TEST_F(ClusterProcess, TwoNodesServeTwoModelsWithConcurrentStreams) {
+  auto s = status();
+  ASSERT_EQ(s["nodes"].size(), 2u);
+  std::vector<std::string> names;
+  for (auto& n : s["nodes"])
+    names.push_back(n["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"node-a", "node-b"}));
+
+  std::vector<std::pair<int, sse_result>> results(4);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < results.size(); ++i)
+    threads.emplace_back([&, i] {
+      results[i] = stream(http_port_, i % 2 == 0 ? "tiny" : "big", 12);
+    });
+  for (auto& t : threads)
+    t.join();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].first, 200) << "request " << i;
+    EXPECT_TRUE(results[i].second.done) << "request " << i;
+    EXPECT_TRUE(results[i].second.error.empty()) << results[i].second.error;
+    EXPECT_EQ(results[i].second.tokens, 12) << "request " << i;
+  }
+  // Greedy decoding: the same model gives the same text wherever it ran.
+  EXPECT_EQ(results[0].second.text, results[2].second.text);
+  EXPECT_EQ(results[1].second.text, results[3].second.text);
+}
+
+TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
+  auto intruder = start_node("node-x", "not-the-secret");
+  const auto refusal = wait_for_line(*intruder, "wrong cluster secret", 60s);
+  EXPECT_FALSE(refusal.empty()) << "the node did not say why it was refused";
+  const auto code = intruder->wait(30s);
+  ASSERT_TRUE(code.has_value()) << "the refused node kept running";
+  EXPECT_NE(*code, 0);
+  EXPECT_FALSE(wait_for_line(*head_, "refused node 'node-x'", 30s).empty())
+      << "the head did not log the refusal";
+  auto s = status();
+  ASSERT_EQ(s["nodes"].size(), 2u);
+  for (auto& n : s["nodes"])
+    EXPECT_NE(n["name"], "node-x");
+  auto [code2, r] = stream(http_port_, "tiny", 6);
+  EXPECT_EQ(code2, 200);
+  EXPECT_EQ(r.tokens, 6);
+  EXPECT_TRUE(r.done);
+}
+
+TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesOn) {
+  // Place the models one after the other, so the scheduler sees the first node busy and puts
+  // the second model on the other node.
+  ASSERT_EQ(stream(http_port_, "tiny", 2).first, 200);
+  const auto tiny_node = node_of("tiny");
+  ASSERT_FALSE(tiny_node.empty());
+  ASSERT_EQ(stream(http_port_, "big", 2).first, 200);
+  const auto big_node = node_of("big");
+  ASSERT_FALSE(big_node.empty());
+  ASSERT_NE(tiny_node, big_node) << "both models were placed on " << tiny_node;
+  auto& victim = nodes_[big_node == "node-a" ? 0 : 1];
+
+  // Requests to the other node run throughout.
+  std::atomic<bool> killed{false};
+  std::vector<std::pair<int, sse_result>> others;
+  std::thread other_thread([&] {
+    for (int i = 0; i < 200 && (!killed || others.size() < 3); ++i)
+      others.push_back(stream(http_port_, "tiny", 20));
+  });
+  auto [big_status, big] = stream(http_port_, "big", 240, [&] {
+    victim->signal(SIGKILL);
+    killed = true;
+  });
+  other_thread.join();
+  EXPECT_TRUE(killed);
+  EXPECT_EQ(big_status, 200);
+  EXPECT_EQ(big.tokens, -1) << "the stream finished before the kill took effect";
+  EXPECT_NE(big.error.find("lost"), std::string::npos) << "error: '" << big.error << "'";
+  EXPECT_NE(big.error.find(big_node), std::string::npos) << "error: '" << big.error << "'";
+  EXPECT_TRUE(big.done);
+  for (const auto& [code, r] : others) {
+    EXPECT_EQ(code, 200);
+    EXPECT_EQ(r.tokens, 20);
+    EXPECT_TRUE(r.error.empty()) << r.error;
+  }
+
+  // The head forgets the dead node, and the model is started again on the one left.
+  ASSERT_TRUE(wait_for_nodes(1));
+  auto [again_status, again] = stream(http_port_, "big", 8);
+  EXPECT_EQ(again_status, 200);
+  EXPECT_EQ(again.tokens, 8);
+  EXPECT_TRUE(again.error.empty()) << again.error;
+  EXPECT_EQ(node_of("big"), tiny_node);
+}
+
+} // namespace
+} // namespace thaw
