@@ -19,6 +19,8 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 
 const std::string secret = "correct-horse-battery-staple";
+/// Heartbeats every half second; a peer silent for 3 s counts as lost.
+const std::string timeouts = "heartbeat = 0.5\ntimeout = 3\n";
 
 /// Reads lines until one contains `needle`; returns that line or "" after `timeout`.
 std::string wait_for_line(testing::child_process& p, const std::string& needle,
@@ -83,7 +85,7 @@ protected:
     testing::make_hf(dir_ / "hf-big", "stories15m");
     testing::import(dir_ / "hf-big", dir_ / "big");
     std::ofstream{dir_ / "head.toml"} << "[http]\nport = 0\n[cluster]\nport = 0\nsecret = \""
-                                      << secret << "\"\n[[models]]\nname = \"tiny\"\n"
+                                      << secret << "\"\n" << timeouts << "[[models]]\nname = \"tiny\"\n"
                                       << "checkpoint = \"" << (dir_ / "tiny").string()
                                       << "\"\n[[models]]\nname = \"big\"\ncheckpoint = \""
                                       << (dir_ / "big").string() << "\"\n";
@@ -112,7 +114,9 @@ protected:
         std::vector<std::string>{THAW_BINARY, "node", "--head", control_, "--name", name,
                                  "--set", "cluster.secret=\"" + node_secret + "\"", "--set",
                                  "node.threads=1", "--set", "loader.pool_bytes=\"128MiB\"",
-                                 "--set", "loader.chunk_bytes=\"64KiB\"", "--log-level", "warn"},
+                                 "--set", "loader.chunk_bytes=\"64KiB\"", "--set",
+                                 "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
+                                 "--log-level", "warn"},
         true);
   }
 
@@ -270,6 +274,37 @@ TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesO
   EXPECT_EQ(again.tokens, 8);
   EXPECT_TRUE(again.error.empty()) << again.error;
   EXPECT_EQ(node_of("big"), tiny_node);
+}
+
+TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
+  ASSERT_EQ(stream(http_port_, "tiny", 2).first, 200);
+  const auto tiny_node = node_of("tiny");
+  ASSERT_FALSE(tiny_node.empty());
+  auto& hung = nodes_[tiny_node == "node-a" ? 0 : 1];
+  // Stopped, its socket stays open: only the missing heartbeats tell the head.
+  hung->signal(SIGSTOP);
+  ASSERT_TRUE(wait_for_nodes(1)) << "the head still lists the stopped node";
+  // The model is started again on the node that is left.
+  auto [code, r] = stream(http_port_, "tiny", 4);
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(r.tokens, 4);
+  EXPECT_NE(node_of("tiny"), tiny_node);
+  // Woken up, the node finds its connection to the head closed and stops with a clear line.
+  hung->signal(SIGCONT);
+  EXPECT_FALSE(wait_for_line(*hung, "lost the head", 60s).empty());
+  const auto exit = hung->wait(30s);
+  ASSERT_TRUE(exit.has_value()) << "the node kept running without a head";
+  EXPECT_NE(*exit, 0);
+}
+
+TEST_F(ClusterProcess, NodesStopWhenTheHeadGoesAway) {
+  head_->signal(SIGKILL);
+  for (auto& n : nodes_) {
+    EXPECT_FALSE(wait_for_line(*n, "lost the head", 60s).empty());
+    const auto exit = n->wait(30s);
+    ASSERT_TRUE(exit.has_value()) << "a node kept running without a head";
+    EXPECT_NE(*exit, 0);
+  }
 }
 
 } // namespace
