@@ -1,6 +1,7 @@
 #include "actors/cluster.hpp"
 
 #include <caf/actor_system_config.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include <cstring>
 #include <fcntl.h>
@@ -49,10 +50,18 @@ expected<cluster_options> cluster_options::from_config(const config& cfg) {
     return make_error(errc::invalid_argument,
                       "config key 'cluster.timeout' must be longer than 'cluster.heartbeat'");
   THAW_ASSIGN(o.secret, cfg.get_string("cluster.secret", ""));
-  THAW_ASSIGN(auto dir, cfg.get_string("cluster.dir", ""));
-  if (o.secret.empty() && !dir.empty()) {
-    THAW_ASSIGN(o.secret, read_secret_file(std::filesystem::path{dir} / "secret"));
+  THAW_ASSIGN(o.dir, cfg.get_string("cluster.dir", ""));
+  if (o.secret.empty() && !o.dir.empty()) {
+    THAW_ASSIGN(o.secret, read_secret_file(std::filesystem::path{o.dir} / "secret"));
   }
+  const bool has_ca = !o.dir.empty() && std::filesystem::exists(std::filesystem::path{o.dir} / "ca.pem");
+  // Off unless asked for: with CAF 0.17.6's OpenSSL module a peer that fails the TLS handshake
+  // makes the head drop the nodes already connected (see cluster.hpp).
+  THAW_ASSIGN(o.tls, cfg.get_bool("cluster.tls", false));
+  if (o.tls && !has_ca)
+    return make_error(errc::invalid_argument,
+                      "cluster.tls: TLS needs cluster.dir with the certificates `thaw cluster "
+                      "init DIR` makes (no ca.pem in '" + o.dir + "')");
   if (o.secret.empty())
     return make_error(errc::invalid_argument,
                       "cluster.secret or cluster.dir: a cluster needs a shared secret (make one "
@@ -70,6 +79,7 @@ status init_cluster_dir(const std::filesystem::path& dir) {
     return make_error(errc::already_exists,
                       file.string() + ": a cluster secret is already there; remove it first to "
                                       "make a new one (every node then needs the new one)");
+  THAW_TRY(make_cluster_certificates(dir));
   unsigned char raw[32];
   {
     std::ifstream rnd{"/dev/urandom", std::ios::binary};
@@ -97,8 +107,17 @@ status init_cluster_dir(const std::filesystem::path& dir) {
   return {};
 }
 
-std::unique_ptr<caf::actor_system_config> make_cluster_system_config(const cluster_options& o) {
+std::unique_ptr<caf::actor_system_config> make_cluster_system_config(const cluster_options& o,
+                                                                     cluster_role role) {
   auto cfg = make_actor_system_config();
+  if (o.tls) {
+    const std::filesystem::path dir{o.dir};
+    const char* stem = role == cluster_role::head ? "head" : "node";
+    cfg->load<caf::openssl::manager>();
+    cfg->openssl_cafile = (dir / "ca.pem").string();
+    cfg->openssl_certificate = (dir / (std::string{stem} + ".pem")).string();
+    cfg->openssl_key = (dir / (std::string{stem} + ".key")).string();
+  }
   // BASP heartbeats, and a connection silent for longer than the timeout is closed: a hung
   // peer (stopped, swapped out, cut off) then looks like a dead one, and its proxies' down
   // messages reach whoever monitors them.

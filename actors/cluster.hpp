@@ -11,8 +11,13 @@
 /// the scheduler and the routers, as a killed node's do at once; a node whose head goes away
 /// stops and says so.
 ///
-/// The control connection is plain TCP: the secret keeps strangers out of the cluster, it does
-/// not hide the traffic (TLS through CAF's OpenSSL module is not wired in yet).
+/// TLS (cluster.tls = true, with cluster.dir holding the certificates `thaw cluster init`
+/// makes): the control connections run over CAF's OpenSSL module and both sides accept only a
+/// peer whose certificate the cluster's CA signed. It is off by default because CAF 0.17.6's
+/// module has a flaw we cannot fix from outside: when any peer fails the TLS handshake (a
+/// foreign certificate, a port scanner), the head also drops the nodes already connected. Off,
+/// the connection is plain TCP: the secret keeps strangers out of the cluster but does not hide
+/// the traffic.
 ///
 /// Service order (CONVENTIONS.md rule 8): start() brings everything up, stop() takes it down in
 /// reverse; both servers stop in their destructors.
@@ -38,18 +43,30 @@ struct cluster_options {
   std::int64_t heartbeat_ms = 1000;   ///< cluster.heartbeat: seconds between heartbeats
   std::int64_t timeout_ms = 10000;    ///< cluster.timeout: silence before a peer counts as lost
   std::int64_t connect_ms = 10000;    ///< cluster.connect_timeout: a node's wait for the head
+  /// cluster.tls: TLS with the certificates in `dir` (default off; see above).
+  bool tls = false;
+  std::string dir; ///< cluster.dir
 
   /// Reads cluster.*; a missing secret is an error that says how to make one.
   [[nodiscard]] static expected<cluster_options> from_config(const config& cfg);
 };
 
-/// `thaw cluster init DIR`: makes DIR and writes DIR/secret (64 hex characters from the OS's
-/// random source, mode 0600). Refuses to overwrite an existing secret.
+/// `thaw cluster init DIR`: makes DIR with the cluster's certificates (make_cluster_certificates)
+/// and DIR/secret (64 hex characters from the OS's random source, mode 0600). Refuses to
+/// overwrite an existing secret or certificate.
 [[nodiscard]] status init_cluster_dir(const std::filesystem::path& dir);
 
-/// An actor system configured for the cluster: make_actor_system_config() plus heartbeats.
+/// Writes ca.{pem,key} (a self-signed CA), head.{pem,key} and node.{pem,key} (RSA 2048, signed
+/// by the CA, valid ten years) into `dir`; keys are mode 0600.
+[[nodiscard]] status make_cluster_certificates(const std::filesystem::path& dir);
+
+/// Which end of the control connection a process is: picks its certificate in cluster.dir.
+enum class cluster_role : std::uint8_t { head, node };
+
+/// An actor system configured for the cluster: make_actor_system_config() plus heartbeats, and
+/// CAF's OpenSSL module with the role's certificate when TLS is on.
 [[nodiscard]] std::unique_ptr<caf::actor_system_config>
-make_cluster_system_config(const cluster_options& opts);
+make_cluster_system_config(const cluster_options& opts, cluster_role role);
 
 /// The head: everything `thaw serve` runs except the node, plus the control port.
 class head_server {

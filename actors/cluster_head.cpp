@@ -10,6 +10,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/publish.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -78,7 +79,7 @@ expected<std::unique_ptr<head_server>> head_server::start(serve_options options,
                                                           cluster_options cluster) {
   auto p = std::make_unique<impl>();
   p->metrics = std::make_shared<metrics::registry>();
-  p->cfg = make_cluster_system_config(cluster);
+  p->cfg = make_cluster_system_config(cluster, cluster_role::head);
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
   p->scheduler = spawn_scheduler(sys);
@@ -97,15 +98,18 @@ expected<std::unique_ptr<head_server>> head_server::start(serve_options options,
     if (failed)
       return std::move(*failed);
   }
-  auto port = sys.middleman().publish(s.head, cluster.port, cluster.address.c_str(), true);
+  auto port = cluster.tls
+                  ? caf::openssl::publish(s.head, cluster.port, cluster.address.c_str(), true)
+                  : sys.middleman().publish(s.head, cluster.port, cluster.address.c_str(), true);
   if (!port)
     return make_error(errc::io_error, "cluster.port: cannot listen on " + cluster.address + ":" +
                                           std::to_string(cluster.port) + ": " +
                                           sys.render(port.error()));
   s.control_port = *port;
   THAW_ASSIGN(s.http, http::server::start(options.http, gateway_handler(s.gateway)));
-  spdlog::info("head: http on {}:{}, nodes join on {}:{}", options.http.address,
-               s.http->port(), cluster.address, s.control_port);
+  spdlog::info("head: http on {}:{}, nodes join on {}:{} ({})", options.http.address,
+               s.http->port(), cluster.address, s.control_port,
+               cluster.tls ? "TLS" : "plain TCP, no TLS");
   return server;
 }
 

@@ -8,6 +8,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/remote_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
@@ -64,7 +65,7 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
                                                           std::uint16_t head_port) {
   THAW_ASSIGN(auto ctx, node_context::create(node, std::make_shared<metrics::registry>()));
   auto p = std::make_unique<impl>();
-  p->cfg = make_cluster_system_config(cluster);
+  p->cfg = make_cluster_system_config(cluster, cluster_role::node);
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
   const auto where = head_host + ":" + std::to_string(head_port);
@@ -76,16 +77,20 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
       std::chrono::steady_clock::now() + std::chrono::milliseconds{cluster.connect_ms};
   caf::actor head;
   for (;;) {
-    auto h = sys.middleman().remote_actor(head_host, head_port);
+    auto h = cluster.tls ? caf::openssl::remote_actor(sys, head_host, head_port)
+                         : sys.middleman().remote_actor(head_host, head_port);
     if (h) {
       head = std::move(*h);
       break;
     }
     if (std::chrono::steady_clock::now() >= deadline)
-      return make_error(errc::io_error, "cannot reach the head at " + where + " within " +
-                                            std::to_string(cluster.connect_ms / 1000.0) +
-                                            " s (cluster.connect_timeout): " +
-                                            sys.render(h.error()));
+      return make_error(
+          errc::io_error,
+          "cannot reach the head at " + where + " within " + std::to_string(cluster.connect_ms) +
+              " ms (cluster.connect_timeout): " + sys.render(h.error()) +
+              (cluster.tls ? " (TLS: the head accepts only certificates from its own `thaw "
+                             "cluster init`)"
+                           : " (if the head runs TLS, set cluster.tls and cluster.dir)"));
     std::this_thread::sleep_for(std::chrono::milliseconds{200});
   }
 
@@ -104,7 +109,8 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
     return make_error(errc::internal, "the head at " + where + " answered without a scheduler");
   s.watcher = sys.spawn(watcher_fn, head, where, s.failure);
   s.node = spawn_node(sys, std::move(ctx), scheduler);
-  spdlog::info("node: {} joined the cluster at {}", node.name, where);
+  spdlog::info("node: {} joined the cluster at {} ({})", node.name, where,
+               cluster.tls ? "TLS" : "plain TCP, no TLS");
   return server;
 }
 

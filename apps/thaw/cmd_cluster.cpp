@@ -6,10 +6,14 @@
 #include "actors/cluster.hpp"
 #include "runtime/common/log.hpp"
 
+#include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
+#include <mutex>
 #include <spdlog/spdlog.h>
+#include <thread>
 
 namespace thaw::app {
 namespace {
@@ -65,6 +69,32 @@ expected<int> run_head(head_args& a) {
   return 0;
 }
 
+/// Stops the node and returns `code`. If its actor system does not finish within 10 s, the
+/// process ends with `code` instead of hanging: seen with CAF 0.17.6 when the head was lost
+/// while an instance ran (a reference to the instance, whose handle went to the head, stays).
+int stop_node(node_server& server, int code) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog{[&] {
+    std::unique_lock lock{mu};
+    if (!cv.wait_for(lock, std::chrono::seconds{10}, [&] { return done; })) {
+      spdlog::warn("node: the actor system did not stop within 10 s; exiting anyway");
+      std::fflush(stdout);
+      std::fflush(stderr);
+      std::_Exit(code);
+    }
+  }};
+  server.stop();
+  {
+    std::lock_guard lock{mu};
+    done = true;
+  }
+  cv.notify_one();
+  watchdog.join();
+  return code;
+}
+
 expected<int> run_node(node_args& a) {
   THAW_ASSIGN(auto cfg, a.common.load_config());
   THAW_ASSIGN(auto serve, serve_options::from_config(cfg));
@@ -94,13 +124,10 @@ expected<int> run_node(node_args& a) {
     const int sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig > 0) {
       spdlog::info("node: {} received, stopping", signal_name(sig));
-      server->stop();
-      return 0;
+      return stop_node(*server, 0);
     }
-    if (auto failed = server->failure()) {
-      server->stop();
-      return *failed;
-    }
+    if (auto failed = server->failure())
+      return stop_node(*server, report_error("node", *failed));
   }
 }
 
@@ -146,17 +173,22 @@ void add_cluster_commands(CLI::App& app) {
   cluster->require_subcommand(1);
   auto dir = std::make_shared<std::string>();
   auto* init = cluster->add_subcommand(
-      "init", "Make DIR with a new cluster secret (DIR/secret); give the head and every node "
-              "cluster.dir = \"DIR\" (or a copy of it)");
+      "init", "Make DIR with a new cluster secret and TLS certificates (a CA, the head's and "
+              "the nodes'); give the head and every node cluster.dir = \"DIR\"");
   init->add_option("DIR", *dir, "Directory to make")->required();
   init->callback([dir] {
     if (auto s = init_cluster_dir(*dir); !s) {
       run_result = report_error("cluster init", s.err());
       return;
     }
-    std::printf("thaw cluster init: wrote %s/secret (keep it private; the head and each node "
-                "read it through cluster.dir)\n",
-                dir->c_str());
+    std::printf("thaw cluster init: wrote the cluster secret and TLS certificates to %s:\n"
+                "  secret, ca.pem           for the head and every node\n"
+                "  head.pem, head.key       for the head\n"
+                "  node.pem, node.key       for the nodes\n"
+                "  ca.key                   keep it offline: it signs certificates\n"
+                "Set cluster.dir = \"%s\" on the head and the nodes (and cluster.tls = true "
+                "for TLS).\n",
+                dir->c_str(), dir->c_str());
     run_result = 0;
   });
 }

@@ -75,6 +75,33 @@ sse_result parse_sse(const std::string& raw) {
   return out;
 }
 
+/// One streamed completion on its own connection: the HTTP status and the parsed stream.
+/// `on_first` runs when the first piece of the body arrives.
+std::pair<int, sse_result> stream_completion(std::uint16_t port, const std::string& model,
+                                             int max_tokens,
+                                             std::function<void()> on_first = nullptr) {
+  auto c = http::client::connect("127.0.0.1", port);
+  if (!c)
+    return {0, {}};
+  json body = {{"model", model},       {"prompt", "Once upon a time"},
+               {"max_tokens", max_tokens}, {"ignore_eos", true},
+               {"temperature", 0},     {"stream", true},
+               {"stream_options", {{"include_usage", true}}}};
+  std::string raw;
+  auto r = (*c)->stream("POST", "/v1/completions", body.dump(),
+                        {{"content-type", "application/json"}}, [&](std::string_view d) {
+                          raw += d;
+                          if (on_first) {
+                            on_first();
+                            on_first = nullptr;
+                          }
+                          return true;
+                        });
+  if (!r)
+    return {0, parse_sse(raw)};
+  return {r->status, parse_sse(raw)};
+}
+
 class ClusterProcess : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -151,32 +178,6 @@ protected:
     return {};
   }
 
-  /// One completion on its own connection; the status and the parsed stream.
-  static std::pair<int, sse_result> stream(std::uint16_t port, const std::string& model,
-                                           int max_tokens,
-                                           std::function<void()> on_first = nullptr) {
-    auto c = http::client::connect("127.0.0.1", port);
-    if (!c)
-      return {0, {}};
-    json body = {{"model", model},       {"prompt", "Once upon a time"},
-                 {"max_tokens", max_tokens}, {"ignore_eos", true},
-                 {"temperature", 0},     {"stream", true},
-                 {"stream_options", {{"include_usage", true}}}};
-    std::string raw;
-    auto r = (*c)->stream("POST", "/v1/completions", body.dump(),
-                          {{"content-type", "application/json"}}, [&](std::string_view d) {
-                            raw += d;
-                            if (on_first) {
-                              on_first();
-                              on_first = nullptr;
-                            }
-                            return true;
-                          });
-    if (!r)
-      return {0, parse_sse(raw)};
-    return {r->status, parse_sse(raw)};
-  }
-
   testing::temp_dir dir_;
   std::unique_ptr<testing::child_process> head_;
   std::vector<std::unique_ptr<testing::child_process>> nodes_;
@@ -197,7 +198,7 @@ TEST_F(ClusterProcess, TwoNodesServeTwoModelsWithConcurrentStreams) {
   std::vector<std::thread> threads;
   for (std::size_t i = 0; i < results.size(); ++i)
     threads.emplace_back([&, i] {
-      results[i] = stream(http_port_, i % 2 == 0 ? "tiny" : "big", 12);
+      results[i] = stream_completion(http_port_, i % 2 == 0 ? "tiny" : "big", 12);
     });
   for (auto& t : threads)
     t.join();
@@ -210,6 +211,10 @@ TEST_F(ClusterProcess, TwoNodesServeTwoModelsWithConcurrentStreams) {
   // Greedy decoding: the same model gives the same text wherever it ran.
   EXPECT_EQ(results[0].second.text, results[2].second.text);
   EXPECT_EQ(results[1].second.text, results[3].second.text);
+  // A node stops cleanly on SIGTERM, instances and all, and the head lets it go.
+  nodes_[0]->signal(SIGTERM);
+  EXPECT_EQ(nodes_[0]->wait(60s), 0);
+  EXPECT_TRUE(wait_for_nodes(1));
 }
 
 TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
@@ -225,7 +230,7 @@ TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
   ASSERT_EQ(s["nodes"].size(), 2u);
   for (auto& n : s["nodes"])
     EXPECT_NE(n["name"], "node-x");
-  auto [code2, r] = stream(http_port_, "tiny", 6);
+  auto [code2, r] = stream_completion(http_port_, "tiny", 6);
   EXPECT_EQ(code2, 200);
   EXPECT_EQ(r.tokens, 6);
   EXPECT_TRUE(r.done);
@@ -234,10 +239,10 @@ TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
 TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesOn) {
   // Place the models one after the other, so the scheduler sees the first node busy and puts
   // the second model on the other node.
-  ASSERT_EQ(stream(http_port_, "tiny", 2).first, 200);
+  ASSERT_EQ(stream_completion(http_port_, "tiny", 2).first, 200);
   const auto tiny_node = node_of("tiny");
   ASSERT_FALSE(tiny_node.empty());
-  ASSERT_EQ(stream(http_port_, "big", 2).first, 200);
+  ASSERT_EQ(stream_completion(http_port_, "big", 2).first, 200);
   const auto big_node = node_of("big");
   ASSERT_FALSE(big_node.empty());
   ASSERT_NE(tiny_node, big_node) << "both models were placed on " << tiny_node;
@@ -248,9 +253,9 @@ TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesO
   std::vector<std::pair<int, sse_result>> others;
   std::thread other_thread([&] {
     for (int i = 0; i < 200 && (!killed || others.size() < 3); ++i)
-      others.push_back(stream(http_port_, "tiny", 20));
+      others.push_back(stream_completion(http_port_, "tiny", 20));
   });
-  auto [big_status, big] = stream(http_port_, "big", 240, [&] {
+  auto [big_status, big] = stream_completion(http_port_, "big", 240, [&] {
     victim->signal(SIGKILL);
     killed = true;
   });
@@ -269,7 +274,7 @@ TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesO
 
   // The head forgets the dead node, and the model is started again on the one left.
   ASSERT_TRUE(wait_for_nodes(1));
-  auto [again_status, again] = stream(http_port_, "big", 8);
+  auto [again_status, again] = stream_completion(http_port_, "big", 8);
   EXPECT_EQ(again_status, 200);
   EXPECT_EQ(again.tokens, 8);
   EXPECT_TRUE(again.error.empty()) << again.error;
@@ -277,7 +282,7 @@ TEST_F(ClusterProcess, ANodeKilledMidStreamFailsOnlyItsRequestsAndTheModelMovesO
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
-  ASSERT_EQ(stream(http_port_, "tiny", 2).first, 200);
+  ASSERT_EQ(stream_completion(http_port_, "tiny", 2).first, 200);
   const auto tiny_node = node_of("tiny");
   ASSERT_FALSE(tiny_node.empty());
   auto& hung = nodes_[tiny_node == "node-a" ? 0 : 1];
@@ -285,7 +290,7 @@ TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
   hung->signal(SIGSTOP);
   ASSERT_TRUE(wait_for_nodes(1)) << "the head still lists the stopped node";
   // The model is started again on the node that is left.
-  auto [code, r] = stream(http_port_, "tiny", 4);
+  auto [code, r] = stream_completion(http_port_, "tiny", 4);
   EXPECT_EQ(code, 200);
   EXPECT_EQ(r.tokens, 4);
   EXPECT_NE(node_of("tiny"), tiny_node);
@@ -305,6 +310,80 @@ TEST_F(ClusterProcess, NodesStopWhenTheHeadGoesAway) {
     ASSERT_TRUE(exit.has_value()) << "a node kept running without a head";
     EXPECT_NE(*exit, 0);
   }
+}
+
+/// With the directory `thaw cluster init` makes, the control connections run over TLS: a node
+/// with the cluster's certificates joins and serves; one with another cluster's certificates
+/// cannot connect, even with the right secret.
+TEST(ClusterTls, NodesWithTheClustersCertificatesJoinOthersCannotConnect) {
+  testing::temp_dir dir;
+  testing::make_hf(dir / "hf", "tiny");
+  testing::import(dir / "hf", dir / "tiny");
+  for (const char* name : {"cluster", "other"}) {
+    testing::child_process init({THAW_BINARY, "cluster", "init", (dir / name).string()});
+    ASSERT_EQ(init.wait(60s), 0);
+  }
+  for (const char* f : {"secret", "ca.pem", "ca.key", "head.pem", "head.key", "node.pem",
+                        "node.key"})
+    EXPECT_TRUE(std::filesystem::exists(dir / "cluster" / f)) << f;
+  EXPECT_EQ(std::filesystem::status(dir / "cluster" / "node.key").permissions() &
+                std::filesystem::perms::others_read,
+            std::filesystem::perms::none);
+  const std::string cluster_dir = "cluster.dir=\"" + (dir / "cluster").string() + "\"";
+  testing::child_process head({THAW_BINARY, "head", "--port", "0", "--control-port", "0",
+                               "--set", cluster_dir, "--set", "cluster.tls=true", "--set",
+                               "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
+                               "--log-level", "warn"});
+  const auto line = wait_for_line(head, "thaw head: http://127.0.0.1:", 120s);
+  ASSERT_FALSE(line.empty());
+  const auto http_port = static_cast<std::uint16_t>(std::stoi(line.substr(line.find("1:") + 2)));
+  const auto control = line.substr(line.find("control ") + 8);
+  auto node_args = [&](const std::string& cdir) {
+    return std::vector<std::string>{
+        THAW_BINARY, "node", "--head", control, "--set", cdir, "--set", "cluster.tls=true",
+        "--set", "node.threads=1", "--set", "loader.pool_bytes=\"64MiB\"", "--set",
+        "loader.chunk_bytes=\"64KiB\"",
+        "--set", "cluster.heartbeat=0.5", "--set", "cluster.timeout=3", "--set",
+        "cluster.connect_timeout=3", "--log-level", "warn"};
+  };
+  // Another cluster's certificates, with this cluster's secret: TLS refuses the connection.
+  // (Tried before the good node joins: with CAF 0.17.6 a failed handshake also drops the nodes
+  // already connected, see actors/cluster.hpp.)
+  std::string secret_text;
+  std::getline(std::ifstream{dir / "cluster" / "secret"}, secret_text);
+  auto foreign_args = node_args("cluster.dir=\"" + (dir / "other").string() + "\"");
+  foreign_args.insert(foreign_args.end(), {"--set", "cluster.secret=\"" + secret_text + "\""});
+  testing::child_process foreign(foreign_args, true);
+  EXPECT_FALSE(wait_for_line(foreign, "cannot reach the head", 60s).empty());
+  const auto code = foreign.wait(30s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+
+  testing::child_process node(node_args(cluster_dir), true);
+  ASSERT_FALSE(wait_for_line(node, "joined", 60s).empty());
+
+  auto c = http::client::connect("127.0.0.1", http_port);
+  ASSERT_TRUE(c);
+  std::size_t nodes = 0;
+  for (int i = 0; i < 300 && nodes != 1; ++i, std::this_thread::sleep_for(100ms))
+    nodes = json::parse((*c)->request("GET", "/admin/status")->body)["nodes"].size();
+  EXPECT_EQ(nodes, 1u);
+  json body = {{"model", "tiny"}, {"prompt", "Hello"}, {"max_tokens", 5}, {"ignore_eos", true}};
+  // Deployed through the admin API this time; the instance starts on the TLS-joined node.
+  json deploy = {{"name", "tiny"}, {"checkpoint", (dir / "tiny").string()}};
+  auto d = (*c)->request("POST", "/admin/models", deploy.dump(),
+                         {{"content-type", "application/json"}});
+  ASSERT_TRUE(d);
+  ASSERT_LT(d->status, 300) << d->body;
+  auto r = (*c)->request("POST", "/v1/completions", body.dump(),
+                         {{"content-type", "application/json"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["usage"]["completion_tokens"], 5);
+  auto [code2, s2] = stream_completion(http_port, "tiny", 40);
+  EXPECT_EQ(code2, 200);
+  EXPECT_EQ(s2.tokens, 40);
+  EXPECT_TRUE(s2.done);
 }
 
 } // namespace
