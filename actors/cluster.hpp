@@ -4,7 +4,8 @@
 ///
 /// The head publishes one small "head" actor on its control port. A node connects to it with
 /// `remote_actor` and sends `join_cluster{protocol_version, secret, node_name}`; the head checks
-/// the protocol version and the cluster secret and only then answers with its scheduler, to
+/// the protocol version, the cluster secret and that no live node has that name, and only then
+/// answers with its scheduler, to
 /// which the node reports its status like an embedded node does. A refusal is logged on both
 /// sides and the node exits with the reason. Heartbeats are on (cluster.heartbeat,
 /// cluster.timeout), so a hung node's connection is closed and its actors' down messages reach

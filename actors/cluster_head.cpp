@@ -51,8 +51,31 @@ caf::behavior head_fn(caf::event_based_actor* self, std::string secret, caf::act
                                    "the head refused node '" + j.node_name +
                                        "': wrong cluster secret (cluster.secret / cluster.dir)"));
         }
-        spdlog::info("head: node '{}' joined", j.node_name);
-        return scheduler;
+        if (j.node_name.empty())
+          return to_caf(make_error(errc::invalid_argument, "a node needs a name (node.name)"));
+        // The scheduler knows nodes by name: a second node under a live node's name would
+        // replace it there. Ask first.
+        auto rp = self->make_response_promise<caf::actor>();
+        self->request(scheduler, std::chrono::seconds(10), status_atom::value)
+            .then(
+                [=](const std::vector<node_status>& nodes) mutable {
+                  for (const auto& n : nodes) {
+                    if (n.name == j.node_name) {
+                      spdlog::warn("head: refused node '{}' ({}): a node of that name is "
+                                   "registered",
+                                   j.node_name, peer);
+                      rp.deliver(to_caf(make_error(
+                          errc::already_exists,
+                          "the head refused node '" + j.node_name +
+                              "': a node of that name is already in the cluster (node.name)")));
+                      return;
+                    }
+                  }
+                  spdlog::info("head: node '{}' joined", j.node_name);
+                  rp.deliver(scheduler);
+                },
+                [=](caf::error& e) mutable { rp.deliver(std::move(e)); });
+        return rp;
       },
   };
 }

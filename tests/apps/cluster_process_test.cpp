@@ -217,7 +217,7 @@ TEST_F(ClusterProcess, TwoNodesServeTwoModelsWithConcurrentStreams) {
   EXPECT_TRUE(wait_for_nodes(1));
 }
 
-TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
+TEST_F(ClusterProcess, NodesWithTheWrongSecretOrATakenNameAreRefusedAndTheClusterCarriesOn) {
   auto intruder = start_node("node-x", "not-the-secret");
   const auto refusal = wait_for_line(*intruder, "wrong cluster secret", 60s);
   EXPECT_FALSE(refusal.empty()) << "the node did not say why it was refused";
@@ -226,6 +226,12 @@ TEST_F(ClusterProcess, ANodeWithTheWrongSecretIsRefusedAndTheClusterCarriesOn) {
   EXPECT_NE(*code, 0);
   EXPECT_FALSE(wait_for_line(*head_, "refused node 'node-x'", 30s).empty())
       << "the head did not log the refusal";
+  // The right secret under a name already in the cluster: refused too.
+  auto twin = start_node("node-a", secret);
+  EXPECT_FALSE(wait_for_line(*twin, "already in the cluster", 60s).empty());
+  const auto twin_code = twin->wait(30s);
+  ASSERT_TRUE(twin_code.has_value()) << "the second node-a kept running";
+  EXPECT_NE(*twin_code, 0);
   auto s = status();
   ASSERT_EQ(s["nodes"].size(), 2u);
   for (auto& n : s["nodes"])
