@@ -5,9 +5,8 @@
 /// The head publishes one small "head" actor on its control port. A node connects to it with
 /// `remote_actor` and sends `join_cluster{protocol_version, secret, node_name}`; the head checks
 /// the protocol version, the cluster secret and that no live node has that name, and only then
-/// answers with its scheduler, to
-/// which the node reports its status like an embedded node does. A refusal is logged on both
-/// sides and the node exits with the reason. Heartbeats are on (cluster.heartbeat,
+/// answers with its scheduler, to which the node reports its status like an embedded node
+/// does. A refusal is logged on both sides and the node exits with the reason. Heartbeats are on (cluster.heartbeat,
 /// cluster.timeout), so a hung node's connection is closed and its actors' down messages reach
 /// the scheduler and the routers, as a killed node's do at once; a node whose head goes away
 /// stops and says so.
