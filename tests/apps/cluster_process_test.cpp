@@ -9,8 +9,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <fstream>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 
 namespace thaw {
 namespace {
@@ -226,6 +230,21 @@ TEST_F(ClusterProcess, NodesWithTheWrongSecretOrATakenNameAreRefusedAndTheCluste
   EXPECT_NE(*code, 0);
   EXPECT_FALSE(wait_for_line(*head_, "refused node 'node-x'", 30s).empty())
       << "the head did not log the refusal";
+  // A stranger that is not a CAF peer at all (a port scanner, a stray client): the connection
+  // fails and nothing else does.
+  {
+    const auto colon = control_.rfind(':');
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(control_.substr(colon + 1))));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(4096, '\x7f');
+    EXPECT_GT(::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL), 0);
+    ::close(fd);
+  }
   // The right secret under a name already in the cluster: refused too.
   auto twin = start_node("node-a", secret);
   EXPECT_FALSE(wait_for_line(*twin, "already in the cluster", 60s).empty());
