@@ -54,6 +54,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<std::vector<node_status>>("std::vector<node_status>");
   cfg.add_message_type<instance_started>("instance_started");
   cfg.add_message_type<model_status>("model_status");
+  cfg.add_message_type<join_cluster>("join_cluster");
 }
 
 } // namespace thaw

@@ -231,6 +231,25 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
            x.in_flight, x.cold_starts);
 }
 
+// --- cluster ----------------------------------------------------------------------------
+
+/// The version of the messages above as they cross the network; a node whose version differs
+/// from the head's is refused at registration. Raise it whenever a networked type changes.
+inline constexpr std::uint32_t cluster_protocol_version = 1;
+
+/// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
+/// then reports to it with (node_atom, node_status)) or refuses with an error.
+struct join_cluster {
+  std::uint32_t protocol_version = cluster_protocol_version;
+  std::string secret;
+  std::string node_name;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, join_cluster& x) {
+  return f(caf::meta::type_name("join_cluster"), x.protocol_version, x.secret, x.node_name);
+}
+
 /// thaw errors inside CAF (a request's error reply): category "thaw", code errc, the message as
 /// context. from_caf turns any caf::error back (CAF's own errors become `internal` or
 /// `io_error` with CAF's description).

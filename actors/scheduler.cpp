@@ -45,8 +45,11 @@ void try_place(scheduler_ptr self, caf::typed_response_promise<instance_started>
       .then([=](instance_started& started) mutable { rp.deliver(std::move(started)); },
             [=](caf::error& err) mutable {
               auto e = from_caf(err);
-              // A model that cannot load (bad checkpoint) fails the same way everywhere.
-              if (e.code != errc::resource_exhausted) {
+              // A node that is gone (CAF's own error: its down message may not have come
+              // yet) is skipped like a full one. A model that cannot load (bad checkpoint)
+              // fails the same way everywhere.
+              const bool node_lost = err.category() != caf::atom("thaw");
+              if (e.code != errc::resource_exhausted && !node_lost) {
                 rp.deliver(std::move(err));
                 return;
               }

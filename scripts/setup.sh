@@ -8,7 +8,7 @@ packages=(
   libxxhash-dev liburing-dev libzstd-dev
   libgtest-dev
   libicu-dev
-  libcaf-dev libucx-dev libboost-dev libboost-program-options-dev
+  libcaf-dev libssl-dev libucx-dev libboost-dev libboost-program-options-dev
   curl
 )
 missing=()

@@ -37,6 +37,8 @@ void add_inspect_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+/// head, node and cluster init: cluster mode.
+void add_cluster_commands(CLI::App& app);
 /// deploy, delete, status, models: clients of a running server.
 void add_admin_commands(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);

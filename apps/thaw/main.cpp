@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   thaw::app::add_tokenize_command(app);
   thaw::app::add_generate_command(app);
   thaw::app::add_serve_command(app);
+  thaw::app::add_cluster_commands(app);
   thaw::app::add_admin_commands(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks that print ratios to a reference measured in the same run");
   bench->require_subcommand(1);

@@ -16,13 +16,16 @@ namespace thaw::testing {
 
 class child_process {
 public:
-  explicit child_process(const std::vector<std::string>& argv) {
+  /// `merge_stderr`: read the child's stderr (its log) through read_line too.
+  explicit child_process(const std::vector<std::string>& argv, bool merge_stderr = false) {
     int out[2];
     if (::pipe(out) != 0)
       return;
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(out[1], STDOUT_FILENO);
+      if (merge_stderr)
+        ::dup2(out[1], STDERR_FILENO);
       ::close(out[0]);
       ::close(out[1]);
       std::vector<char*> args;
