@@ -105,22 +105,17 @@ expected<std::unique_ptr<head_server>> head_server::start(serve_options options,
   p->cfg = make_cluster_system_config(cluster, cluster_role::head);
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
-  p->scheduler = spawn_scheduler(sys);
-  p->registry = spawn_registry(sys, p->scheduler, p->metrics);
-  p->gateway = spawn_gateway(sys, options.gateway, p->registry, p->scheduler, p->metrics);
+  auto head = spawn_head_actors(sys, options.gateway, p->metrics);
+  p->scheduler = head.scheduler;
+  p->registry = head.registry;
+  p->gateway = head.gateway;
   p->head = sys.spawn(head_fn, cluster.secret, p->scheduler);
   std::unique_ptr<head_server> server{new head_server(std::move(p))};
   auto& s = *server->impl_;
   // The models first (they need no node: instances start on the first request), then the
   // doors: the control port and HTTP.
-  for (auto& m : options.models) {
-    caf::scoped_actor self{sys};
-    std::optional<error> failed;
-    self->request(s.registry, caf::infinite, deploy_atom::value, m)
-        .receive([](model_spec&) {}, [&](caf::error& e) { failed = from_caf(e); });
-    if (failed)
-      return std::move(*failed);
-  }
+  for (auto& m : options.models)
+    THAW_TRY(deploy_and_wait(sys, s.registry, std::move(m)));
   auto port = cluster.tls
                   ? caf::openssl::publish(s.head, cluster.port, cluster.address.c_str(), true)
                   : sys.middleman().publish(s.head, cluster.port, cluster.address.c_str(), true);

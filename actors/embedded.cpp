@@ -121,10 +121,11 @@ expected<std::unique_ptr<embedded_server>> embedded_server::start(serve_options 
   p->cfg = make_actor_system_config();
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
-  p->scheduler = spawn_scheduler(sys);
+  auto head = spawn_head_actors(sys, options.gateway, p->metrics);
+  p->scheduler = head.scheduler;
+  p->registry = head.registry;
+  p->gateway = head.gateway;
   p->node = spawn_node(sys, std::move(ctx), p->scheduler);
-  p->registry = spawn_registry(sys, p->scheduler, p->metrics);
-  p->gateway = spawn_gateway(sys, options.gateway, p->registry, p->scheduler, p->metrics);
   std::unique_ptr<embedded_server> server{new embedded_server(std::move(p))};
   for (auto& m : options.models) {
     if (auto r = server->deploy(m); !r)
@@ -141,9 +142,23 @@ std::uint16_t embedded_server::port() const {
 }
 
 expected<model_spec> embedded_server::deploy(model_spec spec) {
-  caf::scoped_actor self{*impl_->sys};
+  return deploy_and_wait(*impl_->sys, impl_->registry, std::move(spec));
+}
+
+head_actors spawn_head_actors(caf::actor_system& sys, const gateway_options& options,
+                              std::shared_ptr<metrics::registry> metrics) {
+  head_actors h;
+  h.scheduler = spawn_scheduler(sys);
+  h.registry = spawn_registry(sys, h.scheduler, metrics);
+  h.gateway = spawn_gateway(sys, options, h.registry, h.scheduler, std::move(metrics));
+  return h;
+}
+
+expected<model_spec> deploy_and_wait(caf::actor_system& sys, const caf::actor& registry,
+                                     model_spec spec) {
+  caf::scoped_actor self{sys};
   expected<model_spec> out = make_error(errc::internal, "deploy: no answer");
-  self->request(impl_->registry, caf::infinite, deploy_atom::value, std::move(spec))
+  self->request(registry, caf::infinite, deploy_atom::value, std::move(spec))
       .receive([&](model_spec& s) { out = std::move(s); },
                [&](caf::error& e) { out = from_caf(e); });
   return out;

@@ -52,6 +52,19 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+/// The head's services, spawned together by the embedded server and `thaw head`.
+struct head_actors {
+  caf::actor scheduler;
+  caf::actor registry;
+  caf::actor gateway;
+};
+[[nodiscard]] head_actors spawn_head_actors(caf::actor_system& sys, const gateway_options& options,
+                                            std::shared_ptr<metrics::registry> metrics);
+
+/// Deploys a model through `registry` and waits for its answer.
+[[nodiscard]] expected<model_spec> deploy_and_wait(caf::actor_system& sys,
+                                                   const caf::actor& registry, model_spec spec);
+
 /// An actor system configured the way thaw runs it: CAF's work-sharing scheduler (half the
 /// latency of work stealing on small machines), the middleman loaded, thaw's message types.
 [[nodiscard]] std::unique_ptr<caf::actor_system_config> make_actor_system_config();

@@ -37,6 +37,7 @@ struct instance_state {
   metrics::family<metrics::gauge>* kv_family = nullptr; ///< vllm:kv_cache_usage_perc
   metrics::gauge* kv_usage = nullptr;                   ///< this instance's series
   metrics::labels kv_labels;
+  std::chrono::steady_clock::time_point kv_reported{};
 
   ~instance_state() {
     if (kv_family != nullptr)
@@ -95,6 +96,7 @@ token_event to_event(std::uint64_t request_id, std::uint32_t seq, sequence_event
 void report_kv(instance_state& s) {
   if (s.kv_usage == nullptr)
     return;
+  s.kv_reported = std::chrono::steady_clock::now();
   const auto st = s.eng->stats();
   const auto held = st.kv_blocks_total - st.kv_blocks_free - st.evictable_blocks;
   s.kv_usage->set(st.kv_blocks_total > 0 ? static_cast<double>(held) / st.kv_blocks_total : 0.0);
@@ -110,6 +112,7 @@ void schedule_step(instance_actor_ptr self) {
 void run_step(instance_actor_ptr self) {
   auto& s = self->state;
   s.stepping = false;
+  bool finished = false;
   for (auto& ev : s.eng->step()) {
     auto it = s.by_sequence.find(ev.id);
     if (it == s.by_sequence.end())
@@ -119,11 +122,16 @@ void run_step(instance_actor_ptr self) {
     const bool last = ev.finish != finish_reason::none;
     self->send(req.reply_to, to_event(request_id, req.next_seq++, std::move(ev)));
     if (last) {
+      finished = true;
       s.by_sequence.erase(it);
       s.requests.erase(request_id);
     }
   }
-  report_kv(s);
+  // Counting the blocks only the radix cache holds walks its tree, too much for every step:
+  // report when a sequence ends, when the engine goes idle, and otherwise every 100 ms.
+  if (finished || !s.eng->has_work() ||
+      std::chrono::steady_clock::now() - s.kv_reported >= std::chrono::milliseconds(100))
+    report_kv(s);
   schedule_step(self);
 }
 
@@ -192,20 +200,6 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
         report_kv(st);
       },
       [=](step_atom) { run_step(self); },
-      [=](status_atom) -> instance_info {
-        auto& st = self->state;
-        instance_info info;
-        info.model = st.spec.name;
-        info.handle = caf::actor_cast<caf::actor>(self);
-        if (st.eng) {
-          const auto stats = st.eng->stats();
-          info.running = stats.running;
-          info.waiting = stats.waiting;
-          info.kv_blocks_free = stats.kv_blocks_free;
-          info.kv_blocks_total = stats.kv_blocks_total;
-        }
-        return info;
-      },
   };
 }
 

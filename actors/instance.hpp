@@ -15,7 +15,6 @@
 ///   (instance_request)        -> token_events to the sender, the last with finish != none;
 ///                                a request the engine rejects gets one failed event
 ///   (cancel_request)          -> drops the sequence, frees its KV blocks; no more events
-///   (status_atom)             -> instance_info
 ///   (step_atom)               internal: one engine step, then again while there is work
 
 #include "actors/messages.hpp"

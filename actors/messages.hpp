@@ -151,16 +151,11 @@ typename Inspector::result_type inspect(Inspector& f, token_event& x) {
 struct instance_info {
   std::string model;
   caf::actor handle;
-  std::int32_t running = 0;
-  std::int32_t waiting = 0;
-  std::int32_t kv_blocks_free = 0;
-  std::int32_t kv_blocks_total = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_info& x) {
-  return f(caf::meta::type_name("instance_info"), x.model, x.handle, x.running, x.waiting,
-           x.kv_blocks_free, x.kv_blocks_total);
+  return f(caf::meta::type_name("instance_info"), x.model, x.handle);
 }
 
 /// One slot (a device, or a CPU slot) as its node reports it.

@@ -21,10 +21,8 @@ struct slot_state {
 
 struct placed_instance {
   std::string model;
-  std::string checkpoint;
   std::size_t slot = 0;
   std::uint64_t bytes = 0;
-  bool ready = false;
 };
 
 struct node_state {
@@ -163,15 +161,12 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
         self->link_to(inst);
         st.linked.insert(inst.address());
         self->monitor(inst);
-        st.instances[inst.address()] = placed_instance{spec.name, spec.checkpoint, *slot, bytes};
+        st.instances[inst.address()] = placed_instance{spec.name, *slot, bytes};
         auto rp = self->make_response_promise<instance_started>();
         self->request(inst, caf::infinite, ready_atom::value)
             .then(
                 [=](instance_started& started) mutable {
                   auto& st2 = self->state;
-                  auto it = st2.instances.find(started.handle.address());
-                  if (it != st2.instances.end())
-                    it->second.ready = true;
                   // Bandwidth of this load, folded in for the scheduler's estimates.
                   if (started.load_seconds > 0) {
                     const double bw = static_cast<double>(bytes) / started.load_seconds;
