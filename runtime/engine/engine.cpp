@@ -36,6 +36,7 @@ struct sequence {
   std::int32_t cached_tokens = 0; ///< prefix-cache hit at first admission
   bool reported_cached = false;
   bool running = false;
+  bool held = false; ///< a migration target: computes all tokens but the last, samples nothing
 
   [[nodiscard]] std::int32_t prompt_len() const noexcept {
     return static_cast<std::int32_t>(request.prompt.size());
@@ -43,8 +44,10 @@ struct sequence {
   [[nodiscard]] std::int32_t generated() const noexcept {
     return static_cast<std::int32_t>(tokens.size()) - prompt_len();
   }
+  /// Tokens to run before the next sample (a held sequence keeps its last one back, so its
+  /// release always has a token whose logits it samples).
   [[nodiscard]] std::int32_t pending() const noexcept {
-    return static_cast<std::int32_t>(tokens.size()) - computed;
+    return static_cast<std::int32_t>(tokens.size()) - computed - (held ? 1 : 0);
   }
 };
 
@@ -207,6 +210,8 @@ struct engine::impl {
     for (std::size_t i = 0; i < running.size() && budget > 0; ++i) {
       sequence& s = *running[i];
       const std::int32_t n = std::min(s.pending(), budget);
+      if (n == 0)
+        continue; // a held sequence that has caught up
       bool placed = true;
       while (!grow(s, s.computed + n)) {
         sequence& youngest = *running.back();
@@ -235,7 +240,8 @@ struct engine::impl {
       waiting.pop_front();
       s.running = true;
       running.push_back(&s);
-      plan.push_back({&s, n});
+      if (n > 0)
+        plan.push_back({&s, n});
       budget -= n;
     }
     return plan;
@@ -267,6 +273,7 @@ struct engine::impl {
     ev.token = token;
     ev.logprob = picked->logprob;
     ev.top = std::move(picked->top);
+    ev.index = s.generated() - 1;
 
     // Feeds decoded text through the stop matcher into the event; true when a stop matched.
     auto feed = [&](std::string_view text) {
@@ -354,6 +361,9 @@ struct engine::impl {
       }
       if (advance(s, std::span<const float>(logits).subspan(row * vocab, vocab), ev))
         finished.push_back(&s);
+      ev.rng = s.rng;
+      if (s.stops)
+        ev.stop_pending = s.stops->pending();
       ++row;
       events.push_back(std::move(ev));
     }
@@ -381,7 +391,12 @@ status engine::cancel(sequence_id id) {
 
 std::vector<sequence_event> engine::step() { return impl_->step(); }
 
-bool engine::has_work() const noexcept { return !impl_->all.empty(); }
+bool engine::has_work() const noexcept {
+  if (!impl_->waiting.empty())
+    return true;
+  return std::any_of(impl_->running.begin(), impl_->running.end(),
+                     [](const sequence* s) { return s->pending() > 0; });
+}
 
 expected<sequence_state> engine::export_state(sequence_id id) const {
   THAW_ASSIGN(const sequence* found, impl_->find(id));
@@ -397,7 +412,7 @@ expected<sequence_state> engine::export_state(sequence_id id) const {
   return st;
 }
 
-expected<sequence_id> engine::import_state(sequence_state state) {
+expected<sequence_id> engine::import_state(sequence_state state, import_mode mode) {
   THAW_TRY(impl_->check(state.request, state.generated));
   if (static_cast<std::int64_t>(state.generated.size()) >= state.request.max_tokens)
     return make_error(errc::invalid_argument,
@@ -417,7 +432,55 @@ expected<sequence_id> engine::import_state(sequence_state state) {
       (void)s.detok->push(id);
     s.stops->restore(std::move(state.stop_pending), false);
   }
+  s.held = mode == import_mode::hold;
   return s.id;
+}
+
+status engine::update_held(sequence_id id, const sequence_state& newer, bool release) {
+  THAW_ASSIGN(sequence * found, impl_->find(id));
+  sequence& s = *found;
+  if (!s.held)
+    return make_error(errc::invalid_argument,
+                      "sequence " + std::to_string(id) + ": not held (already released?)");
+  auto bad = [&](const std::string& what) {
+    return make_error(errc::invalid_argument,
+                      "sequence " + std::to_string(id) + ": " + what +
+                          " is not a continuation of the held sequence");
+  };
+  if (newer.request.prompt != s.request.prompt)
+    return bad("the prompt");
+  const auto have = static_cast<std::size_t>(s.generated());
+  if (newer.generated.size() < have ||
+      !std::equal(newer.generated.begin(), newer.generated.begin() + static_cast<std::ptrdiff_t>(have),
+                  s.tokens.begin() + s.prompt_len()))
+    return bad("the generated tokens");
+  if (release && newer.stop_stopped)
+    return make_error(errc::invalid_argument, "stop_stopped: the sequence already stopped");
+  const auto added = std::span(newer.generated).subspan(have);
+  THAW_TRY(impl_->check(newer.request, newer.generated));
+  if (static_cast<std::int64_t>(newer.generated.size()) >= newer.request.max_tokens)
+    return make_error(errc::invalid_argument,
+                      "generated: " + std::to_string(newer.generated.size()) +
+                          " tokens already reach max_tokens; nothing left to run");
+  s.tokens.insert(s.tokens.end(), added.begin(), added.end());
+  if (s.detok)
+    for (auto t : added)
+      (void)s.detok->push(t);
+  if (release) {
+    s.rng = newer.rng;
+    if (s.stops)
+      s.stops->restore(newer.stop_pending, false);
+    s.held = false;
+  }
+  return {};
+}
+
+expected<bool> engine::held_caught_up(sequence_id id) const {
+  THAW_ASSIGN(const sequence* s, impl_->find(id));
+  if (!s->held)
+    return make_error(errc::invalid_argument,
+                      "sequence " + std::to_string(id) + ": not held");
+  return s->running && s->pending() == 0;
 }
 
 engine_stats engine::stats() const noexcept {

@@ -69,6 +69,13 @@ struct sequence_event {
   std::string stop_reason;        ///< the stop string matched, when finish == stop by string
   std::optional<error> failure;   ///< finish == error
   std::int32_t cached_tokens = 0; ///< prompt tokens taken from the prefix cache (first event)
+  /// Where this event's token stands among the sequence's generated tokens (0 for the first),
+  /// and the sequence's resume state right after it: with the request and the tokens up to
+  /// here, enough to build the sequence_state that continues it (failover from a log of
+  /// events). -1 / unset on an event without a token.
+  std::int32_t index = -1;
+  rng_state rng;
+  std::string stop_pending;
 };
 
 /// Everything needed to continue a sequence in another engine (live migration, failover):
@@ -80,6 +87,13 @@ struct sequence_state {
   rng_state rng;                       ///< the sampler's stream position
   std::string stop_pending;            ///< text the stop matcher holds back (not yet emitted)
   bool stop_stopped = false;
+};
+
+/// How import_state queues a sequence.
+enum class import_mode : std::uint8_t {
+  run,  ///< rebuild the KV cache and go on decoding
+  hold, ///< rebuild the KV cache of all tokens but the last, then wait (a migration target):
+        ///< update_held() adds the tokens the source generated meanwhile and releases it
 };
 
 struct engine_options {
@@ -132,7 +146,8 @@ public:
   /// others carry on.
   [[nodiscard]] std::vector<sequence_event> step();
 
-  /// True while some sequence is waiting or running.
+  /// True while some sequence is waiting, or running with tokens to compute (a held sequence
+  /// that has caught up needs no steps).
   [[nodiscard]] bool has_work() const noexcept;
 
   /// The state of a queued or running sequence (`not_found` otherwise). The sequence keeps
@@ -140,7 +155,18 @@ public:
   [[nodiscard]] expected<sequence_state> export_state(sequence_id id) const;
   /// Queues a sequence exported by another engine (same model and tokenizer); it is checked as
   /// add() checks a request, plus the generated tokens.
-  [[nodiscard]] expected<sequence_id> import_state(sequence_state state);
+  [[nodiscard]] expected<sequence_id> import_state(sequence_state state,
+                                                   import_mode mode = import_mode::run);
+  /// A held sequence (import_mode::hold) catches up with `newer`, a later export of the same
+  /// sequence: the tokens generated since are appended (and prefilled in later steps). With
+  /// `release`, it takes `newer`'s RNG and stop state and decodes from the next step on, its
+  /// first event carrying the token after newer.generated. `invalid_argument` when `newer` is
+  /// not a continuation of what is held, `not_found` / `invalid_argument` when `id` is not a
+  /// held sequence.
+  [[nodiscard]] status update_held(sequence_id id, const sequence_state& newer, bool release);
+  /// True when held sequence `id` has the KV of all its tokens but the last: a release now
+  /// costs one step of the tokens still missing.
+  [[nodiscard]] expected<bool> held_caught_up(sequence_id id) const;
 
   [[nodiscard]] engine_stats stats() const noexcept;
   /// The context limit in effect (see engine_options::max_context).

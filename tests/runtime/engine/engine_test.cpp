@@ -239,6 +239,94 @@ TEST_F(EngineTest, ExportedSequenceContinuesInAnotherEngineTokenForToken) {
   EXPECT_EQ(rest.last[*moved].finish, finish_reason::length);
 }
 
+// Live migration's engine side: the target holds an early export (prefilling it while the
+// source decodes on), catches up with a later one, and is released with the final one; the
+// continuation is token for token the unmigrated run, and the events' resume state (index,
+// RNG) is what export_state gives.
+TEST_F(EngineTest, HeldImportCatchesUpAndContinuesTokenForToken) {
+  auto r = request(prompt(40, 9), 48, 1.0f, 5);
+  r.sampling.top_p = 0.9f;
+  auto expect = alone(r);
+
+  auto src_model = load();
+  engine src(*src_model.runner, nullptr);
+  auto id = *src.add(r);
+  std::vector<std::int32_t> got;
+  auto step_src = [&](std::size_t until) {
+    while (got.size() < until)
+      for (auto& ev : src.step()) {
+        EXPECT_EQ(ev.index, static_cast<std::int32_t>(got.size()));
+        got.push_back(ev.token);
+        EXPECT_EQ(ev.rng.counter, got.size());
+      }
+  };
+  step_src(5);
+  auto first = src.export_state(id);
+  ASSERT_TRUE(first);
+
+  auto dst_model = load();
+  engine dst(*dst_model.runner, nullptr);
+  auto held = dst.import_state(*first, import_mode::hold);
+  ASSERT_TRUE(held) << held.err().to_string();
+  EXPECT_FALSE(*dst.held_caught_up(*held));
+  for (int guard = 0; dst.has_work() && guard < 100; ++guard)
+    EXPECT_TRUE(dst.step().empty()) << "a held sequence samples nothing";
+  EXPECT_FALSE(dst.has_work()) << "a caught-up held sequence needs no steps";
+  EXPECT_TRUE(*dst.held_caught_up(*held));
+  EXPECT_EQ(dst.stats().prefilled_tokens, 40u + 5u - 1u);
+
+  step_src(12); // the source went on meanwhile: the next round sends the new tokens
+  auto second = src.export_state(id);
+  ASSERT_TRUE(dst.update_held(*held, *second, false));
+  EXPECT_FALSE(*dst.held_caught_up(*held));
+  while (dst.has_work())
+    EXPECT_TRUE(dst.step().empty());
+
+  step_src(14); // the handoff: the source pauses, the target is released with the final state
+  auto last = src.export_state(id);
+  ASSERT_TRUE(src.cancel(id));
+  ASSERT_TRUE(dst.update_held(*held, *last, true));
+  auto rest = drain(dst);
+  ASSERT_FALSE(rest.tokens[*held].empty());
+  EXPECT_EQ(rest.first[*held].index, 14);
+  got.insert(got.end(), rest.tokens[*held].begin(), rest.tokens[*held].end());
+  EXPECT_EQ(got, expect);
+  // Every position of the final state was computed once: nothing was recomputed.
+  EXPECT_EQ(dst.stats().prefilled_tokens, 40u + 14u);
+}
+
+TEST_F(EngineTest, HeldSequenceRefusesWhatIsNotItsContinuation) {
+  auto r = request(prompt(20, 3), 30, 0.0f);
+  auto src_model = load();
+  engine src(*src_model.runner, nullptr);
+  auto id = *src.add(r);
+  std::size_t n = 0;
+  while (n < 4)
+    n += src.step().size();
+  auto st = *src.export_state(id);
+  auto dst_model = load();
+  engine dst(*dst_model.runner, nullptr);
+  auto held = *dst.import_state(st, import_mode::hold);
+
+  auto other = st;
+  other.generated[1] ^= 1; // a different history
+  auto refused = dst.update_held(held, other, true);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err().code, errc::invalid_argument);
+  EXPECT_NE(refused.err().message.find("generated"), std::string::npos);
+  other = st;
+  other.request.prompt[0] ^= 1;
+  EXPECT_FALSE(dst.update_held(held, other, false));
+  auto plain = *dst.add(r);
+  EXPECT_FALSE(dst.update_held(plain, st, true)) << "only a held sequence takes updates";
+  EXPECT_FALSE(dst.held_caught_up(plain));
+  EXPECT_EQ(dst.update_held(999, st, true).err().code, errc::not_found);
+  // Refusals changed nothing: released with the real state, it finishes as the source would.
+  ASSERT_TRUE(dst.update_held(held, st, true));
+  auto rest = drain(dst);
+  EXPECT_EQ(rest.tokens[held].size(), 30u - st.generated.size());
+}
+
 TEST_F(EngineTest, FinishesOnMaxTokensContextAndStopTokens) {
   auto m = load();
   engine_options opt;
