@@ -163,6 +163,48 @@ void undeploy(gateway_ptr self, http_call& hc, std::string name) {
             [=](caf::error& err) { send_error(self, *r, api::from_error(from_caf(err))); });
 }
 
+/// POST /admin/models/{name}/migrate: {"from": node, "to": node, "max_gap": tokens (default
+/// 2)}: moves the model's instance on `from` to a new one on `to`, its streams and all.
+void migrate_model(gateway_ptr self, http_call& hc, const std::string& name) {
+  auto r = hc.responder;
+  auto bad = [&](std::string what) {
+    send_error(self, *r, api::from_error(make_error(errc::invalid_argument, std::move(what))));
+  };
+  auto j = nlohmann::json::parse(hc.request->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return send_error(self, *r, api::from_error(make_error(errc::parse_error,
+                                                           "body: not a JSON object")));
+  for (const char* key : {"from", "to"})
+    if (!j.contains(key) || !j[key].is_string())
+      return bad(std::string{key} + ": a node name (string) is required");
+  std::int32_t max_gap = 2;
+  if (j.contains("max_gap")) {
+    if (!j["max_gap"].is_number_integer() || j["max_gap"].get<std::int64_t>() < 0 ||
+        j["max_gap"].get<std::int64_t>() > 1'000'000)
+      return bad("max_gap: must be an integer >= 0");
+    max_gap = j["max_gap"].get<std::int32_t>();
+  }
+  auto f = self->state.models.find(name);
+  if (f == self->state.models.end())
+    return send_error(self, *r, api::from_error(make_error(errc::not_found,
+                                                           "model " + name + " is not deployed")));
+  self->request(f->second->router, caf::infinite, migrate_atom::value,
+                j["from"].get<std::string>(), j["to"].get<std::string>(), max_gap)
+      .then(
+          [=](migration_report& rep) {
+            r->send(200, "application/json",
+                    nlohmann::json{{"moved", rep.moved},
+                                   {"finished_on_source", rep.finished_on_source},
+                                   {"kept", rep.kept},
+                                   {"rounds", rep.rounds},
+                                   {"tokens_recomputed", rep.tokens_sent},
+                                   {"aborted", rep.aborted},
+                                   {"reason", rep.reason}}
+                        .dump());
+          },
+          [=](caf::error& err) { send_error(self, *r, api::from_error(from_caf(err))); });
+}
+
 nlohmann::json node_json(const node_status& n) {
   nlohmann::json slots = nlohmann::json::array();
   for (const auto& s : n.slots)
@@ -273,9 +315,17 @@ void route(gateway_ptr self, http_call& hc) {
       return method_not_allowed();
     deploy(self, hc);
   } else if (path.rfind("/admin/models/", 0) == 0) {
+    auto name = path.substr(std::string_view{"/admin/models/"}.size());
+    constexpr std::string_view migrate_suffix = "/migrate";
+    if (name.size() > migrate_suffix.size() && name.ends_with(migrate_suffix)) {
+      if (req.method != "POST")
+        return method_not_allowed();
+      migrate_model(self, hc, name.substr(0, name.size() - migrate_suffix.size()));
+      return;
+    }
     if (req.method != "DELETE")
       return method_not_allowed();
-    undeploy(self, hc, path.substr(std::string_view{"/admin/models/"}.size()));
+    undeploy(self, hc, name);
   } else if (path == "/admin/status") {
     if (req.method != "GET")
       return method_not_allowed();

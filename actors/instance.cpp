@@ -8,6 +8,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <chrono>
+#include <set>
 #include <spdlog/spdlog.h>
 #include <unordered_map>
 
@@ -18,6 +19,24 @@ struct live_request {
   sequence_id seq_id = 0;
   std::uint32_t next_seq = 0;
   caf::actor reply_to;
+};
+
+/// This instance as a migration's source: its sequences go to `order.target`.
+struct outgoing_migration {
+  bool active = false;
+  migrate_order order;
+  caf::typed_response_promise<migration_report> rp;
+  std::set<std::uint64_t> remaining; ///< request ids not yet handed off
+  migration_report report;
+};
+
+/// This instance as a migration's target: a sequence held (prefilled, not decoding) until its
+/// source hands it off.
+struct incoming_sequence {
+  sequence_id seq_id = 0;
+  caf::actor source;
+  std::int32_t tokens = 0; ///< prompt + generated tokens held
+  bool acked = false;      ///< the source was told that `tokens` are in the KV cache
 };
 
 struct instance_state {
@@ -34,6 +53,11 @@ struct instance_state {
   bool stepping = false;
   std::unordered_map<std::uint64_t, live_request> requests; // by request id
   std::unordered_map<sequence_id, std::uint64_t> by_sequence;
+  outgoing_migration out;
+  std::unordered_map<std::uint64_t, incoming_sequence> incoming; // by request id
+  /// Requests handed off to another instance: a cancel that reaches this one is passed on.
+  std::unordered_map<std::uint64_t, caf::actor> forwarded;
+  std::uint64_t migrations = 0; ///< outgoing migrations begun; tells a stale timeout apart
   metrics::family<metrics::gauge>* kv_family = nullptr; ///< vllm:kv_cache_usage_perc
   metrics::gauge* kv_usage = nullptr;                   ///< this instance's series
   metrics::labels kv_labels;
@@ -84,6 +108,9 @@ token_event to_event(std::uint64_t request_id, std::uint32_t seq, sequence_event
   out.finish = ev.finish;
   out.stop_reason = std::move(ev.stop_reason);
   out.cached_tokens = ev.cached_tokens;
+  out.index = ev.index;
+  out.rng = ev.rng;
+  out.stop_pending = std::move(ev.stop_pending);
   if (ev.failure) {
     out.failed = true;
     out.failure = std::move(*ev.failure);
@@ -109,6 +136,157 @@ void schedule_step(instance_actor_ptr self) {
   }
 }
 
+/// Delivers the source's report once nothing is left to hand off.
+void finish_migration(instance_actor_ptr self) {
+  auto& m = self->state.out;
+  if (!m.active || !m.remaining.empty())
+    return;
+  m.active = false;
+  self->demonitor(m.order.target);
+  m.rp.deliver(m.report);
+}
+
+/// Ends an outgoing migration early: the sequences not handed off stay here and go on.
+void abort_migration(instance_actor_ptr self, std::string reason) {
+  auto& m = self->state.out;
+  if (!m.active)
+    return;
+  spdlog::warn("instance {}: migration aborted, {} sequences stay here: {}", self->state.spec.name,
+               m.remaining.size(), reason);
+  for (auto id : m.remaining)
+    self->send(m.order.target, migrate_drop{id});
+  m.report.kept += static_cast<std::int32_t>(m.remaining.size());
+  m.report.aborted = true;
+  m.report.reason = std::move(reason);
+  m.remaining.clear();
+  finish_migration(self);
+}
+
+/// Target side: tells each source which held sequences have caught up with their last round.
+void ack_caught_up(instance_actor_ptr self) {
+  auto& s = self->state;
+  for (auto& [id, in] : s.incoming) {
+    if (in.acked)
+      continue;
+    if (auto up = s.eng->held_caught_up(in.seq_id); up && *up) {
+      in.acked = true;
+      self->send(in.source, migrate_ack{id, in.tokens, false, {}});
+    }
+  }
+}
+
+std::int32_t total_tokens(const sequence_state& st) {
+  return static_cast<std::int32_t>(st.request.prompt.size() + st.generated.size());
+}
+
+/// Source side: the target holds `a.tokens` of a sequence; send the next round, or hand it
+/// off when the gap is small enough.
+void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
+  auto& s = self->state;
+  auto& m = s.out;
+  if (!m.active || m.remaining.count(a.request_id) == 0)
+    return; // finished meanwhile, or the migration is over
+  auto req = s.requests.find(a.request_id);
+  if (a.failed || req == s.requests.end()) {
+    if (a.failed)
+      spdlog::warn("instance {}: target refused request {}: {}", s.spec.name, a.request_id,
+                   a.failure.to_string());
+    m.remaining.erase(a.request_id);
+    ++m.report.kept;
+    finish_migration(self);
+    return;
+  }
+  auto st = s.eng->export_state(req->second.seq_id);
+  if (!st) { // cannot happen for a live request; keep it here
+    m.remaining.erase(a.request_id);
+    ++m.report.kept;
+    finish_migration(self);
+    return;
+  }
+  const auto gap = total_tokens(*st) - a.tokens;
+  m.report.tokens_sent += std::max(0, gap);
+  ++m.report.rounds;
+  if (gap > m.order.max_gap) {
+    self->send(m.order.target, migrate_state{a.request_id, std::move(*st), false, {}});
+    return;
+  }
+  // The handoff: this copy stops between two steps, so every token it sampled has already gone
+  // to the router, and the target's first event is the next index.
+  const auto next_index = static_cast<std::int32_t>(st->generated.size());
+  (void)s.eng->cancel(req->second.seq_id);
+  auto sink = req->second.reply_to;
+  s.by_sequence.erase(req->second.seq_id);
+  s.requests.erase(req);
+  self->send(m.order.target, migrate_state{a.request_id, std::move(*st), true, sink});
+  self->send(sink, migrate_handoff{a.request_id, m.order.target, next_index});
+  s.forwarded[a.request_id] = m.order.target;
+  m.remaining.erase(a.request_id);
+  ++m.report.moved;
+  finish_migration(self);
+}
+
+/// Target side: a round of state from a source.
+void on_migrate_state(instance_actor_ptr self, migrate_state& m) {
+  auto& s = self->state;
+  auto source = caf::actor_cast<caf::actor>(self->current_sender());
+  auto refuse = [&](error e) {
+    if (m.final) // the source let go already: the request ends with the reason
+      self->send(m.sink, failure_event(m.request_id,
+                                       with_context(std::move(e), "taking over a migrated request")));
+    else
+      self->send(source, migrate_ack{m.request_id, 0, true, std::move(e)});
+  };
+  if (s.load_error)
+    return refuse(*s.load_error);
+  const auto tokens = total_tokens(m.state);
+  auto in = s.incoming.find(m.request_id);
+  if (!m.final) {
+    if (in == s.incoming.end()) {
+      auto id = s.eng->import_state(std::move(m.state), import_mode::hold);
+      if (!id)
+        return refuse(std::move(id).err());
+      self->monitor(source);
+      s.incoming[m.request_id] = incoming_sequence{*id, source, tokens, false};
+      spdlog::info("instance {}: holding request {} for a migration ({} tokens)", s.spec.name,
+                   m.request_id, tokens);
+    } else {
+      if (auto r = s.eng->update_held(in->second.seq_id, m.state, false); !r)
+        return refuse(std::move(r).err());
+      in->second.tokens = tokens;
+      in->second.acked = false;
+    }
+    schedule_step(self);
+    ack_caught_up(self);
+    return;
+  }
+  sequence_id seq = 0;
+  if (in != s.incoming.end()) {
+    seq = in->second.seq_id;
+    s.incoming.erase(in);
+    if (auto r = s.eng->update_held(seq, m.state, true); !r) {
+      (void)s.eng->cancel(seq);
+      return refuse(std::move(r).err());
+    }
+  } else {
+    auto id = s.eng->import_state(std::move(m.state));
+    if (!id)
+      return refuse(std::move(id).err());
+    seq = *id;
+  }
+  s.requests[m.request_id] = live_request{seq, 0, m.sink};
+  s.by_sequence[seq] = m.request_id;
+  schedule_step(self);
+}
+
+void drop_incoming(instance_actor_ptr self, std::uint64_t request_id) {
+  auto& s = self->state;
+  auto in = s.incoming.find(request_id);
+  if (in == s.incoming.end())
+    return;
+  (void)s.eng->cancel(in->second.seq_id);
+  s.incoming.erase(in);
+}
+
 void run_step(instance_actor_ptr self) {
   auto& s = self->state;
   s.stepping = false;
@@ -125,8 +303,14 @@ void run_step(instance_actor_ptr self) {
       finished = true;
       s.by_sequence.erase(it);
       s.requests.erase(request_id);
+      if (s.out.active && s.out.remaining.erase(request_id) != 0) {
+        self->send(s.out.order.target, migrate_drop{request_id});
+        ++s.out.report.finished_on_source;
+        finish_migration(self);
+      }
     }
   }
+  ack_caught_up(self);
   // Counting the blocks only the radix cache holds walks its tree, too much for every step:
   // report when a sequence ends, when the engine goes idle, and otherwise every 100 ms.
   if (finished || !s.eng->has_work() ||
@@ -156,6 +340,19 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
     spdlog::info("instance: {} on {} loaded from {} in {:.3f} s", s.spec.name, s.started.node,
                  s.started.source, s.started.load_seconds);
   }
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.out.active && st.out.order.target.address() == dm.source)
+      abort_migration(self, "the target instance was lost: " + self->system().render(dm.reason));
+    for (auto it = st.incoming.begin(); it != st.incoming.end();) {
+      if (it->second.source.address() == dm.source) {
+        (void)st.eng->cancel(it->second.seq_id);
+        it = st.incoming.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  });
   return {
       [=](ready_atom) -> caf::result<instance_started> {
         if (self->state.load_error) {
@@ -180,7 +377,9 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
                                                                 " is already running here")));
           return;
         }
-        auto id = st.eng->add(std::move(r.request));
+        // A resumed request (failover) carries the tokens it already has.
+        auto id = r.state.generated.empty() ? st.eng->add(std::move(r.state.request))
+                                            : st.eng->import_state(std::move(r.state));
         if (!id) {
           self->send(reply_to, failure_event(r.request_id, std::move(id).err()));
           return;
@@ -192,14 +391,61 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
       [=](cancel_request& c) {
         auto& st = self->state;
         auto it = st.requests.find(c.request_id);
-        if (it == st.requests.end())
+        if (it == st.requests.end()) {
+          if (auto f = st.forwarded.find(c.request_id); f != st.forwarded.end())
+            self->send(f->second, c);
           return;
+        }
+        if (st.out.active && st.out.remaining.erase(c.request_id) != 0) {
+          self->send(st.out.order.target, migrate_drop{c.request_id});
+          finish_migration(self);
+        }
         (void)st.eng->cancel(it->second.seq_id);
         st.by_sequence.erase(it->second.seq_id);
         st.requests.erase(it);
         report_kv(st);
       },
       [=](step_atom) { run_step(self); },
+      [=](migrate_atom, migrate_order& o) -> caf::result<migration_report> {
+        auto& st = self->state;
+        if (st.out.active)
+          return to_caf(make_error(errc::already_exists,
+                                   "instance of " + st.spec.name + " is already migrating"));
+        if (!o.target || o.target.address() == self->address())
+          return to_caf(make_error(errc::invalid_argument, "migrate: no other target instance"));
+        st.out = outgoing_migration{};
+        ++st.migrations;
+        st.out.active = true;
+        st.out.order = o;
+        st.out.rp = self->make_response_promise<migration_report>();
+        self->monitor(o.target);
+        for (auto& [id, req] : st.requests) {
+          auto state = st.eng->export_state(req.seq_id);
+          if (!state)
+            continue;
+          st.out.report.tokens_sent += total_tokens(*state);
+          ++st.out.report.rounds;
+          st.out.remaining.insert(id);
+          self->send(o.target, migrate_state{id, std::move(*state), false, {}});
+        }
+        spdlog::info("instance {}: migrating {} sequences", st.spec.name, st.out.remaining.size());
+        self->delayed_send(self, std::chrono::milliseconds(o.timeout_ms), timeout_atom::value,
+                           st.migrations);
+        auto rp = st.out.rp;
+        finish_migration(self); // nothing to move: answered at once
+        return rp;
+      },
+      [=](timeout_atom, std::uint64_t n) {
+        if (self->state.out.active && n == self->state.migrations)
+          abort_migration(self, "not handed off within " +
+                                    std::to_string(self->state.out.order.timeout_ms) + " ms");
+      },
+      [=](migrate_atom, stop_atom, std::string& reason) {
+        abort_migration(self, std::move(reason));
+      },
+      [=](migrate_state& m) { on_migrate_state(self, m); },
+      [=](migrate_ack& a) { on_migrate_ack(self, a); },
+      [=](migrate_drop& d) { drop_incoming(self, d.request_id); },
   };
 }
 

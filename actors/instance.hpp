@@ -16,6 +16,17 @@
 ///                                a request the engine rejects gets one failed event
 ///   (cancel_request)          -> drops the sequence, frees its KV blocks; no more events
 ///   (step_atom)               internal: one engine step, then again while there is work
+///   (migrate_atom, migrate_order) -> migration_report
+///                             as a migration's source: every sequence goes to the target in
+///                             rounds (messages.hpp) until it lags by at most max_gap tokens,
+///                             then is handed off; the report comes when none is left, or
+///                             early (aborted, sequences kept here) when the target dies or
+///                             the timeout passes
+///   (migrate_atom, stop_atom, reason)  ends an outgoing migration early (the router saw
+///                             the target die; a source on another node may not see it)
+///   (migrate_state), (migrate_drop)  as a target: held sequences (prefilled, not decoding)
+///                             until the final round, then decoded with events to its sink
+///   (migrate_ack)             as a source: the target caught up with a round
 
 #include "actors/messages.hpp"
 #include "actors/node_context.hpp"

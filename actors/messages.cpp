@@ -55,6 +55,14 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<instance_started>("instance_started");
   cfg.add_message_type<model_status>("model_status");
   cfg.add_message_type<join_cluster>("join_cluster");
+  cfg.add_message_type<rng_state>("rng_state");
+  cfg.add_message_type<sequence_state>("sequence_state");
+  cfg.add_message_type<migrate_order>("migrate_order");
+  cfg.add_message_type<migrate_state>("migrate_state");
+  cfg.add_message_type<migrate_ack>("migrate_ack");
+  cfg.add_message_type<migrate_drop>("migrate_drop");
+  cfg.add_message_type<migrate_handoff>("migrate_handoff");
+  cfg.add_message_type<migration_report>("migration_report");
 }
 
 } // namespace thaw

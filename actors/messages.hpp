@@ -35,6 +35,8 @@ using list_atom = caf::atom_constant<caf::atom("list")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using sub_atom = caf::atom_constant<caf::atom("subscribe")>;
 using node_atom = caf::atom_constant<caf::atom("node")>;
+using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 
 // --- inspect for the engine's and runtime's value types ---------------------------------------
 
@@ -58,6 +60,17 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generation_request& x) {
   return f(caf::meta::type_name("generation_request"), x.prompt, x.sampling, x.max_tokens, x.stop,
            x.stop_token_ids, x.ignore_eos);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rng_state& x) {
+  return f(caf::meta::type_name("rng_state"), x.seed, x.counter);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sequence_state& x) {
+  return f(caf::meta::type_name("sequence_state"), x.request, x.generated, x.rng, x.stop_pending,
+           x.stop_stopped);
 }
 
 // --- models --------------------------------------------------------------------------------
@@ -98,15 +111,17 @@ typename Inspector::result_type inspect(Inspector& f, submit_request& x) {
   return f(caf::meta::type_name("submit_request"), x.request_id, x.request, x.sink);
 }
 
-/// router -> instance: run one sequence; events go back to the sender (the router).
+/// router -> instance: run one sequence; events go back to the sender (the router). With
+/// generated tokens in `state` it is a resumed sequence (failover): the instance imports it
+/// and its first event is token number state.generated.size().
 struct instance_request {
   std::uint64_t request_id = 0;
-  generation_request request;
+  sequence_state state; ///< state.request is the request; rng and stop state matter on resume
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_request& x) {
-  return f(caf::meta::type_name("instance_request"), x.request_id, x.request);
+  return f(caf::meta::type_name("instance_request"), x.request_id, x.state);
 }
 
 /// gateway -> router -> instance: drop a sequence and free its KV blocks.
@@ -122,9 +137,17 @@ typename Inspector::result_type inspect(Inspector& f, cancel_request& x) {
 /// instance -> router -> gateway: one sampled token (and its final text), or the end of a
 /// sequence. `seq` numbers a request's events from 0, so a receiver sees gaps and duplicates.
 /// `failed` ends the request with `failure` (finish == error).
+///
+/// From the instance, `index` is the token's place among the generated tokens (-1: no token)
+/// and `rng` / `stop_pending` the sequence's resume state after it: the router commits events
+/// in index order whichever instance sent them (a migrated sequence's events come from two),
+/// and its log of them is the snapshot a failover resumes from.
 struct token_event {
   std::uint64_t request_id = 0;
   std::uint32_t seq = 0;
+  std::int32_t index = -1;
+  rng_state rng;
+  std::string stop_pending;
   std::int32_t token = -1;
   float logprob = 0.0f;
   std::vector<token_logprob> top;
@@ -138,8 +161,96 @@ struct token_event {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, token_event& x) {
-  return f(caf::meta::type_name("token_event"), x.request_id, x.seq, x.token, x.logprob, x.top,
-           x.text, x.finish, x.stop_reason, x.cached_tokens, x.failed, x.failure);
+  return f(caf::meta::type_name("token_event"), x.request_id, x.seq, x.index, x.rng,
+           x.stop_pending, x.token, x.logprob, x.top, x.text, x.finish, x.stop_reason,
+           x.cached_tokens, x.failed, x.failure);
+}
+
+// --- live migration (ARCHITECTURE.md section 3) ------------------------------------------------
+//
+//   router --(migrate_atom, migrate_order)--> source A         (A answers migration_report)
+//   A --migrate_state{final=false}--> target B   B imports it held, prefills, answers
+//   B --migrate_ack--> A                         A: gap > max_gap? another round : final
+//   A --migrate_state{final=true, sink}--> B     A cancels its copy; B decodes on, events to sink
+//   A --migrate_handoff--> router                router re-points the request to B
+//   A --migrate_drop--> B                        the sequence ended on A, or the migration aborted
+
+/// router -> source instance: move every sequence to `target` (an instance of the same model).
+struct migrate_order {
+  caf::actor target;
+  std::int32_t max_gap = 2;        ///< tokens the target may lag when the source hands off
+  std::int64_t timeout_ms = 30'000; ///< abort (the source keeps its sequences) after this
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_order& x) {
+  return f(caf::meta::type_name("migrate_order"), x.target, x.max_gap, x.timeout_ms);
+}
+
+/// source -> target: one round of a sequence's state; the final one hands it over.
+struct migrate_state {
+  std::uint64_t request_id = 0;
+  sequence_state state;
+  bool final = false;
+  caf::actor sink; ///< final: where the target sends the sequence's events (the router)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_state& x) {
+  return f(caf::meta::type_name("migrate_state"), x.request_id, x.state, x.final, x.sink);
+}
+
+/// target -> source: the KV cache of `tokens` tokens is rebuilt (or the import failed).
+struct migrate_ack {
+  std::uint64_t request_id = 0;
+  std::int32_t tokens = 0;
+  bool failed = false;
+  error failure;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_ack& x) {
+  return f(caf::meta::type_name("migrate_ack"), x.request_id, x.tokens, x.failed, x.failure);
+}
+
+/// source -> target: forget a held sequence.
+struct migrate_drop {
+  std::uint64_t request_id = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_drop& x) {
+  return f(caf::meta::type_name("migrate_drop"), x.request_id);
+}
+
+/// source -> router: request `request_id` runs on `target` from token `next_index` on.
+struct migrate_handoff {
+  std::uint64_t request_id = 0;
+  caf::actor target;
+  std::int32_t next_index = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migrate_handoff& x) {
+  return f(caf::meta::type_name("migrate_handoff"), x.request_id, x.target, x.next_index);
+}
+
+/// source -> router: how a migration went. `aborted` carries why, when the target failed or
+/// the deadline passed; the sequences not handed off then stayed on the source.
+struct migration_report {
+  std::int32_t moved = 0;              ///< sequences handed off
+  std::int32_t finished_on_source = 0; ///< ended before their handoff
+  std::int32_t kept = 0;               ///< left on the source by an abort
+  std::int32_t rounds = 0;             ///< state messages sent, all sequences
+  std::int64_t tokens_sent = 0;        ///< tokens the target prefilled (recomputed)
+  bool aborted = false;
+  std::string reason;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, migration_report& x) {
+  return f(caf::meta::type_name("migration_report"), x.moved, x.finished_on_source, x.kept,
+           x.rounds, x.tokens_sent, x.aborted, x.reason);
 }
 
 /// A token_event that ends request `id` with error `e` before any token.
@@ -230,7 +341,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 1;
+inline constexpr std::uint32_t cluster_protocol_version = 2;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

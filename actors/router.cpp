@@ -1,89 +1,80 @@
 #include "actors/router.hpp"
 
+#include "actors/router_state.hpp"
+
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
-#include <caf/stateful_actor.hpp>
 
-#include <chrono>
-#include <deque>
 #include <spdlog/spdlog.h>
-#include <unordered_map>
 
 namespace thaw {
-namespace {
+namespace router_impl {
 
-using clock_type = std::chrono::steady_clock;
-
-struct instance_entry {
-  caf::actor handle;
-  std::string node;
-  std::int32_t in_flight = 0;
-  clock_type::time_point idle_since = clock_type::now();
-};
-
-struct pending_request {
-  caf::actor sink;
-  caf::actor instance;
-  std::uint32_t next_seq = 0;
-};
-
-struct router_state {
-  model_spec spec;
-  caf::actor scheduler;
-  std::shared_ptr<metrics::registry> metrics;
-  std::vector<instance_entry> instances;
-  std::int32_t starting = 0;
-  std::deque<submit_request> queue;
-  std::unordered_map<std::uint64_t, pending_request> pending;
-  std::uint64_t cold_starts = 0;
-  bool stopping = false;
-  /// After a failed start, min_instances is not pursued again before this (doubling back-off,
-  /// 1 s to 60 s), so a model that cannot load does not retry every tick.
-  clock_type::time_point retry_after{};
-  std::chrono::seconds backoff{1};
-
-  static inline const char* name = "router";
-};
-
-using router_ptr = caf::stateful_actor<router_state>*;
-
-instance_entry* find_instance(router_state& s, const caf::actor_addr& addr) {
+instance_entry* find_instance(router_state& s, const caf::actor& handle) {
   for (auto& e : s.instances)
-    if (e.handle.address() == addr)
+    if (e.handle == handle)
       return &e;
   return nullptr;
 }
 
-void dispatch(router_ptr self, instance_entry& inst, submit_request&& r) {
+metrics::registry* metrics_of(router_ptr self) { return self->state.metrics.get(); }
+
+void release_slot(router_state& s, const caf::actor& handle) {
+  if (auto* inst = find_instance(s, handle)) {
+    if (--inst->in_flight == 0)
+      inst->idle_since = clock_type::now();
+  }
+}
+
+void fail_request(router_ptr self, std::uint64_t id, error e) {
+  auto& s = self->state;
+  auto it = s.requests.find(id);
+  if (it == s.requests.end())
+    return;
+  auto ev = failure_event(id, std::move(e));
+  ev.seq = it->second.next_seq;
+  self->send(it->second.sink, std::move(ev));
+  if (it->second.instance)
+    release_slot(s, it->second.instance);
+  else
+    s.queue.erase(std::remove(s.queue.begin(), s.queue.end(), id), s.queue.end());
+  s.requests.erase(it);
+}
+
+namespace {
+
+void dispatch(router_ptr self, instance_entry& inst, std::uint64_t id) {
+  auto& r = self->state.requests.at(id);
   ++inst.in_flight;
-  self->state.pending[r.request_id] = pending_request{r.sink, inst.handle, 0};
-  self->send(inst.handle, instance_request{r.request_id, std::move(r.request)});
+  r.instance = inst.handle;
+  r.early.clear();
+  self->send(inst.handle, instance_request{id, r.log});
 }
 
 void fail_queued(router_ptr self, const error& e) {
   auto queue = std::move(self->state.queue);
   self->state.queue.clear();
-  for (auto& r : queue)
-    self->send(r.sink, failure_event(r.request_id, e));
+  for (auto id : queue)
+    fail_request(self, id, e);
 }
 
-void start_instance(router_ptr self);
-
-/// Sends `r` to the least loaded instance under target, else asks for one more instance (up to
-/// max) and queues, else sends it to the least loaded instance anyway (the engine queues it).
-void admit(router_ptr self, submit_request&& r) {
+/// Sends request `id` to the least loaded instance under target, else asks for one more
+/// instance (up to max) and queues it, else sends it to the least loaded instance anyway (the
+/// engine queues it). `front`: a resumed request goes ahead of new ones.
+void admit(router_ptr self, std::uint64_t id, bool front = false) {
   auto& s = self->state;
   instance_entry* best = nullptr;
   for (auto& e : s.instances)
-    if (!best || e.in_flight < best->in_flight)
+    if (!e.draining && (!best || e.in_flight < best->in_flight))
       best = &e;
   if (best && best->in_flight < s.spec.target_concurrency) {
-    dispatch(self, *best, std::move(r));
+    dispatch(self, *best, id);
     return;
   }
+  auto enqueue = [&] { front ? s.queue.push_front(id) : s.queue.push_back(id); };
   const auto total = static_cast<std::int32_t>(s.instances.size()) + s.starting;
   if (total < s.spec.max_instances) {
-    s.queue.push_back(std::move(r));
+    enqueue();
     // One start per batch of target_concurrency queued requests.
     const auto wanted = static_cast<std::int32_t>(s.queue.size() + s.spec.target_concurrency - 1) /
                         std::max(1, s.spec.target_concurrency);
@@ -92,135 +83,77 @@ void admit(router_ptr self, submit_request&& r) {
     return;
   }
   if (best) {
-    dispatch(self, *best, std::move(r));
+    dispatch(self, *best, id);
     return;
   }
-  s.queue.push_back(std::move(r)); // an instance is starting
+  enqueue(); // an instance is starting
+  if (s.starting == 0 && !s.stopping)
+    start_instance(self); // every instance is gone or draining: one more
 }
 
-void drain(router_ptr self) {
-  auto& s = self->state;
-  while (!s.queue.empty() && !s.instances.empty()) {
-    auto r = std::move(s.queue.front());
-    s.queue.pop_front();
-    const auto before = s.queue.size();
-    admit(self, std::move(r));
-    if (s.queue.size() > before) // admit queued it again: wait for the next instance
-      break;
+/// Relays a committed event to the sink, folding it into the log.
+void commit(router_ptr self, request_entry& r, token_event&& ev) {
+  const auto now = clock_type::now();
+  if (ev.index >= 0) {
+    r.log.generated.push_back(ev.token);
+    r.log.rng = ev.rng;
+    r.log.stop_pending = ev.stop_pending;
+    if (ev.index == r.handoff_index) {
+      r.handoff_index = -1;
+      if (auto* m = metrics_of(self))
+        m->add_histogram("thaw_migration_pause_seconds",
+                         "Client-visible pause of a migrated stream: the source's last token to "
+                         "the target's first",
+                         metrics::latency_buckets(), {"model_name"})
+            .get({self->state.spec.name})
+            .observe(std::chrono::duration<double>(now - r.last_event).count());
+    }
   }
-}
-
-void start_instance(router_ptr self) {
-  auto& s = self->state;
-  ++s.starting;
-  ++s.cold_starts;
-  if (s.metrics)
-    s.metrics->add_counter("thaw_cold_starts_total", "Instances started for a model",
-                           {"model_name"})
-        .get({s.spec.name})
-        .inc();
-  self->request(s.scheduler, caf::infinite, place_atom::value, s.spec)
-      .then(
-          [=](instance_started& started) {
-            auto& st = self->state;
-            --st.starting;
-            if (st.stopping) {
-              self->send_exit(started.handle, caf::exit_reason::user_shutdown);
-              return;
-            }
-            st.backoff = std::chrono::seconds(1);
-            self->monitor(started.handle);
-            st.instances.push_back(instance_entry{started.handle, started.node, 0});
-            if (st.metrics) {
-              st.metrics
-                  ->add_counter("thaw_loads_total", "Model loads by the tier they came from",
-                                {"model_name", "tier"})
-                  .get({st.spec.name, started.source})
-                  .inc();
-              st.metrics
-                  ->add_histogram("thaw_load_seconds", "Time to load an instance",
-                                  metrics::latency_buckets(), {"model_name", "tier"})
-                  .get({st.spec.name, started.source})
-                  .observe(started.load_seconds);
-            }
-            spdlog::info("router {}: instance on {} ready ({} in {:.3f} s)", st.spec.name,
-                         started.node, started.source, started.load_seconds);
-            drain(self);
-          },
-          [=](caf::error& err) {
-            auto& st = self->state;
-            --st.starting;
-            auto e = with_context(from_caf(err), "starting an instance of " + st.spec.name);
-            spdlog::error("router: {}", e.to_string());
-            st.retry_after = clock_type::now() + st.backoff;
-            st.backoff = std::min(st.backoff * 2, std::chrono::seconds(60));
-            if (st.instances.empty() && st.starting == 0)
-              fail_queued(self, e);
-            else
-              drain(self);
-          });
+  r.last_event = now;
+  ev.seq = r.next_seq++;
+  ev.stop_pending.clear(); // the client needs neither the resume state nor its size
+  self->send(r.sink, std::move(ev));
 }
 
 void on_event(router_ptr self, token_event& ev) {
   auto& s = self->state;
-  auto it = s.pending.find(ev.request_id);
-  if (it == s.pending.end())
-    return; // cancelled meanwhile
-  ev.seq = it->second.next_seq++;
-  const bool last = ev.finish != finish_reason::none || ev.failed;
-  self->send(it->second.sink, std::move(ev));
+  auto it = s.requests.find(ev.request_id);
+  if (it == s.requests.end())
+    return; // cancelled or failed meanwhile
+  auto& r = it->second;
+  const auto next = static_cast<std::int32_t>(r.log.generated.size());
+  if (ev.index >= 0 && ev.index < next)
+    return; // a duplicate (both sides of a handoff, or a resumed run)
+  if (ev.index > next) {
+    r.early.emplace(ev.index, std::move(ev)); // the target is ahead of the source's last events
+    return;
+  }
+  bool last = ev.finish != finish_reason::none || ev.failed;
+  commit(self, r, std::move(ev));
+  for (auto e = r.early.begin(); !last && e != r.early.end() && e->first == r.log.generated.size();
+       e = r.early.erase(e)) {
+    last = e->second.finish != finish_reason::none || e->second.failed;
+    commit(self, r, std::move(e->second));
+  }
   if (!last)
     return;
-  if (auto* inst = find_instance(s, it->second.instance.address())) {
-    if (--inst->in_flight == 0)
-      inst->idle_since = clock_type::now();
-  }
-  s.pending.erase(it);
+  release_slot(s, r.instance);
+  s.requests.erase(it);
   drain(self);
 }
 
 void on_cancel(router_ptr self, std::uint64_t id) {
   auto& s = self->state;
-  for (auto q = s.queue.begin(); q != s.queue.end(); ++q) {
-    if (q->request_id == id) {
-      s.queue.erase(q);
-      return;
-    }
-  }
-  auto it = s.pending.find(id);
-  if (it == s.pending.end())
+  auto it = s.requests.find(id);
+  if (it == s.requests.end())
     return;
-  self->send(it->second.instance, cancel_request{id});
-  if (auto* inst = find_instance(s, it->second.instance.address())) {
-    if (--inst->in_flight == 0)
-      inst->idle_since = clock_type::now();
+  if (it->second.instance) {
+    self->send(it->second.instance, cancel_request{id});
+    release_slot(s, it->second.instance);
+  } else {
+    s.queue.erase(std::remove(s.queue.begin(), s.queue.end(), id), s.queue.end());
   }
-  s.pending.erase(it);
-}
-
-void on_instance_down(router_ptr self, const caf::down_msg& dm) {
-  auto& s = self->state;
-  auto it = std::find_if(s.instances.begin(), s.instances.end(),
-                         [&](const auto& e) { return e.handle.address() == dm.source; });
-  if (it == s.instances.end())
-    return;
-  const auto node = it->node;
-  s.instances.erase(it);
-  const auto reason = dm.reason ? self->system().render(dm.reason) : std::string{"stopped"};
-  for (auto p = s.pending.begin(); p != s.pending.end();) {
-    if (p->second.instance.address() == dm.source) {
-      auto ev = failure_event(p->first, make_error(errc::io_error,
-                                                   "the instance of " + s.spec.name + " on node " +
-                                                       node + " was lost: " + reason));
-      ev.seq = p->second.next_seq;
-      self->send(p->second.sink, std::move(ev));
-      p = s.pending.erase(p);
-    } else {
-      ++p;
-    }
-  }
-  if (!s.queue.empty() && s.instances.empty() && s.starting == 0 && !s.stopping)
-    start_instance(self);
+  s.requests.erase(it);
 }
 
 void on_tick(router_ptr self) {
@@ -229,7 +162,7 @@ void on_tick(router_ptr self) {
   const auto keep_alive = std::chrono::milliseconds(s.spec.keep_alive_ms);
   auto count = static_cast<std::int32_t>(s.instances.size());
   for (auto it = s.instances.begin(); it != s.instances.end() && count > s.spec.min_instances;) {
-    if (it->in_flight == 0 && now - it->idle_since >= keep_alive) {
+    if (it->in_flight == 0 && !it->draining && now - it->idle_since >= keep_alive) {
       // Out of the table first, so nothing more is sent to it; no request is pending on it.
       spdlog::info("router {}: instance on {} idle for {} ms, stopping it", s.spec.name, it->node,
                    s.spec.keep_alive_ms);
@@ -246,6 +179,64 @@ void on_tick(router_ptr self) {
   self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
 }
 
+void on_submit(router_ptr self, submit_request& r) {
+  auto& s = self->state;
+  if (s.stopping) {
+    self->send(r.sink, failure_event(r.request_id, make_error(errc::not_found,
+                                                              "model " + s.spec.name +
+                                                                  " was deleted")));
+    return;
+  }
+  const auto outstanding = s.requests.size();
+  if (static_cast<std::int64_t>(outstanding) >= s.spec.queue_limit) {
+    self->send(r.sink, failure_event(r.request_id,
+                                     make_error(errc::resource_exhausted,
+                                                "model " + s.spec.name + " has " +
+                                                    std::to_string(outstanding) +
+                                                    " requests waiting or running, its limit is " +
+                                                    std::to_string(s.spec.queue_limit))));
+    return;
+  }
+  if (s.requests.count(r.request_id) != 0) {
+    self->send(r.sink, failure_event(r.request_id,
+                                     make_error(errc::already_exists,
+                                                "request id " + std::to_string(r.request_id) +
+                                                    " is already running")));
+    return;
+  }
+  auto& entry = s.requests[r.request_id];
+  entry.sink = std::move(r.sink);
+  entry.log.request = std::move(r.request);
+  entry.log.rng = rng_state{entry.log.request.sampling.seed, 0};
+  admit(self, r.request_id);
+}
+
+model_status status_of(const router_state& s) {
+  model_status m;
+  m.name = s.spec.name;
+  m.instances = static_cast<std::int32_t>(s.instances.size());
+  m.starting = s.starting;
+  m.queued = static_cast<std::int32_t>(s.queue.size());
+  m.in_flight = static_cast<std::int32_t>(s.requests.size() - s.queue.size());
+  m.cold_starts = s.cold_starts;
+  return m;
+}
+
+void stop(router_ptr self) {
+  auto& s = self->state;
+  s.stopping = true;
+  const auto e = make_error(errc::not_found, "model " + s.spec.name + " was deleted");
+  std::vector<std::uint64_t> ids;
+  for (auto& [id, r] : s.requests)
+    ids.push_back(id);
+  for (auto id : ids)
+    fail_request(self, id, e);
+  for (auto& inst : s.instances)
+    self->send_exit(inst.handle, caf::exit_reason::user_shutdown);
+  s.instances.clear();
+  self->quit();
+}
+
 caf::behavior router_fn(router_ptr self, model_spec spec, caf::actor scheduler,
                         std::shared_ptr<metrics::registry> metrics) {
   auto& s = self->state;
@@ -255,62 +246,95 @@ caf::behavior router_fn(router_ptr self, model_spec spec, caf::actor scheduler,
   self->set_down_handler([=](const caf::down_msg& dm) { on_instance_down(self, dm); });
   self->send(self, tick_atom::value);
   return {
-      [=](submit_request& r) {
-        auto& st = self->state;
-        const auto outstanding = st.queue.size() + st.pending.size();
-        if (st.stopping) {
-          self->send(r.sink, failure_event(r.request_id,
-                                           make_error(errc::not_found,
-                                                      "model " + st.spec.name + " was deleted")));
-          return;
-        }
-        if (static_cast<std::int64_t>(outstanding) >= st.spec.queue_limit) {
-          self->send(r.sink,
-                     failure_event(r.request_id,
-                                   make_error(errc::resource_exhausted,
-                                              "model " + st.spec.name + " has " +
-                                                  std::to_string(outstanding) +
-                                                  " requests waiting or running, its limit is " +
-                                                  std::to_string(st.spec.queue_limit))));
-          return;
-        }
-        admit(self, std::move(r));
-      },
+      [=](submit_request& r) { on_submit(self, r); },
       [=](cancel_request& c) { on_cancel(self, c.request_id); },
       [=](token_event& ev) { on_event(self, ev); },
+      [=](migrate_handoff& h) { on_handoff(self, h); },
       [=](tick_atom) { on_tick(self); },
-      [=](status_atom) -> model_status {
-        auto& st = self->state;
-        model_status m;
-        m.name = st.spec.name;
-        m.instances = static_cast<std::int32_t>(st.instances.size());
-        m.starting = st.starting;
-        m.queued = static_cast<std::int32_t>(st.queue.size());
-        m.in_flight = static_cast<std::int32_t>(st.pending.size());
-        m.cold_starts = st.cold_starts;
-        return m;
+      [=](status_atom) -> model_status { return status_of(self->state); },
+      [=](migrate_atom, std::string& from, std::string& to,
+          std::int32_t max_gap) -> caf::result<migration_report> {
+        auto rp = self->make_response_promise<migration_report>();
+        migrate(self, rp, std::move(from), std::move(to), max_gap);
+        return rp;
       },
-      [=](stop_atom) {
-        auto& st = self->state;
-        st.stopping = true;
-        const auto e = make_error(errc::not_found, "model " + st.spec.name + " was deleted");
-        fail_queued(self, e);
-        for (auto& [id, p] : st.pending)
-          self->send(p.sink, failure_event(id, e));
-        st.pending.clear();
-        for (auto& inst : st.instances)
-          self->send_exit(inst.handle, caf::exit_reason::user_shutdown);
-        st.instances.clear();
-        self->quit();
-      },
+      [=](stop_atom) { stop(self); },
   };
 }
 
 } // namespace
 
+void drain(router_ptr self) {
+  auto& s = self->state;
+  while (!s.queue.empty() && !s.instances.empty()) {
+    auto id = s.queue.front();
+    s.queue.pop_front();
+    const auto before = s.queue.size();
+    admit(self, id, true);
+    if (s.queue.size() > before) // admit queued it again: wait for the next instance
+      break;
+  }
+}
+
+void adopt_instance(router_ptr self, const instance_started& started) {
+  auto& st = self->state;
+  st.backoff = std::chrono::seconds(1);
+  self->monitor(started.handle);
+  st.instances.push_back(instance_entry{started.handle, started.node, 0});
+  if (auto* m = metrics_of(self)) {
+    m->add_counter("thaw_loads_total", "Model loads by the tier they came from",
+                   {"model_name", "tier"})
+        .get({st.spec.name, started.source})
+        .inc();
+    m->add_histogram("thaw_load_seconds", "Time to load an instance", metrics::latency_buckets(),
+                     {"model_name", "tier"})
+        .get({st.spec.name, started.source})
+        .observe(started.load_seconds);
+  }
+  spdlog::info("router {}: instance on {} ready ({} in {:.3f} s)", st.spec.name, started.node,
+               started.source, started.load_seconds);
+}
+
+void start_instance(router_ptr self) {
+  auto& s = self->state;
+  ++s.starting;
+  ++s.cold_starts;
+  if (auto* m = metrics_of(self))
+    m->add_counter("thaw_cold_starts_total", "Instances started for a model", {"model_name"})
+        .get({s.spec.name})
+        .inc();
+  self->request(s.scheduler, caf::infinite, place_atom::value, s.spec)
+      .then(
+          [=](instance_started& started) {
+            auto& st = self->state;
+            --st.starting;
+            if (st.stopping) {
+              self->send_exit(started.handle, caf::exit_reason::user_shutdown);
+              return;
+            }
+            adopt_instance(self, started);
+            drain(self);
+          },
+          [=](caf::error& err) {
+            auto& st = self->state;
+            --st.starting;
+            auto e = with_context(from_caf(err), "starting an instance of " + st.spec.name);
+            spdlog::error("router: {}", e.to_string());
+            st.retry_after = clock_type::now() + st.backoff;
+            st.backoff = std::min(st.backoff * 2, std::chrono::seconds(60));
+            if (st.instances.empty() && st.starting == 0)
+              fail_queued(self, e);
+            else
+              drain(self);
+          });
+}
+
+} // namespace router_impl
+
 caf::actor spawn_router(caf::actor_system& sys, model_spec spec, caf::actor scheduler,
                         std::shared_ptr<metrics::registry> metrics) {
-  return sys.spawn(router_fn, std::move(spec), std::move(scheduler), std::move(metrics));
+  return sys.spawn(router_impl::router_fn, std::move(spec), std::move(scheduler),
+                   std::move(metrics));
 }
 
 } // namespace thaw

@@ -2,18 +2,27 @@
 /// The router actor (head, one per model): admits requests, picks an instance, buffers requests
 /// while instances start (as Knative's activator does), scales out up to max_instances when
 /// every instance has target_concurrency sequences, scales in after keep-alive, and relays each
-/// request's token events to its sink, renumbering them so a request's stream stays gapless
-/// when it moves between instances (migration and failover build on this).
+/// request's token events to its sink. Events are committed in token-index order whichever
+/// instance sent them (duplicates dropped, early ones held back), so a request's stream stays
+/// gapless when it moves between instances; the committed log (tokens, RNG, held-back stop
+/// text) is the snapshot a failover resumes from (ARCHITECTURE.md section 3).
 ///
 ///   request --admit--> queued (no instance yet; a start was asked for)
 ///                  \-> dispatched (instance chosen) --token events--> sink --last--> done
 ///   queue limit reached: one failed event (resource_exhausted -> 429)
-///   instance lost: its requests end with a failed event naming the instance and the reason
+///   instance lost: each of its requests is queued again at the front and resumes on another
+///     instance (started if needed) from its log; greedy or seeded output is unchanged. After
+///     max_resumes failovers, or when no instance can be started, it fails naming the reason.
+///   migration (migrate_atom): a new instance starts on node `to`; the instance on `from`
+///     drains (no new requests), hands each sequence over (instance.hpp) and, when all are
+///     moved, stops, freeing its slot. If the target fails first, the source keeps serving.
 ///
 /// Messages:
 ///   (submit_request)             events go to submit_request::sink
 ///   (cancel_request)             drops a queued or running request; frees its KV blocks
 ///   (token_event)                from instances
+///   (migrate_handoff)            from a migration's source: the request runs on the target now
+///   (migrate_atom, from, to, max_gap) -> migration_report | error
 ///   (status_atom) -> model_status
 ///   (stop_atom)                  stops every instance, fails what is left, quits
 ///   (tick_atom)                  internal: keep-alive and min_instances, once a second

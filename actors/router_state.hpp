@@ -1,0 +1,102 @@
+#pragma once
+/// The router's state and the functions its two files share (router.cpp: admission, events,
+/// scaling; router_recovery.cpp: failover and live migration). Internal to actors/.
+
+#include "actors/messages.hpp"
+#include "runtime/common/metrics.hpp"
+
+#include <caf/stateful_actor.hpp>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+namespace thaw::router_impl {
+
+using clock_type = std::chrono::steady_clock;
+
+struct instance_entry {
+  caf::actor handle;
+  std::string node;
+  std::int32_t in_flight = 0;
+  clock_type::time_point idle_since = clock_type::now();
+  bool draining = false; ///< a migration's source: gets no new requests
+};
+
+/// One request the router owns, from admission to its last event.
+struct request_entry {
+  caf::actor sink;
+  caf::actor instance;        ///< null while queued
+  std::uint32_t next_seq = 0; ///< the client's event numbering
+  /// The committed log: the request, the tokens relayed to the client, and the sequence's RNG
+  /// and held-back stop text after the last of them. It is the snapshot a failover resumes
+  /// from (ARCHITECTURE.md section 3).
+  sequence_state log;
+  std::map<std::int32_t, token_event> early; ///< events ahead of the next index
+  std::int32_t resumes = 0;                  ///< failovers so far
+  /// After a migration's handoff: the index of the target's first token, and when the source's
+  /// last token was relayed (the client-visible pause ends at that first token).
+  std::int32_t handoff_index = -1;
+  clock_type::time_point last_event{};
+};
+
+struct router_state {
+  model_spec spec;
+  caf::actor scheduler;
+  std::shared_ptr<metrics::registry> metrics;
+  std::vector<instance_entry> instances;
+  std::int32_t starting = 0;
+  std::deque<std::uint64_t> queue; ///< request ids waiting for an instance
+  std::unordered_map<std::uint64_t, request_entry> requests;
+  std::uint64_t cold_starts = 0;
+  bool stopping = false;
+  /// After a failed start, min_instances is not pursued again before this (doubling back-off,
+  /// 1 s to 60 s), so a model that cannot load does not retry every tick.
+  clock_type::time_point retry_after{};
+  std::chrono::seconds backoff{1};
+  bool migrating = false;
+  /// While a migration runs: its source instance, the target node (until the target instance
+  /// is up) and the target instance. CAF does not answer a request whose remote receiver's node
+  /// dies, and a source on another node may never hear that the target died (messages between
+  /// nodes are routed through the head): the router watches both and tells the source.
+  caf::actor migration_source;
+  caf::actor migration_node;
+  caf::actor migration_target;
+  std::function<void(error)> migration_failed; ///< ends the migration before the source's report
+
+  static inline const char* name = "router";
+};
+
+using router_ptr = caf::stateful_actor<router_state>*;
+
+/// A failover resumes a request at most this many times; then it fails (a request that kills
+/// every instance it touches must not take the cluster down with it).
+inline constexpr std::int32_t max_resumes = 3;
+
+instance_entry* find_instance(router_state& s, const caf::actor& handle);
+/// Sends queued requests to instances while there is room.
+void drain(router_ptr self);
+/// Ends request `id` with a failed event (and forgets it).
+void fail_request(router_ptr self, std::uint64_t id, error e);
+/// One less sequence on `handle`'s instance.
+void release_slot(router_state& s, const caf::actor& handle);
+/// Asks the scheduler for one more instance.
+void start_instance(router_ptr self);
+/// Adds a started instance to the table (monitored).
+void adopt_instance(router_ptr self, const instance_started& started);
+metrics::registry* metrics_of(router_ptr self);
+
+/// router_recovery.cpp: the instance behind `dm` is gone; its requests resume elsewhere.
+void on_instance_down(router_ptr self, const caf::down_msg& dm);
+/// router_recovery.cpp: a migration's source handed request h.request_id to h.target.
+void on_handoff(router_ptr self, migrate_handoff& h);
+/// router_recovery.cpp: clears the migration's state (it is over, either way).
+void end_migration(router_ptr self);
+/// router_recovery.cpp: moves the instance on node `from` to a new one on node `to`.
+void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp, std::string from,
+             std::string to, std::int32_t max_gap);
+
+} // namespace thaw::router_impl
