@@ -67,7 +67,7 @@ struct sim_config {
 
 struct sim_result {
   policy_kind policy = policy_kind::locality;
-  std::vector<double> ttft;   ///< per completed request, seconds
+  std::vector<double> ttft;   ///< per request, in request order, seconds
   std::vector<double> e2e;
   std::uint64_t requests = 0, completed = 0;
   std::array<std::uint64_t, tier_count> cold_starts{};  ///< instance loads by source tier

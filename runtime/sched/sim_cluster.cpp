@@ -71,6 +71,8 @@ sim_cluster::sim_cluster(const sim_config& cfg, const std::vector<sim_request>& 
   }
   models_.resize(cfg.models.size());
   rs_.resize(requests.size());
+  out_.ttft.assign(requests.size(), 0.0);
+  out_.e2e.assign(requests.size(), 0.0);
   inst_.emplace_back(); // id 0: none
 }
 
@@ -203,8 +205,8 @@ void sim_cluster::on_seq_done(std::uint32_t r, std::uint64_t gen) {
   const bool was_busy = !in.seqs.empty();
   in.seqs.erase(std::find(in.seqs.begin(), in.seqs.end(), r));
   set_busy(s.inst, was_busy);
-  out_.ttft.push_back(s.first - req_[r].arrival);
-  out_.e2e.push_back(s.done - req_[r].arrival);
+  out_.ttft[r] = s.first - req_[r].arrival;
+  out_.e2e[r] = s.done - req_[r].arrival;
   ++out_.completed;
   const auto model = in.model;
   const auto id = s.inst;
