@@ -187,7 +187,8 @@ std::vector<std::uint32_t> placer::rank(const cluster_view& view, const placemen
   std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
     const bool fa = view.nodes[a].available_slot() < 0;
     const bool fb = view.nodes[b].available_slot() < 0;
-    return std::tie(fa, key[a]) < std::tie(fb, key[b]);
+    // Equal keys (the same tier everywhere) go to the less loaded node first.
+    return std::tie(fa, key[a], view.nodes[a].load) < std::tie(fb, key[b], view.nodes[b].load);
   });
   return order;
 }

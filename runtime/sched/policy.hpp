@@ -70,8 +70,8 @@ public:
   /// The decision for starting `req` now. Never modifies the view.
   [[nodiscard]] decision place(const cluster_view& view, const placement_request& req,
                                const estimators& est);
-  /// Every up node, best first by this policy, nodes with an available slot before full ones
-  /// (for a caller that asks nodes in turn and lets each refuse).
+  /// Every up node, best first by this policy, nodes with an available slot before full ones,
+  /// ties to the less loaded (for a caller that asks nodes in turn and lets each refuse).
   [[nodiscard]] std::vector<std::uint32_t> rank(const cluster_view& view,
                                                 const placement_request& req,
                                                 const estimators& est);
