@@ -3,7 +3,8 @@
 // file. Prints latency percentiles, SLO attainment, cold starts per tier, migrations and slot
 // utilisation per policy, side by side; --plot draws the latency CDFs with gnuplot.
 //
-// Defaults and where they come from (each can be set with a flag or a [sim] key of --config):
+// Defaults and where they come from (each can be set with a flag or a [sim] key of --config;
+// per-model values with [[sim.model]] tables, cycled over the models by popularity rank):
 //   model bytes 16 GB        Llama-3.1-8B in bf16, the model of ServerlessLLM's headline
 //                            figure (BENCHMARKS.md "Loading")
 //   DRAM tier 8 GB/s         `thaw bench load /work/models/stories110m-ck --copies 3` on this
@@ -49,6 +50,10 @@ struct sim_args {
   double jitter = 0.2, setup_s = 0.05, prefill_tps = 8000, decode_tps = 40, keep_alive = 60;
   std::int32_t concurrency = 8, min_instances = 0, max_instances = 4, ssd_replicas = 1;
   std::int32_t handoff_steps = 2;
+  /// [[sim.model]] tables: model i (by popularity rank) takes table i mod their number, each
+  /// key overriding the flags: bytes_gb, prefill_tps, decode_tps, concurrency, min_instances,
+  /// max_instances, keep_alive.
+  std::vector<config> model_tables;
 };
 
 // Flags beat the [sim] table of --config, which beats the defaults above.
@@ -88,7 +93,30 @@ status apply_config(CLI::App& cmd, const config& cfg, sim_args& a) {
   THAW_TRY(integer("--nodes", "sim.nodes", a.nodes));
   THAW_TRY(integer("--slots-per-node", "sim.slots_per_node", a.slots));
   THAW_TRY(integer("--models", "sim.models", a.models));
+  THAW_ASSIGN(a.model_tables, cfg.get_tables("sim.model"));
   return {};
+}
+
+expected<sched::sim_model> model_from_table(const config& t, sched::sim_model m) {
+  THAW_ASSIGN(auto gb, t.get_double("bytes_gb", m.bytes / 1e9));
+  m.bytes = gb * 1e9;
+  THAW_ASSIGN(m.prefill_tps, t.get_double("prefill_tps", m.prefill_tps));
+  THAW_ASSIGN(m.decode_tps, t.get_double("decode_tps", m.decode_tps));
+  THAW_ASSIGN(auto conc, t.get_int("concurrency", m.concurrency));
+  THAW_ASSIGN(auto lo, t.get_int("min_instances", m.min_instances));
+  THAW_ASSIGN(auto hi, t.get_int("max_instances", m.max_instances));
+  THAW_ASSIGN(m.keep_alive, t.get_double("keep_alive", m.keep_alive));
+  m.concurrency = static_cast<std::int32_t>(conc);
+  m.min_instances = static_cast<std::int32_t>(lo);
+  m.max_instances = static_cast<std::int32_t>(hi);
+  if (!(m.bytes > 0) || !(m.prefill_tps > 0) || !(m.decode_tps > 0) || m.concurrency < 1 ||
+      m.max_instances < 1 || m.min_instances < 0 || m.min_instances > m.max_instances ||
+      m.keep_alive < 0)
+    return make_error(errc::invalid_argument,
+                      "[[sim.model]]: bytes_gb, prefill_tps and decode_tps must be above 0, "
+                      "concurrency and max_instances at least 1, 0 <= min_instances <= "
+                      "max_instances, keep_alive >= 0");
+  return m;
 }
 
 status validate(const sim_args& a) {
@@ -109,7 +137,7 @@ status validate(const sim_args& a) {
   return {};
 }
 
-sched::sim_config make_config(const sim_args& a, sched::policy_kind p) {
+expected<sched::sim_config> make_config(const sim_args& a, sched::policy_kind p) {
   sched::sim_config c;
   c.nodes = a.nodes;
   c.slots_per_node = a.slots;
@@ -135,6 +163,15 @@ sched::sim_config make_config(const sim_args& a, sched::policy_kind p) {
   m.max_instances = a.max_instances;
   m.keep_alive = a.keep_alive;
   c.models.assign(a.models, m);
+  if (!a.model_tables.empty()) {
+    std::vector<sched::sim_model> classes;
+    for (const auto& t : a.model_tables) {
+      THAW_ASSIGN(auto x, model_from_table(t, m));
+      classes.push_back(x);
+    }
+    for (std::size_t i = 0; i < c.models.size(); ++i)
+      c.models[i] = classes[i % classes.size()];
+  }
   c.policy = p;
   c.seed = a.seed;
   return c;
@@ -289,7 +326,10 @@ int run_sim(CLI::App& cmd, sim_args a) {
   std::vector<run> runs;
   for (auto p : policies) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = sched::simulate(make_config(a, p), requests);
+    auto c = make_config(a, p);
+    if (!c)
+      return report_error("sim", c.err());
+    auto r = sched::simulate(*c, requests);
     if (!r)
       return report_error("sim", r.err());
     run x;
