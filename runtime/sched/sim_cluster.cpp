@@ -5,33 +5,6 @@
 
 namespace thaw::sched {
 
-std::vector<std::uint32_t> lru_tier::touch(std::uint32_t m, double bytes, bool pinned) {
-  std::vector<std::uint32_t> evicted;
-  if (auto it = where_.find(m); it != where_.end()) {
-    it->second->pinned = it->second->pinned || pinned;
-    order_.splice(order_.begin(), order_, it->second);
-    return evicted;
-  }
-  if (bytes > capacity_)
-    return evicted;
-  // Least recently used first, skipping pinned copies.
-  for (auto it = order_.end(); used_ + bytes > capacity_ && it != order_.begin();) {
-    --it;
-    if (it->pinned)
-      continue;
-    used_ -= it->bytes;
-    evicted.push_back(it->model);
-    where_.erase(it->model);
-    it = order_.erase(it);
-  }
-  if (used_ + bytes > capacity_)
-    return evicted; // only pinned copies left and no room: not kept
-  order_.push_front({m, bytes, pinned});
-  where_[m] = order_.begin();
-  used_ += bytes;
-  return evicted;
-}
-
 sim_cluster::sim_cluster(const sim_config& cfg, const std::vector<sim_request>& requests)
     : cfg_(cfg), req_(requests),
       est_{startup_estimator{cfg.estimator_bandwidth, cfg.setup_seconds},
@@ -66,7 +39,8 @@ sim_cluster::sim_cluster(const sim_config& cfg, const std::vector<sim_request>& 
           (static_cast<std::uint64_t>(m) * 2654435761ULL + r * (cfg.nodes / replicas + 1)) %
           cfg.nodes);
       nodes_[n].ssd.touch(m, cfg.models[m].bytes, true);
-      view_.set_tier(n, m, tier::ssd);
+      if (nodes_[n].ssd.contains(m)) // a full SSD keeps no more homes
+        view_.set_tier(n, m, tier::ssd);
     }
   }
   models_.resize(cfg.models.size());

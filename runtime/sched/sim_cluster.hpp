@@ -10,34 +10,14 @@
 ///   running --(chosen for migration)--> moving_source --(handoff)--> stopped
 ///   moving_dest --(checkpoint loaded, tokens recomputed, handoff)--> running
 
+#include "runtime/sched/lru_tier.hpp"
 #include "runtime/sched/sim.hpp"
 
 #include <deque>
-#include <list>
 #include <queue>
 #include <unordered_map>
 
 namespace thaw::sched {
-
-/// A bytes-bounded LRU set of models (a node's DRAM or SSD tier); pinned models never leave.
-class lru_tier {
-public:
-  explicit lru_tier(double capacity = 0) : capacity_(capacity) {}
-  [[nodiscard]] bool contains(std::uint32_t m) const { return where_.count(m) != 0; }
-  /// Inserts or refreshes `m`; returns the models evicted to make room (none when `m` alone is
-  /// larger than the tier: it is then not kept).
-  std::vector<std::uint32_t> touch(std::uint32_t m, double bytes, bool pinned = false);
-
-private:
-  struct entry {
-    std::uint32_t model;
-    double bytes;
-    bool pinned;
-  };
-  double capacity_, used_ = 0;
-  std::list<entry> order_; // most recent first
-  std::unordered_map<std::uint32_t, std::list<entry>::iterator> where_;
-};
 
 class sim_cluster {
 public:
