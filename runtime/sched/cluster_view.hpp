@@ -31,7 +31,7 @@ struct cluster_node {
   std::vector<std::int32_t> free_slots;   ///< slots with no instance
   std::vector<instance_view> instances;   ///< instances in the other slots
   double loader_wait = 0;                 ///< seconds of loads queued ahead of a new one
-  std::int32_t load = 0;                  ///< running sequences (what least-loaded compares)
+  std::int32_t load = 0;   ///< running sequences, or instances where those are not known
 
   /// A slot a new instance can have now: a free one, else one whose instance is idle (returned
   /// through `evict`, 0 when none needs to stop). -1 when every slot is busy.

@@ -87,8 +87,6 @@ sim_result sim_cluster::run() {
     advance(e.t);
     ++out_.events;
     switch (e.kind) {
-    case ev::arrival:
-      break;
     case ev::load_done:
       on_load_done(e.a);
       break;
@@ -155,19 +153,19 @@ void sim_cluster::start_seq(std::uint64_t id, std::uint32_t r) {
   s.first = now_ + req_[r].input_tokens / mc.prefill_tps;
   s.done = s.first + req_[r].output_tokens / mc.decode_tps;
   s.inst = id;
-  const bool was_busy = !in.seqs.empty();
+  const auto before = in.seqs.size();
   in.seqs.push_back(r);
-  set_busy(id, was_busy);
+  sequences_changed(id, before);
   push(s.done, ev::seq_done, r, s.gen);
 }
 
-void sim_cluster::set_busy(std::uint64_t id, bool was_busy) {
+void sim_cluster::sequences_changed(std::uint64_t id, std::size_t before) {
   auto& in = inst_[id];
-  const bool is_busy = !in.seqs.empty();
-  busy_ += static_cast<int>(is_busy) - static_cast<int>(was_busy);
+  const auto after = in.seqs.size();
+  busy_ += static_cast<int>(after > 0) - static_cast<int>(before > 0);
   if (auto* v = view_of(id)) {
-    v->sequences = static_cast<std::int32_t>(in.seqs.size());
-    view_.nodes[in.node].load += is_busy == was_busy ? 0 : (is_busy ? 1 : -1);
+    v->sequences = static_cast<std::int32_t>(after);
+    view_.nodes[in.node].load += static_cast<std::int32_t>(after) - static_cast<std::int32_t>(before);
   }
 }
 
@@ -176,9 +174,9 @@ void sim_cluster::on_seq_done(std::uint32_t r, std::uint64_t gen) {
   if (gen != s.gen)
     return; // rescheduled by a migration's pause
   auto& in = inst_[s.inst];
-  const bool was_busy = !in.seqs.empty();
+  const auto before = in.seqs.size();
   in.seqs.erase(std::find(in.seqs.begin(), in.seqs.end(), r));
-  set_busy(s.inst, was_busy);
+  sequences_changed(s.inst, before);
   out_.ttft[r] = s.first - req_[r].arrival;
   out_.e2e[r] = s.done - req_[r].arrival;
   ++out_.completed;
@@ -436,12 +434,10 @@ void sim_cluster::on_move_done(std::size_t m) {
   const auto& mc = cfg_.models[src.model];
   const double pause = cfg_.handoff_steps / mc.decode_tps;
   // The sequences continue on the destination after the handoff pause.
-  const bool was_busy = !src.seqs.empty();
+  const auto moved = src.seqs.size();
   dest.seqs = std::move(src.seqs);
   src.seqs.clear();
-  busy_ -= static_cast<int>(was_busy);
-  if (view_of(mv.source) != nullptr)
-    view_.nodes[src.node].load -= was_busy ? 1 : 0;
+  sequences_changed(mv.source, moved);
   for (auto r : dest.seqs) {
     auto& s = rs_[r];
     if (s.first > now_)
@@ -454,7 +450,7 @@ void sim_cluster::on_move_done(std::size_t m) {
   dest.st = state::running;
   if (auto* v = view_of(mv.dest))
     v->movable = true;
-  set_busy(mv.dest, false);
+  sequences_changed(mv.dest, 0);
   auto& list = models_[src.model].instances;
   std::replace(list.begin(), list.end(), mv.source, mv.dest);
   // The source's slot goes to the instance that waited for it.

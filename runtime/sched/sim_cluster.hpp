@@ -26,7 +26,7 @@ public:
 
 private:
   enum class state : std::uint8_t { waiting_slot, loading, running, moving_source, moving_dest, stopped };
-  enum class ev : std::uint8_t { arrival, load_done, seq_done, keep_alive, move_loaded, move_done };
+  enum class ev : std::uint8_t { load_done, seq_done, keep_alive, move_loaded, move_done };
 
   struct event {
     double t;
@@ -83,7 +83,8 @@ private:
   void went_idle(std::uint64_t id);
   void stop(std::uint64_t id);
   void start_seq(std::uint64_t id, std::uint32_t r);
-  void set_busy(std::uint64_t id, bool was_busy);
+  /// Keeps the busy-slot count and the view in step after the instance had `before` sequences.
+  void sequences_changed(std::uint64_t id, std::size_t before);
 
   std::uint64_t new_instance(std::uint32_t model, std::uint32_t node, std::int32_t slot, state st,
                              tier source);
