@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <random>
 
 namespace thaw::sched {
 namespace {
@@ -143,6 +144,41 @@ TEST(Sim, MigrationIsNotUsedWhenItDoesNotPay) {
   auto r = run(c, migration_trace());
   EXPECT_EQ(r.migrations, 0u);
   EXPECT_EQ(r.cold_starts[static_cast<int>(tier::remote)], 2u); // model 1 and then model 0
+}
+
+TEST(Sim, UnderHeavyContentionEveryPolicyServesEveryRequestWithinPhysicalBounds) {
+  // 600 requests for 24 models on 3 nodes of 2 slots, arriving faster than they can be
+  // served, with small DRAM tiers so checkpoints come and go.
+  std::mt19937_64 rng{3};
+  std::vector<sim_request> reqs;
+  double t = 0;
+  for (int i = 0; i < 600; ++i) {
+    t += std::exponential_distribution<double>{2.0}(rng);
+    reqs.push_back({t, static_cast<std::uint32_t>(rng() % 24),
+                    static_cast<std::int32_t>(10 + rng() % 2000),
+                    static_cast<std::int32_t>(1 + rng() % 300)});
+  }
+  for (auto p : all_policies) {
+    auto c = small_cluster(3, 2, 24, p);
+    c.dram_bytes = 40 * gb;
+    c.bandwidth_jitter = 0.3;
+    for (auto& m : c.models)
+      m.max_instances = 3;
+    auto r = run(c, reqs);
+    ASSERT_EQ(r.completed, reqs.size()) << to_string(p);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      const double prefill = reqs[i].input_tokens / 1000.0;
+      const double decode = reqs[i].output_tokens / 10.0;
+      ASSERT_GE(r.ttft[i], prefill - 1e-9) << to_string(p) << " request " << i;
+      ASSERT_GE(r.e2e[i], r.ttft[i] + decode - 1e-9) << to_string(p) << " request " << i;
+    }
+    const auto s = summarize(r, 10);
+    EXPECT_LE(s.slot_occupancy, 1.0 + 1e-9) << to_string(p);
+    EXPECT_LE(s.slot_utilisation, s.slot_occupancy + 1e-9) << to_string(p);
+    EXPECT_GT(s.slot_utilisation, 0.3) << to_string(p);
+    EXPECT_GT(r.evictions + r.scale_to_zero, 0u);
+    EXPECT_EQ(r.migrations > 0, p == policy_kind::locality_migrate) << to_string(p);
+  }
 }
 
 TEST(Sim, RejectsRequestsForModelsItDoesNotKnow) {
