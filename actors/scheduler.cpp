@@ -1,6 +1,8 @@
 #include "actors/scheduler.hpp"
 
-#include "runtime/sched/placement.hpp"
+#include "runtime/sched/cluster_view.hpp"
+#include "runtime/sched/estimator.hpp"
+#include "runtime/sched/policy.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -12,24 +14,75 @@
 namespace thaw {
 namespace {
 
+// The scheduler does not read checkpoints (nodes do), so it ranks by a nominal size: with no
+// loader queue known, the order only depends on the tiers and bandwidths, not on the bytes.
+constexpr double nominal_bytes = 1e9;
+
 struct scheduler_state {
   std::map<std::string, node_status> nodes; // by name
+  // runtime/sched works on dense indices: nodes and checkpoints get one on first sight and
+  // keep it (a node that left and came back is the same node to the estimator).
+  std::map<std::string, std::uint32_t> node_index;
+  std::map<std::string, std::uint32_t> model_index;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> loads_seen; // ssd, dram
+  sched::placer placer{sched::policy_kind::locality};
+  sched::estimators est;
+
+  std::uint32_t intern(std::map<std::string, std::uint32_t>& m, const std::string& key) {
+    return m.emplace(key, static_cast<std::uint32_t>(m.size())).first->second;
+  }
+
+  /// Folds in the bandwidths a node measured, once per new load of each kind.
+  void learn(const node_status& st) {
+    const auto idx = intern(node_index, st.name);
+    auto& [ssd, dram] = loads_seen[st.name];
+    if (st.loads_ssd > ssd)
+      est.startup.bandwidths().observe_bandwidth(idx, sched::tier::ssd, st.ssd_bandwidth);
+    if (st.loads_dram > dram)
+      est.startup.bandwidths().observe_bandwidth(idx, sched::tier::dram, st.dram_bandwidth);
+    ssd = st.loads_ssd;
+    dram = st.loads_dram;
+  }
+
+  /// The cluster as runtime/sched sees it. A slot with no model is free; a slot holding models
+  /// counts as busy (the node still decides whether another instance fits beside them).
+  sched::cluster_view view() {
+    sched::cluster_view v;
+    v.nodes.resize(node_index.size());
+    for (auto& n : v.nodes)
+      n.up = false;
+    for (const auto& [name, st] : nodes) {
+      const auto idx = node_index.at(name);
+      auto& n = v.nodes[idx];
+      n.name = name;
+      n.up = true;
+      n.slots = static_cast<std::int32_t>(st.slots.size());
+      n.load = static_cast<std::int32_t>(st.instances.size());
+      for (const auto& s : st.slots) {
+        if (s.models.empty()) {
+          n.free_slots.push_back(s.index);
+          continue;
+        }
+        sched::instance_view i;
+        i.model = intern(model_index, s.models.front());
+        i.slot = s.index;
+        i.bytes = nominal_bytes;
+        i.sequences = 1;   // unknown here: never taken for an idle one
+        i.movable = false; // moving instances is the router's, not wired to placement yet
+        n.instances.push_back(i);
+      }
+      for (const auto& m : st.local_models)
+        v.set_tier(idx, intern(model_index, m), sched::tier::ssd);
+      for (const auto& m : st.dram_models)
+        v.set_tier(idx, intern(model_index, m), sched::tier::dram);
+    }
+    return v;
+  }
 
   static inline const char* name = "scheduler";
 };
 
 using scheduler_ptr = caf::stateful_actor<scheduler_state>*;
-
-sched::node_view view_of(const node_status& n) {
-  sched::node_view v;
-  v.name = n.name;
-  v.dram_models = n.dram_models;
-  v.local_models = n.local_models;
-  for (const auto& s : n.slots)
-    v.freest_slot_bytes = std::max(v.freest_slot_bytes, s.memory_bytes - s.used_bytes);
-  v.instances = static_cast<std::int32_t>(n.instances.size());
-  return v;
-}
 
 /// Asks candidates[i..] in turn; delivers the first success or every refusal.
 void try_place(scheduler_ptr self, caf::typed_response_promise<instance_started> rp,
@@ -58,7 +111,10 @@ void try_place(scheduler_ptr self, caf::typed_response_promise<instance_started>
             });
 }
 
-caf::behavior scheduler_fn(scheduler_ptr self) {
+caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
+  self->state.placer = sched::placer{options.policy, options.seed};
+  self->state.est.startup = sched::startup_estimator{options.bandwidth};
+  spdlog::info("scheduler: placement policy {}", sched::to_string(options.policy));
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& nodes = self->state.nodes;
     for (auto it = nodes.begin(); it != nodes.end(); ++it) {
@@ -77,6 +133,7 @@ caf::behavior scheduler_fn(scheduler_ptr self) {
           self->monitor(st.handle);
           spdlog::info("scheduler: node {} registered", st.name);
         }
+        self->state.learn(st);
         nodes[st.name] = std::move(st);
       },
       [=](place_atom, model_spec& spec) -> caf::result<instance_started> {
@@ -84,16 +141,14 @@ caf::behavior scheduler_fn(scheduler_ptr self) {
         if (nodes.empty())
           return to_caf(make_error(errc::resource_exhausted,
                                    "no node is registered to start " + spec.name));
-        std::vector<sched::node_view> views;
-        std::vector<caf::actor> handles;
-        for (const auto& [name, n] : nodes) {
-          views.push_back(view_of(n));
-          handles.push_back(n.handle);
-        }
-        // The slot estimate is the node's to make; rank by room for at least the weights.
+        auto& st = self->state;
+        const auto view = st.view();
+        const sched::placement_request req{st.intern(st.model_index, spec.checkpoint),
+                                            nominal_bytes};
+        // Every node, best first; each may still refuse (the slot estimate is the node's).
         std::vector<caf::actor> ordered;
-        for (auto i : sched::rank_nodes(views, spec.checkpoint, 0))
-          ordered.push_back(handles[i]);
+        for (auto i : st.placer.rank(view, req, st.est))
+          ordered.push_back(nodes.at(view.nodes[i].name).handle);
         auto rp = self->make_response_promise<instance_started>();
         try_place(self, rp, std::move(spec), std::move(ordered), 0, {});
         return rp;
@@ -109,8 +164,33 @@ caf::behavior scheduler_fn(scheduler_ptr self) {
 
 } // namespace
 
-caf::actor spawn_scheduler(caf::actor_system& sys) {
-  return sys.spawn(scheduler_fn);
+expected<scheduler_options> scheduler_options::from_config(const config& cfg) {
+  scheduler_options o;
+  THAW_ASSIGN(auto policy, cfg.get_string("placement.policy", sched::to_string(o.policy)));
+  auto p = sched::parse_policy(policy);
+  if (!p)
+    return make_error(errc::invalid_argument, "config key 'placement.policy': " + p.err().message);
+  o.policy = *p;
+  THAW_ASSIGN(auto seed, cfg.get_int("placement.seed", 1));
+  o.seed = static_cast<std::uint64_t>(seed);
+  struct key {
+    const char* name;
+    double& value;
+  };
+  for (auto k : {key{"placement.dram_gbps", o.bandwidth.dram},
+                 key{"placement.ssd_gbps", o.bandwidth.ssd},
+                 key{"placement.remote_gbps", o.bandwidth.remote}}) {
+    THAW_ASSIGN(auto gbps, cfg.get_double(k.name, k.value / 1e9));
+    if (!(gbps > 0))
+      return make_error(errc::invalid_argument,
+                        std::string{"config key '"} + k.name + "' must be above 0");
+    k.value = gbps * 1e9;
+  }
+  return o;
+}
+
+caf::actor spawn_scheduler(caf::actor_system& sys, scheduler_options options) {
+  return sys.spawn(scheduler_fn, std::move(options));
 }
 
 } // namespace thaw

@@ -1,7 +1,9 @@
 #pragma once
 /// The scheduler actor (head): knows every node's last status and places instances with
 /// runtime/sched's policy, trying nodes best first until one starts the instance. It never
-/// touches a device (CONVENTIONS.md rule 6): nodes do the work and report back.
+/// touches a device (CONVENTIONS.md rule 6): nodes do the work and report back. The bandwidths
+/// nodes report (ssd_bandwidth, dram_bandwidth, after each new load) are folded into the
+/// startup estimator the policy ranks by.
 ///
 /// Messages:
 ///   (node_atom, node_status)        a node registers or reports; the scheduler monitors it and
@@ -11,11 +13,29 @@
 ///   (status_atom) -> std::vector<node_status>   the last status of every node, by name
 
 #include "actors/messages.hpp"
+#include "runtime/common/config.hpp"
+#include "runtime/sched/policy.hpp"
 
 #include <caf/fwd.hpp>
 
 namespace thaw {
 
-[[nodiscard]] caf::actor spawn_scheduler(caf::actor_system& sys);
+/// How the scheduler places instances.
+///   [placement]
+///   policy = "locality"        # random, least-loaded, locality, locality-migrate
+///   seed = 1                   # of the random policy
+///   dram_gbps = 8.0            # bandwidths assumed until nodes report their own (GB/s)
+///   ssd_gbps = 2.0
+///   remote_gbps = 1.25
+struct scheduler_options {
+  sched::policy_kind policy = sched::policy_kind::locality;
+  std::uint64_t seed = 1;
+  sched::bandwidth_defaults bandwidth;
+
+  /// Reads the keys above; an unknown policy or a bandwidth <= 0 is an error naming its key.
+  [[nodiscard]] static expected<scheduler_options> from_config(const config& cfg);
+};
+
+[[nodiscard]] caf::actor spawn_scheduler(caf::actor_system& sys, scheduler_options options = {});
 
 } // namespace thaw

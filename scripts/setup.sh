@@ -10,6 +10,7 @@ packages=(
   libicu-dev
   libcaf-dev libssl-dev libucx-dev libboost-dev libboost-program-options-dev
   curl
+  gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do

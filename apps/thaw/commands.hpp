@@ -41,6 +41,8 @@ void add_serve_command(CLI::App& app);
 void add_cluster_commands(CLI::App& app);
 /// deploy, delete, status, models: clients of a running server.
 void add_admin_commands(CLI::App& app);
+/// sim: the placement policies on a simulated cluster.
+void add_sim_command(CLI::App& app);
 void add_bench_load_command(CLI::App& bench);
 void add_bench_engine_command(CLI::App& bench);
 void add_bench_serve_command(CLI::App& bench);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   thaw::app::add_serve_command(app);
   thaw::app::add_cluster_commands(app);
   thaw::app::add_admin_commands(app);
+  thaw::app::add_sim_command(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks that print ratios to a reference measured in the same run");
   bench->require_subcommand(1);
   thaw::app::add_bench_load_command(*bench);
