@@ -105,7 +105,7 @@ expected<std::unique_ptr<head_server>> head_server::start(serve_options options,
   p->cfg = make_cluster_system_config(cluster, cluster_role::head);
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
-  auto head = spawn_head_actors(sys, options.gateway, p->metrics);
+  auto head = spawn_head_actors(sys, options, p->metrics);
   p->scheduler = head.scheduler;
   p->registry = head.registry;
   p->gateway = head.gateway;

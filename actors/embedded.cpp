@@ -96,6 +96,7 @@ expected<serve_options> serve_options::from_config(const config& cfg) {
     THAW_ASSIGN(auto spec, model_spec_from_config(m));
     o.models.push_back(std::move(spec));
   }
+  THAW_ASSIGN(o.scheduler, scheduler_options::from_config(cfg));
   return o;
 }
 
@@ -121,7 +122,7 @@ expected<std::unique_ptr<embedded_server>> embedded_server::start(serve_options 
   p->cfg = make_actor_system_config();
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);
   auto& sys = *p->sys;
-  auto head = spawn_head_actors(sys, options.gateway, p->metrics);
+  auto head = spawn_head_actors(sys, options, p->metrics);
   p->scheduler = head.scheduler;
   p->registry = head.registry;
   p->gateway = head.gateway;
@@ -145,12 +146,12 @@ expected<model_spec> embedded_server::deploy(model_spec spec) {
   return deploy_and_wait(*impl_->sys, impl_->registry, std::move(spec));
 }
 
-head_actors spawn_head_actors(caf::actor_system& sys, const gateway_options& options,
+head_actors spawn_head_actors(caf::actor_system& sys, const serve_options& options,
                               std::shared_ptr<metrics::registry> metrics) {
   head_actors h;
-  h.scheduler = spawn_scheduler(sys);
+  h.scheduler = spawn_scheduler(sys, options.scheduler);
   h.registry = spawn_registry(sys, h.scheduler, metrics);
-  h.gateway = spawn_gateway(sys, options, h.registry, h.scheduler, std::move(metrics));
+  h.gateway = spawn_gateway(sys, options.gateway, h.registry, h.scheduler, std::move(metrics));
   return h;
 }
 

@@ -6,6 +6,7 @@
 
 #include "actors/gateway.hpp"
 #include "actors/messages.hpp"
+#include "actors/scheduler.hpp"
 #include "actors/node_context.hpp"
 #include "runtime/common/config.hpp"
 #include "transport/http_server.hpp"
@@ -22,6 +23,7 @@ struct serve_options {
   node_options node;               ///< node.*, loader.*
   gateway_options gateway;         ///< [[api_keys]] key = "...", models = ["*"], admin = true
   std::vector<model_spec> models;  ///< [[models]] name, checkpoint, min_instances, ...
+  scheduler_options scheduler;     ///< [placement] policy, seed, *_gbps
 
   /// Reads the keys named above; a bad value is an error naming its key.
   [[nodiscard]] static expected<serve_options> from_config(const config& cfg);
@@ -58,7 +60,7 @@ struct head_actors {
   caf::actor registry;
   caf::actor gateway;
 };
-[[nodiscard]] head_actors spawn_head_actors(caf::actor_system& sys, const gateway_options& options,
+[[nodiscard]] head_actors spawn_head_actors(caf::actor_system& sys, const serve_options& options,
                                             std::shared_ptr<metrics::registry> metrics);
 
 /// Deploys a model through `registry` and waits for its answer.
