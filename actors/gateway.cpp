@@ -164,7 +164,7 @@ void undeploy(gateway_ptr self, http_call& hc, std::string name) {
 }
 
 /// POST /admin/models/{name}/migrate: {"from": node, "to": node, "max_gap": tokens (default
-/// 2)}: moves the model's instance on `from` to a new one on `to`, its streams and all.
+/// 1)}: moves the model's instance on `from` to a new one on `to`, its streams and all.
 void migrate_model(gateway_ptr self, http_call& hc, const std::string& name) {
   auto r = hc.responder;
   auto bad = [&](std::string what) {
@@ -177,7 +177,7 @@ void migrate_model(gateway_ptr self, http_call& hc, const std::string& name) {
   for (const char* key : {"from", "to"})
     if (!j.contains(key) || !j[key].is_string())
       return bad(std::string{key} + ": a node name (string) is required");
-  std::int32_t max_gap = 2;
+  std::int32_t max_gap = migrate_order{}.max_gap;
   if (j.contains("max_gap")) {
     if (!j["max_gap"].is_number_integer() || j["max_gap"].get<std::int64_t>() < 0 ||
         j["max_gap"].get<std::int64_t>() > 1'000'000)

@@ -177,8 +177,10 @@ typename Inspector::result_type inspect(Inspector& f, token_event& x) {
 
 /// router -> source instance: move every sequence to `target` (an instance of the same model).
 struct migrate_order {
+  /// Rounds per sequence after which it is handed off whatever the gap.
+  static constexpr std::int32_t max_rounds = 8;
   caf::actor target;
-  std::int32_t max_gap = 2;        ///< tokens the target may lag when the source hands off
+  std::int32_t max_gap = 1;        ///< tokens the target may lag when the source hands off
   std::int64_t timeout_ms = 30'000; ///< abort (the source keeps its sequences) after this
 };
 

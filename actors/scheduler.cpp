@@ -18,8 +18,21 @@ namespace {
 // loader queue known, the order only depends on the tiers and bandwidths, not on the bytes.
 constexpr double nominal_bytes = 1e9;
 
+/// A placement under way: the nodes to ask, best first, and how far it got.
+struct placement {
+  caf::typed_response_promise<instance_started> rp;
+  model_spec spec;
+  std::vector<caf::actor> candidates;
+  std::size_t next = 0;     ///< the candidate asked now is candidates[next - 1]
+  std::string refusals;
+};
+
 struct scheduler_state {
   std::map<std::string, node_status> nodes; // by name
+  /// Placements waiting for a node's answer. CAF never answers a request whose remote receiver's
+  /// node died, so a node's down message moves its placements on to their next candidate.
+  std::map<std::uint64_t, placement> placing;
+  std::uint64_t next_placement = 1;
   // runtime/sched works on dense indices: nodes and checkpoints get one on first sight and
   // keep it (a node that left and came back is the same node to the estimator).
   std::map<std::string, std::uint32_t> node_index;
@@ -84,31 +97,64 @@ struct scheduler_state {
 
 using scheduler_ptr = caf::stateful_actor<scheduler_state>*;
 
-/// Asks candidates[i..] in turn; delivers the first success or every refusal.
-void try_place(scheduler_ptr self, caf::typed_response_promise<instance_started> rp,
-               model_spec spec, std::vector<caf::actor> candidates, std::size_t i,
-               std::string refusals) {
-  if (i == candidates.size()) {
-    rp.deliver(to_caf(make_error(errc::resource_exhausted,
-                                 "no node can start " + spec.name + ": " + refusals)));
+/// Asks placement `id`'s next candidate; delivers the first success or every refusal.
+void try_next(scheduler_ptr self, std::uint64_t id) {
+  auto& st = self->state;
+  auto it = st.placing.find(id);
+  if (it == st.placing.end())
+    return;
+  auto& p = it->second;
+  if (p.next == p.candidates.size()) {
+    p.rp.deliver(to_caf(make_error(errc::resource_exhausted,
+                                   "no node can start " + p.spec.name + ": " + p.refusals)));
+    st.placing.erase(it);
     return;
   }
-  auto node = candidates[i];
-  self->request(node, caf::infinite, start_atom::value, spec)
-      .then([=](instance_started& started) mutable { rp.deliver(std::move(started)); },
-            [=](caf::error& err) mutable {
-              auto e = from_caf(err);
-              // A node that is gone (CAF's own error: its down message may not have come
-              // yet) is skipped like a full one. A model that cannot load (bad checkpoint)
-              // fails the same way everywhere.
-              const bool node_lost = err.category() != caf::atom("thaw");
-              if (e.code != errc::resource_exhausted && !node_lost) {
-                rp.deliver(std::move(err));
-                return;
-              }
-              try_place(self, rp, spec, candidates, i + 1,
-                        refusals + (refusals.empty() ? "" : "; ") + e.message);
-            });
+  auto node = p.candidates[p.next++];
+  const auto asked = p.next;
+  // An answer counts only while this placement still waits for this node (a down message may
+  // have moved it on).
+  auto current = [self, id, asked]() -> placement* {
+    auto f = self->state.placing.find(id);
+    return f != self->state.placing.end() && f->second.next == asked ? &f->second : nullptr;
+  };
+  self->request(node, caf::infinite, start_atom::value, p.spec)
+      .then(
+          [=](instance_started& started) {
+            if (auto* q = current()) {
+              q->rp.deliver(std::move(started));
+              self->state.placing.erase(id);
+            } else { // nobody waits for it any more
+              self->send_exit(started.handle, caf::exit_reason::user_shutdown);
+            }
+          },
+          [=](caf::error& err) {
+            auto* q = current();
+            if (q == nullptr)
+              return;
+            auto e = from_caf(err);
+            // A node that is gone (CAF's own error) is skipped like a full one. A model that
+            // cannot load (bad checkpoint) fails the same way everywhere.
+            const bool node_lost = err.category() != caf::atom("thaw");
+            if (e.code != errc::resource_exhausted && !node_lost) {
+              q->rp.deliver(std::move(err));
+              self->state.placing.erase(id);
+              return;
+            }
+            q->refusals += (q->refusals.empty() ? "" : "; ") + e.message;
+            try_next(self, id);
+          });
+}
+
+/// Places `spec` on the first of `candidates` that starts it.
+caf::typed_response_promise<instance_started> place(scheduler_ptr self, model_spec spec,
+                                                    std::vector<caf::actor> candidates) {
+  auto& st = self->state;
+  const auto id = st.next_placement++;
+  auto rp = self->make_response_promise<instance_started>();
+  st.placing.emplace(id, placement{rp, std::move(spec), std::move(candidates), 0, {}});
+  try_next(self, id);
+  return rp;
 }
 
 caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
@@ -123,6 +169,17 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         nodes.erase(it);
         break;
       }
+    }
+    // Placements waiting on the dead node go on to their next candidate.
+    std::vector<std::uint64_t> stuck;
+    for (auto& [id, p] : self->state.placing)
+      if (p.next > 0 && p.candidates[p.next - 1].address() == dm.source)
+        stuck.push_back(id);
+    for (auto id : stuck) {
+      auto& p = self->state.placing.at(id);
+      p.refusals += (p.refusals.empty() ? "" : "; ") + std::string{"a node was lost while it "
+                                                                   "started the instance"};
+      try_next(self, id);
     }
   });
   return {
@@ -149,9 +206,7 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         std::vector<caf::actor> ordered;
         for (auto i : st.placer.rank(view, req, st.est))
           ordered.push_back(nodes.at(view.nodes[i].name).handle);
-        auto rp = self->make_response_promise<instance_started>();
-        try_place(self, rp, std::move(spec), std::move(ordered), 0, {});
-        return rp;
+        return place(self, std::move(spec), std::move(ordered));
       },
       [=](status_atom) -> std::vector<node_status> {
         std::vector<node_status> out;

@@ -192,7 +192,7 @@ protected:
     if (!c)
       return {0, {}};
     auto r = (*c)->request("POST", "/admin/models/" + model + "/migrate",
-                           json{{"from", from}, {"to", to}, {"max_gap", 2}}.dump(),
+                           json{{"from", from}, {"to", to}, {"max_gap", 1}}.dump(),
                            {{"content-type", "application/json"}});
     if (!r)
       return {0, {}};
@@ -397,13 +397,11 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
 }
 
 TEST_F(ClusterProcess, AMigrationWhoseTargetIsKilledLeavesTheStreamOnItsSource) {
-  // The target node logs at info level, so the test sees when its instance has loaded.
+  // The model runs on node-a, alone at first; node-b comes back logging at info level, so the
+  // test sees when it holds the migrated request.
   nodes_[1]->signal(SIGTERM);
   ASSERT_TRUE(nodes_[1]->wait(60s).has_value());
   ASSERT_TRUE(wait_for_nodes(1));
-  nodes_[1] = start_node("node-b", secret, "info");
-  ASSERT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
-  ASSERT_TRUE(wait_for_nodes(2));
   // A long prompt (~150 of the model's 256 positions): the target's prefill of it takes long
   // enough to kill it meanwhile.
   std::string prompt;
@@ -411,7 +409,10 @@ TEST_F(ClusterProcess, AMigrationWhoseTargetIsKilledLeavesTheStreamOnItsSource) 
     prompt += "Once upon a time there was a little girl who liked to play. ";
   auto [ref_status, reference] = stream_completion(http_port_, "big", 100, nullptr, prompt);
   ASSERT_EQ(ref_status, 200);
-  ASSERT_EQ(node_of("big"), "node-a") << "the only node at first";
+  ASSERT_EQ(node_of("big"), "node-a");
+  nodes_[1] = start_node("node-b", secret, "info");
+  ASSERT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
+  ASSERT_TRUE(wait_for_nodes(2));
 
   std::pair<int, json> report;
   std::thread mover, killer;
