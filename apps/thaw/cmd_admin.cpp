@@ -145,6 +145,37 @@ void add_admin_commands(CLI::App& app) {
   }
   {
     auto a = std::make_shared<client_args>();
+    auto name = std::make_shared<std::string>();
+    auto from = std::make_shared<std::string>();
+    auto to = std::make_shared<std::string>();
+    auto max_gap = std::make_shared<int>(1);
+    auto* cmd = app.add_subcommand(
+        "migrate", "Move a model's instance, running streams and all, to another node");
+    cmd->add_option("NAME", *name, "Model name")->required();
+    cmd->add_option("--from", *from, "Node the instance runs on")->required();
+    cmd->add_option("--to", *to, "Node to move it to")->required();
+    cmd->add_option("--max-gap", *max_gap, "Tokens the target may lag at the handoff")
+        ->default_val(1)
+        ->check(CLI::NonNegativeNumber);
+    add_client_options(*cmd, *a);
+    cmd->callback([=] {
+      json body = {{"from", *from}, {"to", *to}, {"max_gap", *max_gap}};
+      run_result = finish("migrate", call(*a, "POST", "/admin/models/" + *name + "/migrate",
+                                          body.dump()),
+                          *a, [&](const json& j) {
+                            std::printf("%s %s -> %s: %d moved, %d finished on the source, %d "
+                                        "kept, %d rounds, %lld tokens recomputed%s%s\n",
+                                        name->c_str(), from->c_str(), to->c_str(),
+                                        j.value("moved", 0), j.value("finished_on_source", 0),
+                                        j.value("kept", 0), j.value("rounds", 0),
+                                        static_cast<long long>(j.value("tokens_recomputed", 0)),
+                                        j.value("aborted", false) ? "; aborted: " : "",
+                                        j.value("reason", std::string{}).c_str());
+                          });
+    });
+  }
+  {
+    auto a = std::make_shared<client_args>();
     auto* cmd = app.add_subcommand("status", "Nodes, tiers, slots, instances and models");
     add_client_options(*cmd, *a);
     cmd->callback([=] {

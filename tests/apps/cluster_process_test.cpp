@@ -385,10 +385,12 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
               pause * 1e3, itl * 1e3, itl > 0 ? pause / itl : 0.0);
   EXPECT_EQ(metric("thaw_migrations_total{model_name=\"big\",outcome=\"completed\"}"), 1.0);
 
-  // Migrating again, back: a model with no stream running moves at once.
-  auto [code2, back] = migrate("big", to, from);
-  EXPECT_EQ(code2, 200) << back.dump();
-  EXPECT_EQ(back["moved"], 0);
+  // Migrating again, back, with the admin client: a model with no stream running moves at once.
+  testing::child_process cli({THAW_BINARY, "migrate", "big", "--from", to, "--to", from, "--url",
+                              "http://127.0.0.1:" + std::to_string(http_port_)});
+  const auto said = wait_for_line(cli, "moved", 60s);
+  EXPECT_NE(said.find("big " + to + " -> " + from + ": 0 moved"), std::string::npos) << said;
+  EXPECT_EQ(cli.wait(30s), 0);
   // Bad requests name the problem.
   auto [code3, none] = migrate("big", "node-zzz", to);
   EXPECT_EQ(code3, 404) << none.dump();
