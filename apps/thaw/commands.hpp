@@ -48,5 +48,6 @@ void add_bench_engine_command(CLI::App& bench);
 void add_bench_serve_command(CLI::App& bench);
 void add_bench_actors_command(CLI::App& bench);
 void add_bench_ucx_command(CLI::App& bench);
+void add_bench_migrate_command(CLI::App& bench);
 
 } // namespace thaw::app
