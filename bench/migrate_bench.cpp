@@ -3,6 +3,7 @@
 #include "actors/cluster.hpp"
 #include "actors/embedded.hpp"
 #include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/common/metrics.hpp"
 #include "transport/http_client.hpp"
 
 #include <algorithm>
@@ -10,7 +11,6 @@
 #include <chrono>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
 namespace thaw::bench {
@@ -89,17 +89,7 @@ expected<json> get_json(http::client& c, const std::string& target) {
 /// Sum of a metric's series in the Prometheus text.
 expected<double> metric(http::client& c, const std::string& name) {
   THAW_ASSIGN(auto r, c.request("GET", "/metrics", {}, {}));
-  double sum = 0;
-  std::istringstream in(r.body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(name, 0) != 0)
-      continue;
-    const auto rest = line.substr(name.size());
-    if (!rest.empty() && rest[0] != '{' && rest[0] != ' ')
-      continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
+  return metrics::scraped_sum(r.body, name);
 }
 
 /// The node that runs the model's instance ("" when none does yet).

@@ -337,4 +337,24 @@ std::vector<double> latency_buckets() {
           1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0};
 }
 
+double scraped_sum(std::string_view text, std::string_view name, std::string_view filter) {
+  double sum = 0;
+  while (!text.empty()) {
+    const auto eol = text.find('\n');
+    const auto line = text.substr(0, eol);
+    text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+    if (line.substr(0, name.size()) != name || line.find(filter) == std::string_view::npos)
+      continue;
+    const auto rest = line.substr(name.size());
+    if (rest.empty() || (rest[0] != '{' && rest[0] != ' '))
+      continue; // another metric whose name starts with this one (name_sum, name_count)
+    const auto value = std::string{line.substr(line.rfind(' ') + 1)};
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    if (end != value.c_str())
+      sum += v;
+  }
+  return sum;
+}
+
 } // namespace thaw::metrics

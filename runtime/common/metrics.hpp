@@ -106,4 +106,9 @@ private:
 /// Standard latency buckets in seconds (vLLM's TTFT buckets: 1 ms .. 160 s).
 [[nodiscard]] std::vector<double> latency_buckets();
 
+/// Reads a value back from Prometheus text (a scrape of /metrics): the sum of every sample line
+/// of metric `name` (exactly that name, any labels) whose line contains `filter`. 0 when none.
+[[nodiscard]] double scraped_sum(std::string_view text, std::string_view name,
+                                 std::string_view filter = {});
+
 } // namespace thaw::metrics

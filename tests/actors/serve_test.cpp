@@ -2,6 +2,7 @@
 // tiny model on CPU slots. Outputs are checked against the engine driven directly.
 
 #include "actors/embedded.hpp"
+#include "runtime/common/metrics.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
 #include "runtime/engine/tokenizer.hpp"
@@ -69,19 +70,9 @@ protected:
   /// The value of a metric series in /metrics text ("name{labels} value"), summed over series
   /// whose line contains `filter`.
   double metric(const std::string& name, const std::string& filter = {}) {
-    const auto text = get("/metrics").body;
-    double sum = 0;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(name, 0) != 0 || line.find(filter) == std::string::npos)
-        continue;
-      const auto rest = line.substr(name.size());
-      if (!rest.empty() && rest[0] != '{' && rest[0] != ' ')
-        continue;
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    return sum;
+    return metrics::scraped_sum(get("/metrics").body, name, filter);
   }
+
 
   /// Greedy completion of `prompt` by the engine alone, for reference.
   static std::string engine_text(const std::string& prompt, int max_tokens) {

@@ -2,6 +2,7 @@
 // models, streaming requests to both, a node with the wrong secret refused, a node killed in the
 // middle of a stream. Every wait is bounded; the child processes are killed by their destructors.
 
+#include "runtime/common/metrics.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/test_models.hpp"
 #include "transport/http_client.hpp"
@@ -11,7 +12,6 @@
 
 #include <arpa/inet.h>
 #include <fstream>
-#include <sstream>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <thread>
@@ -200,19 +200,9 @@ protected:
   }
 
   /// The value of a metric in the head's /metrics, summed over its series.
-  double metric(const std::string& name) {
+  double metric(const std::string& name, const std::string& filter = {}) {
     auto r = client_->request("GET", "/metrics");
-    double sum = 0;
-    std::istringstream in(r ? r->body : std::string{});
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind(name, 0) != 0)
-        continue;
-      const auto rest = line.substr(name.size());
-      if (!rest.empty() && rest[0] != '{' && rest[0] != ' ')
-        continue;
-      sum += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    return sum;
+    return metrics::scraped_sum(r ? r->body : std::string{}, name, filter);
   }
 
   testing::temp_dir dir_;
@@ -383,7 +373,7 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
   EXPECT_EQ(pauses, 1.0);
   std::printf("migration pause %.2f ms, mean inter-token latency %.2f ms (%.2f steps)\n",
               pause * 1e3, itl * 1e3, itl > 0 ? pause / itl : 0.0);
-  EXPECT_EQ(metric("thaw_migrations_total{model_name=\"big\",outcome=\"completed\"}"), 1.0);
+  EXPECT_EQ(metric("thaw_migrations_total", "outcome=\"completed\""), 1.0);
 
   // Migrating again, back, with the admin client: a model with no stream running moves at once.
   testing::child_process cli({THAW_BINARY, "migrate", "big", "--from", to, "--to", from, "--url",
@@ -440,7 +430,7 @@ TEST_F(ClusterProcess, AMigrationWhoseTargetIsKilledLeavesTheStreamOnItsSource) 
   EXPECT_NE(report.second["reason"].get<std::string>().find("lost"), std::string::npos)
       << report.second.dump();
   EXPECT_EQ(node_of("big"), "node-a");
-  EXPECT_EQ(metric("thaw_migrations_total{model_name=\"big\",outcome=\"aborted\"}"), 1.0);
+  EXPECT_EQ(metric("thaw_migrations_total", "outcome=\"aborted\""), 1.0);
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {

@@ -260,5 +260,25 @@ TEST(MetricsDeathTest, MisuseStopsAtOnce) {
   EXPECT_DEATH(registry{}.add_gauge("thaw_y", "y", {"model"}).get({}), "label values");
 }
 
+TEST(Metrics, ScrapedSumReadsBackWhatRenderWrote) {
+  registry reg;
+  auto& c = reg.add_counter("thaw_migrations_total", "Live migrations", {"model_name", "outcome"});
+  c.get({"a", "completed"}).inc(2);
+  c.get({"b", "completed"}).inc(3);
+  c.get({"a", "aborted"}).inc();
+  auto& h = reg.add_histogram("thaw_pause_seconds", "Pause", {0.1, 1.0}, {"model_name"});
+  h.get({"a"}).observe(0.5);
+  h.get({"a"}).observe(0.25);
+  const auto text = reg.render();
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_migrations_total"), 6.0);
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_migrations_total", "outcome=\"completed\""), 5.0);
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_migrations_total", "model_name=\"a\""), 3.0);
+  // A name that prefixes others counts only its own lines.
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_pause_seconds_sum"), 0.75);
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_pause_seconds_count"), 2.0);
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "thaw_pause_seconds"), 0.0);
+  EXPECT_DOUBLE_EQ(scraped_sum(text, "nothing_here"), 0.0);
+}
+
 } // namespace
 } // namespace thaw::metrics
