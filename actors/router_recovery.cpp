@@ -78,6 +78,11 @@ void on_instance_down(router_ptr self, const caf::down_msg& dm) {
       lost.push_back(id);
   for (auto id : lost)
     resume(self, id, why);
+  // A migration whose source died: its report will never come (the target drops what it held
+  // when it sees the source go).
+  if (s.migrating && s.migration_source == handle)
+    if (auto failed = std::move(s.migration_failed))
+      failed(make_error(errc::io_error, "migrate: the source instance was lost: " + reason));
   ensure_capacity(self);
 }
 

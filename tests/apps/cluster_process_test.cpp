@@ -388,49 +388,81 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
   EXPECT_EQ(code4, 400) << same.dump();
 }
 
-TEST_F(ClusterProcess, AMigrationWhoseTargetIsKilledLeavesTheStreamOnItsSource) {
-  // The model runs on node-a, alone at first; node-b comes back logging at info level, so the
-  // test sees when it holds the migrated request.
-  nodes_[1]->signal(SIGTERM);
-  ASSERT_TRUE(nodes_[1]->wait(60s).has_value());
-  ASSERT_TRUE(wait_for_nodes(1));
-  // A long prompt (~150 of the model's 256 positions): the target's prefill of it takes long
-  // enough to kill it meanwhile.
-  std::string prompt;
-  for (int i = 0; i < 10; ++i)
-    prompt += "Once upon a time there was a little girl who liked to play. ";
-  auto [ref_status, reference] = stream_completion(http_port_, "big", 100, nullptr, prompt);
-  ASSERT_EQ(ref_status, 200);
-  ASSERT_EQ(node_of("big"), "node-a");
-  nodes_[1] = start_node("node-b", secret, "info");
-  ASSERT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
-  ASSERT_TRUE(wait_for_nodes(2));
-
+/// A migration of "big" from node-a to node-b, with the node `victim` killed once node-b holds
+/// the migrated request (prefilling it, before the handoff). node-b is restarted first to log at
+/// info level, so the test sees that moment. Returns the stream's reference (the same request
+/// unmigrated), the stream, and the migration's answer.
+struct killed_migration {
+  sse_result reference, stream;
+  int stream_status = 0;
   std::pair<int, json> report;
-  std::thread mover, killer;
-  auto [st, kept] = stream_completion(
-      http_port_, "big", 100,
-      [&] {
-        mover = std::thread([&] { report = migrate("big", "node-a", "node-b"); });
-        killer = std::thread([&] {
-          if (!wait_for_line(*nodes_[1], "for a migration", 60s).empty())
-            nodes_[1]->signal(SIGKILL);
-        });
-      },
-      prompt);
-  mover.join();
-  killer.join();
-  EXPECT_EQ(st, 200);
-  EXPECT_TRUE(kept.error.empty()) << kept.error;
-  EXPECT_EQ(kept.text, reference.text);
-  EXPECT_EQ(kept.tokens, 100);
-  ASSERT_EQ(report.first, 200) << report.second.dump();
-  EXPECT_EQ(report.second["aborted"], true) << report.second.dump();
-  EXPECT_EQ(report.second["moved"], 0) << report.second.dump();
-  EXPECT_NE(report.second["reason"].get<std::string>().find("lost"), std::string::npos)
-      << report.second.dump();
+};
+
+class ClusterMigrationKill : public ClusterProcess {
+protected:
+  killed_migration run(std::size_t victim) {
+    killed_migration out;
+    nodes_[1]->signal(SIGTERM);
+    EXPECT_TRUE(nodes_[1]->wait(60s).has_value());
+    EXPECT_TRUE(wait_for_nodes(1));
+    // A long prompt (~150 of the model's 256 positions): the target's prefill of it takes long
+    // enough to kill a node meanwhile.
+    std::string prompt;
+    for (int i = 0; i < 10; ++i)
+      prompt += "Once upon a time there was a little girl who liked to play. ";
+    out.reference = stream_completion(http_port_, "big", 100, nullptr, prompt).second;
+    EXPECT_EQ(out.reference.tokens, 100);
+    EXPECT_EQ(node_of("big"), "node-a");
+    nodes_[1] = start_node("node-b", secret, "info");
+    EXPECT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
+    EXPECT_TRUE(wait_for_nodes(2));
+    std::thread mover, killer;
+    auto [st, stream] = stream_completion(
+        http_port_, "big", 100,
+        [&] {
+          mover = std::thread([&] { out.report = migrate("big", "node-a", "node-b"); });
+          killer = std::thread([&] {
+            if (!wait_for_line(*nodes_[1], "for a migration", 60s).empty())
+              nodes_[victim]->signal(SIGKILL);
+          });
+        },
+        prompt);
+    mover.join();
+    killer.join();
+    out.stream_status = st;
+    out.stream = stream;
+    return out;
+  }
+};
+
+TEST_F(ClusterMigrationKill, ATargetKilledMidMigrationLeavesTheStreamOnItsSource) {
+  auto r = run(1);
+  EXPECT_EQ(r.stream_status, 200);
+  EXPECT_TRUE(r.stream.error.empty()) << r.stream.error;
+  EXPECT_EQ(r.stream.text, r.reference.text);
+  EXPECT_EQ(r.stream.tokens, 100);
+  ASSERT_EQ(r.report.first, 200) << r.report.second.dump();
+  EXPECT_EQ(r.report.second["aborted"], true) << r.report.second.dump();
+  EXPECT_EQ(r.report.second["moved"], 0) << r.report.second.dump();
+  EXPECT_NE(r.report.second["reason"].get<std::string>().find("lost"), std::string::npos)
+      << r.report.second.dump();
   EXPECT_EQ(node_of("big"), "node-a");
   EXPECT_EQ(metric("thaw_migrations_total", "outcome=\"aborted\""), 1.0);
+}
+
+TEST_F(ClusterMigrationKill, ASourceKilledMidMigrationFailsOverToTheTargetWithTheSameOutput) {
+  auto r = run(0);
+  // The stream resumes from its committed tokens on the instance left (the migration's
+  // target): the client sees the unmigrated run's output.
+  EXPECT_EQ(r.stream_status, 200);
+  EXPECT_TRUE(r.stream.error.empty()) << r.stream.error;
+  EXPECT_EQ(r.stream.text, r.reference.text);
+  EXPECT_EQ(r.stream.tokens, 100);
+  EXPECT_GE(r.report.first, 500) << r.report.second.dump();
+  EXPECT_NE(r.report.second.dump().find("source instance was lost"), std::string::npos)
+      << r.report.second.dump();
+  EXPECT_GE(metric("thaw_failovers_total"), 1.0);
+  EXPECT_EQ(node_of("big"), "node-b");
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
