@@ -152,6 +152,12 @@ head_actors spawn_head_actors(caf::actor_system& sys, const serve_options& optio
   h.scheduler = spawn_scheduler(sys, options.scheduler);
   h.registry = spawn_registry(sys, h.scheduler, metrics);
   h.gateway = spawn_gateway(sys, options.gateway, h.registry, h.scheduler, std::move(metrics));
+  // Subscribed before anything is deployed: a deploy that a caller saw answered is known to the
+  // gateway before any request the caller sends next (from another sender, the subscription
+  // could reach the registry after the deploy, and the first request would get a 404).
+  caf::scoped_actor waiter{sys};
+  waiter->request(h.registry, caf::infinite, sub_atom::value, h.gateway)
+      .receive([](bool) {}, [](caf::error&) {});
   return h;
 }
 

@@ -368,7 +368,6 @@ caf::behavior gateway_fn(gateway_ptr self, gateway_options options, caf::actor r
   s.registry = std::move(registry);
   s.scheduler = std::move(scheduler);
   s.m = make_metrics(std::move(reg));
-  self->send(s.registry, sub_atom::value, caf::actor_cast<caf::actor>(self));
   return {
       [=](http_call& hc) { route(self, hc); },
       [=](call_gone& g) { on_call_gone(self, g.id); },

@@ -135,10 +135,11 @@ caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
           out.push_back(f->spec);
         return out;
       },
-      [=](sub_atom, const caf::actor& sub) {
+      [=](sub_atom, const caf::actor& sub) -> bool {
         self->state.subscribers.push_back(sub);
         for (const auto& [name, f] : self->state.models)
           self->send(sub, deploy_atom::value, f);
+        return true;
       },
   };
 }

@@ -9,7 +9,7 @@
 ///       invalid_argument (bad name or settings), already_exists, or the checkpoint's error
 ///   (delete_atom, std::string name) -> bool | error    stops the router and its instances
 ///   (list_atom) -> std::vector<model_spec>
-///   (sub_atom, caf::actor) -> void     the subscriber gets (deploy_atom, model_frontend_ptr)
+///   (sub_atom, caf::actor) -> bool     the subscriber gets (deploy_atom, model_frontend_ptr)
 ///                                      for every model now and later, (delete_atom, name) on
 ///                                      removal
 
