@@ -37,6 +37,7 @@ using sub_atom = caf::atom_constant<caf::atom("subscribe")>;
 using node_atom = caf::atom_constant<caf::atom("node")>;
 using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
 
 // --- inspect for the engine's and runtime's value types ---------------------------------------
 

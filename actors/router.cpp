@@ -19,10 +19,23 @@ instance_entry* find_instance(router_state& s, const caf::actor& handle) {
 
 metrics::registry* metrics_of(router_ptr self) { return self->state.metrics.get(); }
 
-void release_slot(router_state& s, const caf::actor& handle) {
-  if (auto* inst = find_instance(s, handle)) {
+void report_load(router_ptr self, const caf::actor& handle) {
+  auto& s = self->state;
+  auto* inst = find_instance(s, handle);
+  if (inst == nullptr || !s.scheduler)
+    return;
+  std::int64_t tokens = 0;
+  for (const auto& [id, r] : s.requests)
+    if (r.instance == handle)
+      tokens += static_cast<std::int64_t>(r.log.request.prompt.size() + r.log.generated.size());
+  self->send(s.scheduler, load_atom::value, handle, inst->in_flight, tokens);
+}
+
+void release_slot(router_ptr self, const caf::actor& handle) {
+  if (auto* inst = find_instance(self->state, handle)) {
     if (--inst->in_flight == 0)
       inst->idle_since = clock_type::now();
+    report_load(self, handle);
   }
 }
 
@@ -35,7 +48,7 @@ void fail_request(router_ptr self, std::uint64_t id, error e) {
   ev.seq = it->second.next_seq;
   self->send(it->second.sink, std::move(ev));
   if (it->second.instance)
-    release_slot(s, it->second.instance);
+    release_slot(self, it->second.instance);
   else
     s.queue.erase(std::remove(s.queue.begin(), s.queue.end(), id), s.queue.end());
   s.requests.erase(it);
@@ -49,6 +62,7 @@ void dispatch(router_ptr self, instance_entry& inst, std::uint64_t id) {
   r.instance = inst.handle;
   r.early.clear();
   self->send(inst.handle, instance_request{id, r.log});
+  report_load(self, inst.handle);
 }
 
 void fail_queued(router_ptr self, const error& e) {
@@ -137,7 +151,7 @@ void on_event(router_ptr self, token_event& ev) {
   }
   if (!last)
     return;
-  release_slot(s, r.instance);
+  release_slot(self, r.instance);
   s.requests.erase(it);
   drain(self);
 }
@@ -149,7 +163,7 @@ void on_cancel(router_ptr self, std::uint64_t id) {
     return;
   if (it->second.instance) {
     self->send(it->second.instance, cancel_request{id});
-    release_slot(s, it->second.instance);
+    release_slot(self, it->second.instance);
   } else {
     s.queue.erase(std::remove(s.queue.begin(), s.queue.end(), id), s.queue.end());
   }
@@ -176,6 +190,9 @@ void on_tick(router_ptr self) {
   }
   while (count + s.starting < s.spec.min_instances && now >= s.retry_after)
     start_instance(self);
+  for (const auto& inst : s.instances)
+    if (inst.in_flight > 0)
+      report_load(self, inst.handle); // their token counts grew
   self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
 }
 

@@ -52,13 +52,6 @@ void ensure_capacity(router_ptr self) {
 
 void on_instance_down(router_ptr self, const caf::down_msg& dm) {
   auto& s = self->state;
-  if (s.migrating && s.migration_node && s.migration_node.address() == dm.source) {
-    // Moved out first: ending the migration clears the stored function.
-    if (auto failed = std::move(s.migration_failed))
-      failed(make_error(errc::io_error, "migrate: the target node was lost: " +
-                                                        self->system().render(dm.reason)));
-    return;
-  }
   if (s.migrating && s.migration_target && s.migration_target.address() == dm.source)
     self->send(s.migration_source, migrate_atom::value, stop_atom::value,
                "the target instance was lost: " +
@@ -92,7 +85,7 @@ void on_handoff(router_ptr self, migrate_handoff& h) {
   if (it == s.requests.end())
     return; // cancelled meanwhile (the source passed the cancel on)
   auto& r = it->second;
-  release_slot(s, r.instance);
+  release_slot(self, r.instance);
   auto* target = find_instance(s, h.target);
   if (target == nullptr) { // the target died before this notice came: resume from the log
     resume(self, h.request_id, "the migration target of " + s.spec.name + " was lost");
@@ -101,17 +94,15 @@ void on_handoff(router_ptr self, migrate_handoff& h) {
   }
   ++target->in_flight;
   r.instance = h.target;
+  report_load(self, h.target);
   if (static_cast<std::int32_t>(r.log.generated.size()) == h.next_index)
     r.handoff_index = h.next_index; // the pause is measured at the target's first token
 }
 
 void end_migration(router_ptr self) {
   auto& s = self->state;
-  if (s.migration_node)
-    self->demonitor(s.migration_node);
   s.migrating = false;
   s.migration_source = caf::actor{};
-  s.migration_node = caf::actor{};
   s.migration_target = caf::actor{};
   s.migration_failed = nullptr;
 }
@@ -144,26 +135,16 @@ void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp, 
   };
   s.migration_source = source;
   s.migration_failed = fail;
-  // The target node by name, then a new instance there, then the handoff.
-  self->request(s.scheduler, caf::infinite, status_atom::value)
+  // A new instance on the target node (placed by the scheduler, which knows it is this
+  // router's), then the handoff.
+  self->request(s.scheduler, caf::infinite, place_atom::value, s.spec, to)
       .then(
-          [=](std::vector<node_status>& nodes) mutable {
-            auto node = std::find_if(nodes.begin(), nodes.end(),
-                                     [&](const node_status& n) { return n.name == to; });
-            if (node == nodes.end())
-              return fail(make_error(errc::not_found, "migrate: no node named " + to));
-            self->state.migration_node = node->handle;
-            self->monitor(node->handle);
-            self->request(node->handle, caf::infinite, start_atom::value, self->state.spec)
-                .then(
                     [=](instance_started& started) mutable {
                       auto& st = self->state;
                       if (!st.migrating) { // given up meanwhile
                         self->send_exit(started.handle, caf::exit_reason::user_shutdown);
                         return;
                       }
-                      self->demonitor(st.migration_node);
-                      st.migration_node = caf::actor{};
                       adopt_instance(self, started);
                       st.migration_target = started.handle;
                       auto* inst = find_instance(st, source);
@@ -217,11 +198,9 @@ void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp, 
                               },
                               [=](caf::error& err) mutable { fail(from_caf(err)); });
                     },
-                    [=](caf::error& err) mutable {
-                      fail(with_context(from_caf(err), "migrate: starting on " + to));
-                    });
-          },
-          [=](caf::error& err) mutable { fail(from_caf(err)); });
+          [=](caf::error& err) mutable {
+            fail(with_context(from_caf(err), "migrate: starting on " + to));
+          });
 }
 
 } // namespace thaw::router_impl

@@ -58,12 +58,10 @@ struct router_state {
   clock_type::time_point retry_after{};
   std::chrono::seconds backoff{1};
   bool migrating = false;
-  /// While a migration runs: its source instance, the target node (until the target instance
-  /// is up) and the target instance. CAF does not answer a request whose remote receiver's node
-  /// dies, and a source on another node may never hear that the target died (messages between
-  /// nodes are routed through the head): the router watches both and tells the source.
+  /// While a migration runs: its source and target instances. A source on another node may
+  /// never hear that the target died (messages between nodes are routed through the head): the
+  /// router watches the target and tells the source.
   caf::actor migration_source;
-  caf::actor migration_node;
   caf::actor migration_target;
   std::function<void(error)> migration_failed; ///< ends the migration before the source's report
 
@@ -81,8 +79,11 @@ instance_entry* find_instance(router_state& s, const caf::actor& handle);
 void drain(router_ptr self);
 /// Ends request `id` with a failed event (and forgets it).
 void fail_request(router_ptr self, std::uint64_t id, error e);
-/// One less sequence on `handle`'s instance.
-void release_slot(router_state& s, const caf::actor& handle);
+/// One less sequence on `handle`'s instance (and the scheduler told).
+void release_slot(router_ptr self, const caf::actor& handle);
+/// Tells the scheduler how many sequences and tokens `handle`'s instance has (what a move of
+/// it would recompute), for its migration decisions.
+void report_load(router_ptr self, const caf::actor& handle);
 /// Asks the scheduler for one more instance.
 void start_instance(router_ptr self);
 /// Adds a started instance to the table (monitored).

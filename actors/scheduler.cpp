@@ -25,6 +25,18 @@ struct placement {
   std::vector<caf::actor> candidates;
   std::size_t next = 0;     ///< the candidate asked now is candidates[next - 1]
   std::string refusals;
+  caf::actor router;        ///< who asked: the instance will be its
+};
+
+/// An instance this scheduler placed, for migration decisions: whose it is and how busy.
+struct placed_instance {
+  caf::actor handle;
+  caf::actor router;
+  std::string node;
+  std::string checkpoint;
+  std::int32_t sequences = 0; ///< from the router's load reports
+  std::int64_t tokens = 0;    ///< prompt + generated tokens of those sequences
+  bool moving = false;        ///< a migration of it was asked for
 };
 
 struct scheduler_state {
@@ -33,6 +45,7 @@ struct scheduler_state {
   /// node died, so a node's down message moves its placements on to their next candidate.
   std::map<std::uint64_t, placement> placing;
   std::uint64_t next_placement = 1;
+  std::map<caf::actor_addr, placed_instance> placed;
   // runtime/sched works on dense indices: nodes and checkpoints get one on first sight and
   // keep it (a node that left and came back is the same node to the estimator).
   std::map<std::string, std::uint32_t> node_index;
@@ -57,9 +70,9 @@ struct scheduler_state {
     dram = st.loads_dram;
   }
 
-  /// The cluster as runtime/sched sees it. A slot with no model is free; a slot holding models
-  /// counts as busy (the node still decides whether another instance fits beside them).
-  sched::cluster_view view() {
+  /// The cluster as runtime/sched sees it: each instance placed here takes a slot of its node
+  /// (the node still decides whether another fits beside it). `handles[id - 1]` is instance id.
+  sched::cluster_view view(std::vector<caf::actor>& handles) {
     sched::cluster_view v;
     v.nodes.resize(node_index.size());
     for (auto& n : v.nodes)
@@ -71,19 +84,24 @@ struct scheduler_state {
       n.up = true;
       n.slots = static_cast<std::int32_t>(st.slots.size());
       n.load = static_cast<std::int32_t>(st.instances.size());
-      for (const auto& s : st.slots) {
-        if (s.models.empty()) {
-          n.free_slots.push_back(s.index);
+      // The instances this scheduler placed there, one slot each; the other slots are free.
+      for (const auto& [addr, p] : placed) {
+        if (p.node != name)
           continue;
-        }
         sched::instance_view i;
-        i.model = intern(model_index, s.models.front());
-        i.slot = s.index;
+        i.id = handles.size() + 1;
+        handles.push_back(p.handle);
+        i.model = intern(model_index, p.checkpoint);
+        i.slot = static_cast<std::int32_t>(n.instances.size());
         i.bytes = nominal_bytes;
-        i.sequences = 1;   // unknown here: never taken for an idle one
-        i.movable = false; // moving instances is the router's, not wired to placement yet
+        i.tokens = p.tokens;
+        i.sequences = p.sequences;
+        // Only a running instance moves; an idle one is the router's to stop (keep-alive).
+        i.movable = p.sequences > 0 && !p.moving;
         n.instances.push_back(i);
       }
+      for (auto k = static_cast<std::int32_t>(n.instances.size()); k < n.slots; ++k)
+        n.free_slots.push_back(k);
       for (const auto& m : st.local_models)
         v.set_tier(idx, intern(model_index, m), sched::tier::ssd);
       for (const auto& m : st.dram_models)
@@ -122,8 +140,12 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
       .then(
           [=](instance_started& started) {
             if (auto* q = current()) {
+              auto& st2 = self->state;
+              self->monitor(started.handle);
+              st2.placed[started.handle.address()] =
+                  placed_instance{started.handle, q->router, started.node, q->spec.checkpoint};
               q->rp.deliver(std::move(started));
-              self->state.placing.erase(id);
+              st2.placing.erase(id);
             } else { // nobody waits for it any more
               self->send_exit(started.handle, caf::exit_reason::user_shutdown);
             }
@@ -146,15 +168,51 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
           });
 }
 
-/// Places `spec` on the first of `candidates` that starts it.
-caf::typed_response_promise<instance_started> place(scheduler_ptr self, model_spec spec,
-                                                    std::vector<caf::actor> candidates) {
+/// Places `spec` for `router` on the first of `candidates` that starts it.
+void place(scheduler_ptr self, caf::typed_response_promise<instance_started> rp, model_spec spec,
+           std::vector<caf::actor> candidates, caf::actor router) {
   auto& st = self->state;
   const auto id = st.next_placement++;
-  auto rp = self->make_response_promise<instance_started>();
-  st.placing.emplace(id, placement{rp, std::move(spec), std::move(candidates), 0, {}});
+  st.placing.emplace(id, placement{rp, std::move(spec), std::move(candidates), 0, {},
+                                   std::move(router)});
   try_next(self, id);
-  return rp;
+}
+
+/// locality-migrate: asks the owner of a running instance to move it (live migration), then
+/// places `spec` on the node it freed; if the move fails, places as if none was planned.
+void migrate_then_place(scheduler_ptr self, caf::typed_response_promise<instance_started> rp,
+                        model_spec spec, std::vector<caf::actor> ordered, caf::actor router,
+                        caf::actor instance, std::string from, std::string to) {
+  auto& st = self->state;
+  auto it = st.placed.find(instance.address());
+  auto home = st.nodes.find(from);
+  if (it == st.placed.end() || home == st.nodes.end())
+    return place(self, rp, std::move(spec), std::move(ordered), std::move(router));
+  it->second.moving = true;
+  spdlog::info("scheduler: moving the running instance of {} from {} to {} to start {} on {}",
+               it->second.checkpoint, from, to, spec.name, from);
+  const auto freed = home->second.handle;
+  self->request(it->second.router, caf::infinite, migrate_atom::value, from, to,
+                migrate_order{}.max_gap)
+      .then(
+          [=](migration_report& rep) mutable {
+            if (rep.aborted)
+              spdlog::warn("scheduler: the move from {} was aborted ({}); placing {} anyway",
+                           from, rep.reason, spec.name);
+            // The freed node first (its slot is empty once the move is done), then the rest.
+            std::vector<caf::actor> order{freed};
+            for (auto& n : ordered)
+              if (n != freed)
+                order.push_back(n);
+            place(self, rp, std::move(spec), std::move(order), std::move(router));
+          },
+          [=](caf::error& err) mutable {
+            spdlog::warn("scheduler: moving an instance from {} failed ({}); placing {} anyway",
+                         from, from_caf(err).to_string(), spec.name);
+            if (auto p = self->state.placed.find(instance.address()); p != self->state.placed.end())
+              p->second.moving = false;
+            place(self, rp, std::move(spec), std::move(ordered), std::move(router));
+          });
 }
 
 caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
@@ -170,6 +228,7 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         break;
       }
     }
+    self->state.placed.erase(dm.source);
     // Placements waiting on the dead node go on to their next candidate.
     std::vector<std::uint64_t> stuck;
     for (auto& [id, p] : self->state.placing)
@@ -199,14 +258,46 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
           return to_caf(make_error(errc::resource_exhausted,
                                    "no node is registered to start " + spec.name));
         auto& st = self->state;
-        const auto view = st.view();
+        auto router = caf::actor_cast<caf::actor>(self->current_sender());
+        std::vector<caf::actor> handles;
+        const auto view = st.view(handles);
         const sched::placement_request req{st.intern(st.model_index, spec.checkpoint),
                                             nominal_bytes};
         // Every node, best first; each may still refuse (the slot estimate is the node's).
         std::vector<caf::actor> ordered;
         for (auto i : st.placer.rank(view, req, st.est))
           ordered.push_back(nodes.at(view.nodes[i].name).handle);
-        return place(self, std::move(spec), std::move(ordered));
+        auto rp = self->make_response_promise<instance_started>();
+        if (st.placer.kind() == sched::policy_kind::locality_migrate) {
+          const auto d = st.placer.place(view, req, st.est);
+          if (d.placed && !d.migrations.empty()) {
+            const auto& m = d.migrations.front();
+            migrate_then_place(self, rp, std::move(spec), std::move(ordered), std::move(router),
+                               handles.at(m.instance - 1), view.nodes[m.from].name,
+                               view.nodes[m.to].name);
+            return rp;
+          }
+        }
+        place(self, rp, std::move(spec), std::move(ordered), std::move(router));
+        return rp;
+      },
+      [=](place_atom, model_spec& spec, std::string& node) -> caf::result<instance_started> {
+        auto it = self->state.nodes.find(node);
+        if (it == self->state.nodes.end())
+          return to_caf(make_error(errc::not_found, "no node named " + node));
+        auto rp = self->make_response_promise<instance_started>();
+        place(self, rp, std::move(spec), {it->second.handle},
+              caf::actor_cast<caf::actor>(self->current_sender()));
+        return rp;
+      },
+      [=](load_atom, caf::actor& instance, std::int32_t sequences, std::int64_t tokens) {
+        auto it = self->state.placed.find(instance.address());
+        if (it == self->state.placed.end())
+          return;
+        it->second.sequences = sequences;
+        it->second.tokens = tokens;
+        if (sequences == 0)
+          it->second.moving = false;
       },
       [=](status_atom) -> std::vector<node_status> {
         std::vector<node_status> out;

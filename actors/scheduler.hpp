@@ -9,7 +9,13 @@
 ///   (node_atom, node_status)        a node registers or reports; the scheduler monitors it and
 ///                                   forgets it when it goes down
 ///   (place_atom, model_spec) -> instance_started | error
-///       asks the ranked nodes in turn; the error lists why each refused ("no nodes" when none)
+///       asks the ranked nodes in turn; the error lists why each refused ("no nodes" when none).
+///       The instance is the requester's (a router): the scheduler monitors it. With
+///       locality-migrate, when the policy would rather move a running instance off the best
+///       node, it asks that instance's router to migrate it (migrate_atom) and then places on
+///       the node it freed; a failed move falls back to the plain ranking.
+///   (place_atom, model_spec, node name) -> instance_started | error   on that node only
+///   (load_atom, instance, sequences, tokens)   a router's report of an instance's load
 ///   (status_atom) -> std::vector<node_status>   the last status of every node, by name
 
 #include "actors/messages.hpp"
