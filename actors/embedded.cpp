@@ -42,6 +42,7 @@ expected<model_spec> model_spec_from_config(const config& t) {
   THAW_TRY(get_i32("kv_blocks", s.kv_blocks));
   THAW_TRY(get_i32("threads", s.threads));
   THAW_ASSIGN(s.chat_template, t.get_string("chat_template", ""));
+  THAW_ASSIGN(s.prefetch, t.get_bool("prefetch", false));
   THAW_ASSIGN(auto keep, t.get_seconds("keep_alive", static_cast<double>(s.keep_alive_ms) / 1e3));
   s.keep_alive_ms = static_cast<std::int64_t>(keep * 1000.0);
   if (s.name.empty())

@@ -111,6 +111,9 @@ expected<model_spec> parse_deploy(std::string_view body) {
   THAW_TRY(get_int("target_concurrency", spec.target_concurrency));
   THAW_TRY(get_int("queue_limit", spec.queue_limit));
   THAW_TRY(get_int("kv_blocks", spec.kv_blocks));
+  if (j.contains("prefetch") && !j["prefetch"].is_boolean())
+    return make_error(errc::invalid_argument, "prefetch: must be true or false");
+  spec.prefetch = j.value("prefetch", false);
   if (j.contains("keep_alive")) {
     const auto& k = j["keep_alive"];
     double secs = 0;

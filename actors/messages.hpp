@@ -38,6 +38,7 @@ using node_atom = caf::atom_constant<caf::atom("node")>;
 using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
+using prefetch_atom = caf::atom_constant<caf::atom("prefetch")>;
 
 // --- inspect for the engine's and runtime's value types ---------------------------------------
 
@@ -89,13 +90,16 @@ struct model_spec {
   std::int32_t threads = 0;              ///< compute threads per instance; 0: node's default
   /// Chat format when the tokenizer has no template: "llama2", "llama3" or "chatml"; "": none.
   std::string chat_template;
+  /// Expected soon: on deploy, read its checkpoint into the DRAM tier of the node it would
+  /// start on, so that its first cold start loads from memory.
+  bool prefetch = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, model_spec& x) {
   return f(caf::meta::type_name("model_spec"), x.name, x.checkpoint, x.min_instances,
            x.max_instances, x.target_concurrency, x.keep_alive_ms, x.queue_limit, x.kv_blocks,
-           x.threads, x.chat_template);
+           x.threads, x.chat_template, x.prefetch);
 }
 
 // --- requests and token events --------------------------------------------------------------
@@ -344,7 +348,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 2;
+inline constexpr std::uint32_t cluster_protocol_version = 3;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

@@ -7,6 +7,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <chrono>
 #include <spdlog/spdlog.h>
 #include <unordered_map>
 #include <unordered_set>
@@ -123,6 +124,66 @@ expected<std::size_t> pick_slot(const node_state& s, std::uint64_t bytes, const 
   return *best;
 }
 
+/// A one-shot worker on its own thread (the load blocks): loads the checkpoint at `dir` into a
+/// scratch device buffer and drops it. The loader reads through the DRAM tier, so the model stays
+/// there, ready, once no load pins it; this is the loader's only way in, and on a CPU slot the
+/// scratch buffer is plain memory, freed at once. Answers the load's seconds.
+caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx) {
+  return {
+      [=](prefetch_atom, const std::string& dir) -> caf::result<double> {
+        self->quit(); // one job; the answer still goes out
+        const auto t0 = std::chrono::steady_clock::now();
+        auto run = [&]() -> status {
+          THAW_ASSIGN(auto ck, checkpoint::open(dir));
+          THAW_ASSIGN(auto handle, ctx->ld->load(ck));
+          THAW_ASSIGN(auto scratch, handle.take_buffer());
+          scratch.reset();
+          return {};
+        };
+        if (auto s = run(); !s)
+          return to_caf(with_context(std::move(s).err(), "prefetch of " + dir));
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      },
+  };
+}
+
+/// (prefetch_atom, dir): see node.hpp.
+caf::result<bool> prefetch(node_ptr self, const std::string& dir) {
+  auto& st = self->state;
+  const auto& node = st.ctx->options.name;
+  auto ck = checkpoint::open(dir);
+  if (!ck)
+    return to_caf(with_context(std::move(ck).err(), "prefetch on node " + node));
+  auto& tier = st.ctx->ld->tier();
+  const auto id = ck->content_id();
+  if (tier.state_of(id) == dram_state::ready) {
+    st.checkpoint_of_content[id] = dir;
+    return true;
+  }
+  // Refused up front, naming both sizes, when the tier could never hold it.
+  if (auto fits = tier.check_fits(*ck); !fits)
+    return to_caf(with_context(std::move(fits).err(),
+                               "prefetch on node " + node + ": the DRAM tier is too small"));
+  const auto bytes = ck->total_bytes();
+  auto rp = self->make_response_promise<bool>();
+  auto worker = self->system().spawn<caf::detached>(prefetch_worker, st.ctx);
+  self->request(worker, caf::infinite, prefetch_atom::value, dir)
+      .then(
+          [=](double seconds) mutable {
+            auto& st2 = self->state;
+            st2.checkpoint_of_content[id] = dir;
+            // A plain SSD read (or a share of one): its bandwidth is as good as a start's.
+            if (seconds > 0)
+              st2.ssd_bandwidth = static_cast<double>(bytes) / seconds;
+            spdlog::info("node {}: prefetched {} ({} bytes) into DRAM in {:.3f} s", node, dir,
+                         bytes, seconds);
+            report(self);
+            rp.deliver(true);
+          },
+          [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  return rp;
+}
+
 caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::actor scheduler) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
@@ -192,6 +253,7 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
           self->send_exit(inst, caf::exit_reason::user_shutdown);
       },
       [=](status_atom) -> node_status { return make_status(self); },
+      [=](prefetch_atom, const std::string& dir) { return prefetch(self, dir); },
   };
 }
 

@@ -14,6 +14,12 @@
 ///       spawns the instance and answers once it is loaded (or failed: the slot is released)
 ///   (stop_atom, caf::actor instance) -> void     stops it; its slot is released when it exits
 ///   (status_atom) -> node_status
+///   (prefetch_atom, std::string checkpoint_dir) -> bool | error
+///       reads the checkpoint into the DRAM tier without starting an instance (evicting least
+///       recently used unpinned models if need be), so that the next start loads it from memory;
+///       the status then lists it in dram_models. true at once when it is there already. Errors:
+///       the checkpoint's (not_found, corrupt, ...), resource_exhausted when the DRAM tier could
+///       never hold it. While loads in progress pin the room it needs, it waits for them.
 
 #include "actors/messages.hpp"
 #include "actors/node_context.hpp"

@@ -7,6 +7,8 @@
 /// Messages:
 ///   (deploy_atom, model_spec) -> model_spec | error
 ///       invalid_argument (bad name or settings), already_exists, or the checkpoint's error
+///       a model deployed with `prefetch` is then read into the DRAM tier of the node with the
+///       most free DRAM (asked of the scheduler), in the background: deploy does not wait
 ///   (delete_atom, std::string name) -> bool | error    stops the router and its instances
 ///   (list_atom) -> std::vector<model_spec>
 ///   (sub_atom, caf::actor) -> bool     the subscriber gets (deploy_atom, model_frontend_ptr)

@@ -49,5 +49,6 @@ void add_bench_serve_command(CLI::App& bench);
 void add_bench_actors_command(CLI::App& bench);
 void add_bench_ucx_command(CLI::App& bench);
 void add_bench_migrate_command(CLI::App& bench);
+void add_bench_coldstart_command(CLI::App& bench);
 
 } // namespace thaw::app

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   thaw::app::add_bench_actors_command(*bench);
   thaw::app::add_bench_ucx_command(*bench);
   thaw::app::add_bench_migrate_command(*bench);
+  thaw::app::add_bench_coldstart_command(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,6 +2,7 @@
 // tiny model on CPU slots. Outputs are checked against the engine driven directly.
 
 #include "actors/embedded.hpp"
+#include "actors/node.hpp"
 #include "runtime/common/metrics.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
@@ -9,6 +10,10 @@
 #include "tests/support/test_models.hpp"
 #include "transport/http_client.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -313,6 +318,171 @@ TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
             200);
   EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 1);
   EXPECT_EQ(metric("thaw_cold_starts_total"), 2);
+}
+
+/// Whether node 0 of /admin/status lists `dir` in its DRAM tier.
+bool in_dram(const json& status, const std::string& dir) {
+  for (const auto& m : status["nodes"][0]["dram_models"])
+    if (m == dir)
+      return true;
+  return false;
+}
+
+TEST_F(ServeTest, PrefetchedModelIsInDramBeforeAnyRequestAndColdStartsFromIt) {
+  // [[models]] takes the key; the admin API takes the field.
+  auto cfg = config::parse("name = \"m\"\ncheckpoint = \"/x\"\nprefetch = true\n");
+  ASSERT_TRUE(cfg) << cfg.err().to_string();
+  auto from_toml = model_spec_from_config(*cfg);
+  ASSERT_TRUE(from_toml) << from_toml.err().to_string();
+  EXPECT_TRUE(from_toml->prefetch);
+
+  start(); // "tiny", not prefetched: nothing is in DRAM
+  EXPECT_FALSE(in_dram(json::parse(get("/admin/status").body), ckpt()));
+  EXPECT_EQ(post("/admin/models", {{"name", "soon"}, {"checkpoint", ckpt()}, {"prefetch", 1}})
+                .status,
+            400);
+  auto r = post("/admin/models", {{"name", "soon"},
+                                  {"checkpoint", ckpt()},
+                                  {"prefetch", true},
+                                  {"keep_alive", 0}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  // Deploy does not wait for the read; the node reports it once the model is ready in DRAM.
+  bool ready = false;
+  for (int i = 0; i < 2000 && !ready; ++i) {
+    ready = in_dram(json::parse(get("/admin/status").body), ckpt());
+    if (!ready)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(ready);
+  auto status = json::parse(get("/admin/status").body);
+  EXPECT_EQ(status["nodes"][0]["instances"].size(), 0u); // read, not started
+  EXPECT_EQ(metric("thaw_cold_starts_total"), 0);
+
+  // The first request's cold start loads from DRAM; nothing is read from SSD for an instance.
+  auto body = json{{"model", "soon"}, {"prompt", "Once upon a time"}, {"max_tokens", 6},
+                   {"temperature", 0}, {"ignore_eos", true}};
+  auto first = post("/v1/completions", body);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(json::parse(first.body)["choices"][0]["text"], engine_text("Once upon a time", 6));
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 1);
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"ssd\""), 0);
+
+  // keep_alive 0: scaled to zero, the checkpoint stays in DRAM and the next start is from it.
+  for (int i = 0; i < 300 && json::parse(get("/admin/status").body)["nodes"][0]["instances"]
+                                     .size() != 0;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  status = json::parse(get("/admin/status").body);
+  ASSERT_EQ(status["nodes"][0]["instances"].size(), 0u);
+  EXPECT_TRUE(in_dram(status, ckpt()));
+  EXPECT_EQ(post("/v1/completions", body).status, 200);
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 2);
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"ssd\""), 0);
+  EXPECT_EQ(metric("thaw_cold_starts_total"), 2);
+}
+
+/// (prefetch_atom, dir) asked of a node of its own (no scheduler), as the registry asks it.
+expected<bool> ask_prefetch(caf::actor_system& sys, const caf::actor& node, const std::string& dir) {
+  caf::scoped_actor self{sys};
+  expected<bool> out = make_error(errc::internal, "no answer");
+  self->request(node, caf::infinite, prefetch_atom::value, dir)
+      .receive([&](bool b) { out = b; }, [&](caf::error& e) { out = from_caf(e); });
+  return out;
+}
+
+node_status ask_status(caf::actor_system& sys, const caf::actor& node) {
+  caf::scoped_actor self{sys};
+  node_status out;
+  self->request(node, caf::infinite, status_atom::value)
+      .receive([&](node_status& s) { out = std::move(s); }, [&](caf::error&) {});
+  return out;
+}
+
+TEST_F(ServeTest, NodePrefetchReadsIntoDramWithoutAnInstanceAndNamesItsErrors) {
+  auto cfg = make_actor_system_config();
+  caf::actor_system sys{*cfg};
+  auto make_node = [&](std::uint64_t pool_bytes) {
+    node_options no;
+    no.loader.pool_bytes = pool_bytes;
+    no.loader.chunk_bytes = 64 << 10;
+    auto ctx = node_context::create(no, std::make_shared<metrics::registry>());
+    EXPECT_TRUE(ctx) << ctx.err().to_string();
+    return spawn_node(sys, std::move(*ctx), caf::actor{});
+  };
+  auto node = make_node(64ull << 20);
+  EXPECT_TRUE(ask_status(sys, node).dram_models.empty());
+  auto ok = ask_prefetch(sys, node, ckpt());
+  ASSERT_TRUE(ok) << ok.err().to_string();
+  auto st = ask_status(sys, node);
+  EXPECT_EQ(st.dram_models, std::vector<std::string>{ckpt()});
+  EXPECT_TRUE(st.instances.empty());
+  EXPECT_GT(st.dram_used_bytes, 0u);
+  EXPECT_TRUE(ask_prefetch(sys, node, ckpt())); // there already: true at once
+
+  auto missing = ask_prefetch(sys, node, (*dir_ / "no-such-model").string());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.err().code, errc::not_found) << missing.err().to_string();
+
+  // A DRAM tier of one 64 KiB chunk can never hold the model.
+  auto small = make_node(64 << 10);
+  auto full = ask_prefetch(sys, small, ckpt());
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.err().code, errc::resource_exhausted) << full.err().to_string();
+  EXPECT_NE(full.err().to_string().find("DRAM tier"), std::string::npos) << full.err().to_string();
+  EXPECT_TRUE(ask_status(sys, small).dram_models.empty());
+  for (auto* n : {&node, &small})
+    caf::anon_send_exit(*n, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(ServeTest, ABurstOfRequestsToAColdModelIsAllServed) {
+  serve_options o;
+  model_spec m;
+  m.name = "tiny";
+  m.checkpoint = ckpt();
+  m.kv_blocks = 64;
+  m.min_instances = 0;
+  m.max_instances = 2;
+  m.target_concurrency = 4;
+  o.models.push_back(m);
+  start(o);
+  ASSERT_EQ(json::parse(get("/admin/status").body)["models"][0]["instances"], 0);
+  constexpr int n = 16;
+  constexpr int tokens = 8;
+  std::vector<int> statuses(n, 0);
+  std::vector<int> counts(n, -1);
+  std::vector<std::string> texts(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i)
+    clients.emplace_back([&, i] {
+      auto c = http::client::connect("127.0.0.1", server_->port());
+      if (!c)
+        return;
+      json body = {{"model", "tiny"}, {"prompt", "Once upon a time"}, {"max_tokens", tokens},
+                   {"temperature", 0}, {"ignore_eos", true}};
+      auto r = (*c)->request("POST", "/v1/completions", body.dump(),
+                             {{"content-type", "application/json"}});
+      if (!r)
+        return;
+      statuses[i] = r->status;
+      if (r->status != 200)
+        return;
+      auto j = json::parse(r->body);
+      counts[i] = j["usage"]["completion_tokens"];
+      texts[i] = j["choices"][0]["text"];
+    });
+  for (auto& t : clients)
+    t.join();
+  const auto expected = engine_text("Once upon a time", tokens);
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(statuses[i], 200) << "request " << i;
+    EXPECT_EQ(counts[i], tokens) << "request " << i;
+    EXPECT_EQ(texts[i], expected) << "request " << i;
+  }
+  EXPECT_EQ(metric("vllm:request_success_total"), n);
+  const auto cold = metric("thaw_cold_starts_total");
+  EXPECT_GE(cold, 1);
+  EXPECT_LE(cold, 2); // never more than max_instances
+  EXPECT_LE(json::parse(get("/admin/status").body)["models"][0]["instances"], 2);
 }
 
 } // namespace

@@ -1,0 +1,332 @@
+#include "bench/coldstart_bench.hpp"
+
+#include "actors/embedded.hpp"
+#include "bench/completion_stream.hpp"
+#include "gpu/host/host_device.hpp"
+#include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/engine/host_model_runner.hpp"
+#include "runtime/engine/tokenizer.hpp"
+#include "runtime/loader/loader.hpp"
+#include "transport/http_client.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <fmt/format.h>
+#include <thread>
+
+namespace thaw::bench {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double seconds_since(clock::time_point t0) {
+  return std::chrono::duration<double>(clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto n = v.size();
+  return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/// Room for the model in the DRAM tier, whole chunks per checkpoint chunk, and some to spare.
+std::uint64_t pool_bytes_for(const checkpoint& ck, std::uint64_t chunk) {
+  const auto bytes = ck.total_bytes();
+  return ((bytes + bytes / 4) / chunk + 16) * chunk;
+}
+
+struct loader_figures {
+  double ssd_seconds = 0;
+  std::vector<double> dram_seconds;
+  std::string ssd_source, dram_source;
+  // What else an instance's start does, each timed alone once the weights are in memory.
+  double open_seconds = 0;      ///< checkpoint::open
+  double tokenizer_seconds = 0; ///< tokenizer::load
+  double runner_seconds = 0;    ///< make_host_model_runner (KV cache included)
+};
+
+/// One load from SSD, then `reps` from the DRAM tier, each timed from load() to wait().
+expected<loader_figures> time_loads(const checkpoint& ck, const loader_options& lo, int reps,
+                                    std::int32_t kv_blocks, int threads) {
+  host_device dev;
+  THAW_ASSIGN(auto ld, loader::create(lo, dev));
+  loader_figures out;
+  for (int i = 0; i <= reps; ++i) {
+    const auto t0 = clock::now();
+    THAW_ASSIGN(auto handle, ld->load(ck));
+    THAW_ASSIGN(auto buffer, handle.take_buffer());
+    const double s = seconds_since(t0);
+    const std::string source = to_string(handle.progress().source);
+    if (i == reps) {
+      auto t = clock::now();
+      THAW_ASSIGN(auto opened, checkpoint::open(ck.dir()));
+      out.open_seconds = seconds_since(t);
+      t = clock::now();
+      THAW_ASSIGN(auto tok, tokenizer::load(opened.dir() / "tokenizer.json"));
+      out.tokenizer_seconds = seconds_since(t);
+      t = clock::now();
+      THAW_ASSIGN(auto runner,
+                  make_host_model_runner(opened, *buffer, {.num_kv_blocks = kv_blocks,
+                                                           .threads = threads}));
+      out.runner_seconds = seconds_since(t);
+    }
+    buffer.reset();
+    if (i == 0) {
+      out.ssd_seconds = s;
+      out.ssd_source = source;
+    } else {
+      out.dram_seconds.push_back(s);
+      out.dram_source = source;
+    }
+  }
+  return out;
+}
+
+class bench_client {
+public:
+  static expected<bench_client> connect(std::uint16_t port) {
+    THAW_ASSIGN(auto c, http::client::connect("127.0.0.1", port));
+    return bench_client{std::move(c)};
+  }
+
+  expected<json> get_json(const std::string& target) {
+    THAW_ASSIGN(auto r, c_->request("GET", target, {}, {}));
+    if (r.status != 200)
+      return make_error(errc::io_error, "GET " + target + ": HTTP " + std::to_string(r.status));
+    auto j = json::parse(r.body, nullptr, false);
+    if (j.is_discarded())
+      return make_error(errc::parse_error, "GET " + target + ": not JSON");
+    return j;
+  }
+
+  /// A model's entry in /admin/status.
+  expected<json> model_status(const std::string& model) {
+    THAW_ASSIGN(auto st, get_json("/admin/status"));
+    for (const auto& m : st["models"])
+      if (m.value("name", "") == model)
+        return m;
+    return make_error(errc::not_found, "/admin/status lists no model " + model);
+  }
+
+  /// Polls until `model` has `want` running instances (and none starting).
+  status wait_instances(const std::string& model, int want) {
+    for (int i = 0; i < 60'000; ++i) {
+      THAW_ASSIGN(auto m, model_status(model));
+      if (m.value("instances", -1) == want && m.value("starting", -1) == 0)
+        return {};
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return make_error(errc::internal, model + " never reached " + std::to_string(want) +
+                                           " instances");
+  }
+
+  /// Streams one completion and returns its TTFT in seconds.
+  expected<double> ttft(const std::string& model, const std::string& prompt, int max_tokens) {
+    const json body = {{"model", model},       {"prompt", prompt},
+                       {"max_tokens", max_tokens}, {"temperature", 0},
+                       {"ignore_eos", true},   {"stream", true},
+                       {"stream_options", {{"include_usage", true}}}};
+    const auto t0 = clock::now();
+    completion_stream cs{0.0};
+    auto r = c_->stream("POST", "/v1/completions", body.dump(),
+                        {{"content-type", "application/json"}}, [&](std::string_view d) {
+                          cs.on_bytes(d, seconds_since(t0));
+                          return true;
+                        });
+    request_record rec;
+    cs.finish(r ? r->status : 0, r ? std::string{} : r.err().to_string(), rec);
+    if (!rec.ok)
+      return make_error(errc::io_error, "request to " + model + " failed: " + rec.error);
+    if (rec.output_tokens != max_tokens)
+      return make_error(errc::internal, "request to " + model + ": " +
+                                            std::to_string(rec.output_tokens) + " tokens, not " +
+                                            std::to_string(max_tokens));
+    return rec.ttft_s;
+  }
+
+private:
+  explicit bench_client(std::unique_ptr<http::client> c) : c_(std::move(c)) {}
+  std::unique_ptr<http::client> c_;
+};
+
+/// Loads the server's node has made from its DRAM tier so far.
+expected<std::uint64_t> dram_loads(embedded_server& server) {
+  THAW_ASSIGN(auto nodes, server.nodes());
+  std::uint64_t n = 0;
+  for (const auto& s : nodes)
+    n += s.loads_dram;
+  return n;
+}
+
+} // namespace
+
+expected<json> run_coldstart_bench(const coldstart_options& o) {
+  auto log = [&](const std::string& line) {
+    if (o.log)
+      o.log(line);
+  };
+  if (o.repetitions < 1 || o.prompt_words < 1 || o.max_tokens < 1 || o.threads < 1)
+    return make_error(errc::invalid_argument,
+                      "repetitions, prompt words, max tokens and threads must be >= 1");
+  THAW_ASSIGN(auto ck, checkpoint::open(o.checkpoint));
+  const auto bytes = ck.total_bytes();
+  loader_options lo;
+  lo.pool_bytes = pool_bytes_for(ck, lo.chunk_bytes);
+
+  log(fmt::format("loader: {} ({} bytes), one load from SSD, {} from DRAM", o.checkpoint, bytes,
+                  o.repetitions));
+  constexpr std::int32_t kv_blocks = 64;
+  THAW_ASSIGN(auto loads, time_loads(ck, lo, o.repetitions, kv_blocks, o.threads));
+  const double dram_s = median(loads.dram_seconds);
+  const double dram_bw = static_cast<double>(bytes) / dram_s;
+  const double ssd_bw = static_cast<double>(bytes) / loads.ssd_seconds;
+
+  std::string prompt;
+  static const char* words[] = {"Once", "upon", "a",   "time,", "a",     "little",
+                                "girl", "named", "Lily", "found", "a", "shiny", "stone."};
+  for (int i = 0; i < o.prompt_words; ++i)
+    prompt += (i == 0 ? "" : " ") + std::string{words[i % std::size(words)]};
+
+  serve_options so;
+  so.http.address = "127.0.0.1";
+  so.http.port = 0;
+  so.node.threads = o.threads;
+  so.node.loader = lo;
+  THAW_ASSIGN(auto server, embedded_server::start(so));
+  THAW_ASSIGN(auto client, bench_client::connect(server->port()));
+
+  model_spec cold;
+  cold.name = "cold";
+  cold.checkpoint = o.checkpoint;
+  cold.kv_blocks = kv_blocks;
+  cold.keep_alive_ms = 0; // scale to zero as soon as idle
+  THAW_TRY(server->deploy(cold));
+
+  // The model's first start in this server reads it from SSD.
+  log("cold start from SSD");
+  THAW_ASSIGN(const double ttft_ssd, client.ttft("cold", prompt, o.max_tokens));
+  THAW_TRY(client.wait_instances("cold", 0));
+
+  // Prefill on a running instance: a second deployment kept warm (min_instances 1).
+  model_spec warm = cold;
+  warm.name = "warm";
+  warm.min_instances = 1;
+  warm.keep_alive_ms = 3'600'000;
+  THAW_TRY(server->deploy(warm));
+  THAW_TRY(client.wait_instances("warm", 1));
+  log("prefill on a warm instance");
+  std::vector<double> warm_ttft;
+  double first_on_new_instance = 0;
+  for (int i = 0; i < o.repetitions + 1; ++i) {
+    THAW_ASSIGN(auto t, client.ttft("warm", prompt, o.max_tokens));
+    if (i > 0) // the first request also warms the instance and the serving path
+      warm_ttft.push_back(t);
+    else
+      first_on_new_instance = t;
+  }
+  const double prefill_s = median(warm_ttft);
+
+  log(fmt::format("{} cold starts from DRAM", o.repetitions));
+  std::vector<double> cold_ttft;
+  int not_from_dram = 0;
+  for (int i = 0; i < o.repetitions; ++i) {
+    THAW_TRY(client.wait_instances("cold", 0));
+    THAW_ASSIGN(const auto before, dram_loads(*server));
+    log(fmt::format("cold request {}", i + 1));
+    THAW_ASSIGN(auto t, client.ttft("cold", prompt, o.max_tokens));
+    log(fmt::format("cold request {}: first token after {:.1f} ms", i + 1, t * 1e3));
+    THAW_ASSIGN(const auto after, dram_loads(*server));
+    if (after != before + 1)
+      ++not_from_dram;
+    cold_ttft.push_back(t);
+  }
+  double instance_dram_bw = 0;
+  {
+    // Scoped: the statuses hold actor handles, which would keep the server from stopping.
+    THAW_ASSIGN(auto nodes, server->nodes());
+    if (!nodes.empty())
+      instance_dram_bw = nodes[0].dram_bandwidth;
+  }
+  server->stop();
+
+  const double ttft_dram = median(cold_ttft);
+  const double load_s = static_cast<double>(bytes) / dram_bw;
+  const double target_s = 1.2 * load_s + prefill_s;
+  json j;
+  j["checkpoint"] = o.checkpoint;
+  j["model_bytes"] = bytes;
+  j["dram_load_seconds"] = loads.dram_seconds;
+  j["dram_bandwidth"] = dram_bw;
+  j["dram_load_source"] = loads.dram_source;
+  j["ssd_load_seconds"] = loads.ssd_seconds;
+  j["ssd_bandwidth"] = ssd_bw;
+  j["ssd_load_source"] = loads.ssd_source;
+  j["instance_dram_bandwidth"] = instance_dram_bw; // bytes over the instance's whole start
+  j["instance_load_seconds"] = instance_dram_bw > 0 ? static_cast<double>(bytes) / instance_dram_bw
+                                                    : 0.0;
+  j["checkpoint_open_seconds"] = loads.open_seconds;
+  j["tokenizer_load_seconds"] = loads.tokenizer_seconds;
+  j["runner_create_seconds"] = loads.runner_seconds;
+  j["prompt_words"] = o.prompt_words;
+  j["max_tokens"] = o.max_tokens;
+  j["threads"] = o.threads;
+  j["prefill_seconds"] = prefill_s;
+  j["warm_ttft_seconds"] = warm_ttft;
+  // The first request an instance serves, once it is running: the prefill of a fresh instance.
+  j["first_request_ttft_seconds"] = first_on_new_instance;
+  j["cold_ttft_dram_seconds"] = cold_ttft;
+  j["cold_ttft_dram_median"] = ttft_dram;
+  j["cold_starts_not_from_dram"] = not_from_dram;
+  j["cold_ttft_ssd_seconds"] = ttft_ssd;
+  j["ssd_note"] = "read with O_DIRECT (page cache not dropped: needs root)";
+  j["ratio"] = ttft_dram / (load_s + prefill_s);
+  j["load_ratio"] = (ttft_dram - prefill_s) / load_s; // the target's own form
+  j["target_ratio"] = 1.2;
+  j["target_seconds"] = target_s;
+  j["meets_target"] = ttft_dram <= target_s;
+  return j;
+}
+
+std::string format_coldstart_bench(const json& r) {
+  auto ms = [](double s) { return fmt::format("{:.1f} ms", s * 1e3); };
+  auto gbps = [](double b) { return fmt::format("{:.2f} GB/s", b / 1e9); };
+  std::string out;
+  out += fmt::format("model            {} ({:.1f} MB)\n", r["checkpoint"].get<std::string>(),
+                     r["model_bytes"].get<double>() / 1e6);
+  out += fmt::format("DRAM tier load   {} median -> {} (loader, {} loads)\n",
+                     ms(r["dram_bandwidth"].get<double>() > 0
+                            ? r["model_bytes"].get<double>() / r["dram_bandwidth"].get<double>()
+                            : 0),
+                     gbps(r["dram_bandwidth"].get<double>()), r["dram_load_seconds"].size());
+  out += fmt::format("SSD load         {} -> {} (O_DIRECT)\n",
+                     ms(r["ssd_load_seconds"].get<double>()), gbps(r["ssd_bandwidth"].get<double>()));
+  out += fmt::format("prefill (warm)   {} median TTFT, {} words, {} threads\n",
+                     ms(r["prefill_seconds"].get<double>()), r["prompt_words"].get<int>(),
+                     r["threads"].get<int>());
+  out += fmt::format("first request    {} TTFT on a new, running instance\n",
+                     ms(r["first_request_ttft_seconds"].get<double>()));
+  out += fmt::format("cold TTFT, DRAM  {} median of {}{}\n",
+                     ms(r["cold_ttft_dram_median"].get<double>()),
+                     r["cold_ttft_dram_seconds"].size(),
+                     r["cold_starts_not_from_dram"].get<int>() > 0 ? " (some NOT from DRAM)" : "");
+  out += fmt::format("cold TTFT, SSD   {} (first start; {})\n",
+                     ms(r["cold_ttft_ssd_seconds"].get<double>()),
+                     r["ssd_note"].get<std::string>());
+  out += fmt::format("instance start   {} last from DRAM (node); alone: open {}, tokenizer {}, "
+                     "runner {}\n",
+                     ms(r["instance_load_seconds"].get<double>()),
+                     ms(r["checkpoint_open_seconds"].get<double>()),
+                     ms(r["tokenizer_load_seconds"].get<double>()),
+                     ms(r["runner_create_seconds"].get<double>()));
+  out += fmt::format("target           TTFT <= 1.2 x load + prefill = {}: {}\n",
+                     ms(r["target_seconds"].get<double>()),
+                     r["meets_target"].get<bool>() ? "met" : "NOT met");
+  out += fmt::format("ratio            TTFT / (load + prefill) = {:.2f}; (TTFT - prefill) / load "
+                     "= {:.2f} (target {:.1f})\n",
+                     r["ratio"].get<double>(), r["load_ratio"].get<double>(),
+                     r["target_ratio"].get<double>());
+  return out;
+}
+
+} // namespace thaw::bench
