@@ -138,7 +138,8 @@ nlohmann::json spec_json(const model_spec& s) {
           {"keep_alive_s", static_cast<double>(s.keep_alive_ms) / 1000.0},
           {"queue_limit", s.queue_limit},
           {"kv_blocks", s.kv_blocks},
-          {"chat_template", s.chat_template}};
+          {"chat_template", s.chat_template},
+          {"prefetch", s.prefetch}};
 }
 
 void deploy(gateway_ptr self, http_call& hc) {

@@ -47,7 +47,7 @@ struct instance_state {
   std::unique_ptr<checkpoint> ckpt;
   std::unique_ptr<device_buffer> weights;
   std::unique_ptr<model_runner> runner;
-  std::unique_ptr<tokenizer> tok;
+  std::shared_ptr<const tokenizer> tok; ///< the node's copy, shared by its instances
   std::unique_ptr<engine> eng;
   std::optional<error> load_error;
   instance_started started;
@@ -82,14 +82,15 @@ status load(instance_state& s) {
   s.ckpt = std::make_unique<checkpoint>(std::move(ck));
   THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt));
   THAW_TRY(handle.wait());
+  s.started.transfer_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto source = handle.progress().source;
   THAW_ASSIGN(s.weights, handle.take_buffer());
   host_runner_options ro;
   ro.num_kv_blocks = s.spec.kv_blocks;
   ro.threads = s.spec.threads > 0 ? s.spec.threads : s.ctx->options.threads;
   THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, *s.weights, ro));
-  THAW_ASSIGN(auto tok, tokenizer::load(s.ckpt->dir() / "tokenizer.json"));
-  s.tok = std::make_unique<tokenizer>(std::move(tok));
+  THAW_ASSIGN(s.tok, s.ctx->tokenizer_for(s.ckpt->content_id(), s.ckpt->dir()));
   s.eng = std::make_unique<engine>(*s.runner, s.tok.get());
   s.started.node = s.ctx->options.name;
   s.started.source = to_string(source);

@@ -320,12 +320,14 @@ struct instance_started {
   caf::actor handle;
   std::string node;
   std::string source;   ///< "ssd" or "dram": where its weights came from
-  double load_seconds = 0;
+  double load_seconds = 0;     ///< spawn to ready: the weights, the runner, the tokenizer
+  double transfer_seconds = 0; ///< the weights' move alone (what tier bandwidths are made of)
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_started& x) {
-  return f(caf::meta::type_name("instance_started"), x.handle, x.node, x.source, x.load_seconds);
+  return f(caf::meta::type_name("instance_started"), x.handle, x.node, x.source, x.load_seconds,
+           x.transfer_seconds);
 }
 
 /// router -> anyone asking: a model's serving state.
@@ -348,7 +350,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 3;
+inline constexpr std::uint32_t cluster_protocol_version = 4;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

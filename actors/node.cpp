@@ -210,7 +210,8 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
         auto ck = checkpoint::open(spec.checkpoint);
         if (!ck)
           return to_caf(with_context(std::move(ck).err(), "model " + spec.name));
-        const auto bytes = instance_bytes(ck->total_bytes(), ck->config(), spec.kv_blocks);
+        const auto weight_bytes = ck->total_bytes();
+        const auto bytes = instance_bytes(weight_bytes, ck->config(), spec.kv_blocks);
         auto slot = pick_slot(st, bytes, spec.name);
         if (!slot)
           return to_caf(slot.err());
@@ -228,9 +229,10 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
             .then(
                 [=](instance_started& started) mutable {
                   auto& st2 = self->state;
-                  // Bandwidth of this load, folded in for the scheduler's estimates.
-                  if (started.load_seconds > 0) {
-                    const double bw = static_cast<double>(bytes) / started.load_seconds;
+                  // Bandwidth of this load's transfer (not of the whole start: building the
+                  // runner and the tokenizer is no tier's speed), for the scheduler's estimates.
+                  if (started.transfer_seconds > 0) {
+                    const double bw = static_cast<double>(weight_bytes) / started.transfer_seconds;
                     if (started.source == "dram") {
                       st2.dram_bandwidth = bw;
                       ++st2.loads_dram;
@@ -277,6 +279,20 @@ expected<std::shared_ptr<node_context>> node_context::create(node_options option
   ctx->dev = std::make_unique<host_device>();
   THAW_ASSIGN(ctx->ld, loader::create(ctx->options.loader, *ctx->dev));
   return ctx;
+}
+
+expected<std::shared_ptr<const tokenizer>>
+node_context::tokenizer_for(const std::string& content_id, const std::filesystem::path& dir) {
+  {
+    std::lock_guard lock(tokenizers_mutex_);
+    if (auto it = tokenizers_.find(content_id); it != tokenizers_.end())
+      return it->second;
+  }
+  // Loaded outside the lock: two first instances of a model may both parse it; one copy stays.
+  THAW_ASSIGN(auto tok, tokenizer::load(dir / "tokenizer.json"));
+  auto shared = std::make_shared<const tokenizer>(std::move(tok));
+  std::lock_guard lock(tokenizers_mutex_);
+  return tokenizers_.emplace(content_id, std::move(shared)).first->second;
 }
 
 } // namespace thaw

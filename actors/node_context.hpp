@@ -7,9 +7,12 @@
 #include "gpu/device.hpp"
 #include "runtime/common/metrics.hpp"
 #include "runtime/loader/loader.hpp"
+#include "runtime/engine/tokenizer.hpp"
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace thaw {
@@ -31,6 +34,16 @@ struct node_context {
   /// Makes the host device and the loader. Errors name the bad option.
   [[nodiscard]] static expected<std::shared_ptr<node_context>>
   create(node_options options, std::shared_ptr<metrics::registry> metrics);
+
+  /// The tokenizer of the checkpoint with `content_id` in `dir`, loaded once per node: parsing
+  /// tokenizer.json costs tens of milliseconds of every cold start otherwise. Shared read-only
+  /// by the instances of the model (a tokenizer's const methods keep no state). Thread-safe.
+  [[nodiscard]] expected<std::shared_ptr<const tokenizer>>
+  tokenizer_for(const std::string& content_id, const std::filesystem::path& dir);
+
+private:
+  std::mutex tokenizers_mutex_;
+  std::map<std::string, std::shared_ptr<const tokenizer>> tokenizers_;
 };
 
 } // namespace thaw

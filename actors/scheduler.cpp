@@ -258,6 +258,7 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
           return to_caf(make_error(errc::resource_exhausted,
                                    "no node is registered to start " + spec.name));
         auto& st = self->state;
+        // Before the promise: making it takes the sender out of the current message.
         auto router = caf::actor_cast<caf::actor>(self->current_sender());
         std::vector<caf::actor> handles;
         const auto view = st.view(handles);
@@ -285,9 +286,10 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         auto it = self->state.nodes.find(node);
         if (it == self->state.nodes.end())
           return to_caf(make_error(errc::not_found, "no node named " + node));
+        // Before the promise: making it takes the sender out of the current message.
+        auto router = caf::actor_cast<caf::actor>(self->current_sender());
         auto rp = self->make_response_promise<instance_started>();
-        place(self, rp, std::move(spec), {it->second.handle},
-              caf::actor_cast<caf::actor>(self->current_sender()));
+        place(self, rp, std::move(spec), {it->second.handle}, std::move(router));
         return rp;
       },
       [=](load_atom, caf::actor& instance, std::int32_t sequences, std::int64_t tokens) {

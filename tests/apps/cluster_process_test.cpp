@@ -119,9 +119,11 @@ protected:
     testing::import(dir_ / "hf-big", dir_ / "big");
     std::ofstream{dir_ / "head.toml"} << "[http]\nport = 0\n[cluster]\nport = 0\nsecret = \""
                                       << secret << "\"\n" << timeouts << "[[models]]\nname = \"tiny\"\n"
-                                      << "checkpoint = \"" << (dir_ / "tiny").string()
-                                      << "\"\n[[models]]\nname = \"big\"\ncheckpoint = \""
-                                      << (dir_ / "big").string() << "\"\n";
+                                      << "checkpoint = \"" << (dir_ / "tiny").string() << "\"\n"
+                                      << model_settings("tiny")
+                                      << "[[models]]\nname = \"big\"\ncheckpoint = \""
+                                      << (dir_ / "big").string() << "\"\n"
+                                      << model_settings("big") << head_settings();
     head_ = std::make_unique<testing::child_process>(
         std::vector<std::string>{THAW_BINARY, "head", "--config", (dir_ / "head.toml").string(),
                                  "--log-level", "warn"},
@@ -140,6 +142,10 @@ protected:
     client_ = std::move(*c);
     ASSERT_TRUE(wait_for_nodes(2)) << "the head never saw both nodes";
   }
+
+  /// More TOML for a model's [[models]] table, and for the head's configuration.
+  virtual std::string model_settings(const std::string& /*model*/) { return {}; }
+  virtual std::string head_settings() { return {}; }
 
   std::unique_ptr<testing::child_process> start_node(const std::string& name,
                                                      const std::string& node_secret,
@@ -463,6 +469,72 @@ TEST_F(ClusterMigrationKill, ASourceKilledMidMigrationFailsOverToTheTargetWithTh
       << r.report.second.dump();
   EXPECT_GE(metric("thaw_failovers_total"), 1.0);
   EXPECT_EQ(node_of("big"), "node-b");
+}
+
+/// The scheduler with locality-migrate, short keep-alives.
+class ClusterLocalityMigrate : public ClusterProcess {
+protected:
+  std::string model_settings(const std::string& model) override {
+    return model == "tiny" ? "keep_alive = 3\n" : "keep_alive = 1\n";
+  }
+  std::string head_settings() override { return "[placement]\npolicy = \"locality-migrate\"\n"; }
+
+  /// Waits (bounded) until no node runs an instance of `model`.
+  bool wait_gone(const std::string& model) {
+    for (int i = 0; i < 300; ++i) {
+      bool running = false;
+      for (auto& n : status().value("nodes", json::array()))
+        for (auto& inst : n["instances"])
+          running = running || inst["model"] == model;
+      if (!running)
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+};
+
+TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhereItsBytesAre) {
+  // tiny starts first; while it idles (keep-alive 3 s) on its node, big goes to the other one.
+  // Once both have scaled to zero, each node holds one of them in its DRAM tier.
+  ASSERT_EQ(stream_completion(http_port_, "tiny", 2).first, 200);
+  const auto tiny_home = node_of("tiny");
+  auto [ref_status, reference] = stream_completion(http_port_, "big", 240);
+  ASSERT_EQ(ref_status, 200);
+  const auto big_home = node_of("big");
+  ASSERT_FALSE(tiny_home.empty());
+  ASSERT_NE(big_home, tiny_home);
+  ASSERT_TRUE(wait_gone("tiny"));
+  ASSERT_TRUE(wait_gone("big"));
+
+  // A long big stream, moved by hand onto tiny's node (whose DRAM holds tiny). While it runs,
+  // a tiny request comes: tiny's best node is full, the other node is free but holds no tiny.
+  // Moving the big stream back to its home (big is in that node's DRAM) and loading tiny from
+  // DRAM beats loading tiny over the network, so the scheduler migrates, then places tiny.
+  std::pair<int, sse_result> tiny_result;
+  std::pair<int, json> moved_by_hand;
+  std::thread actor;
+  auto [st, big] = stream_completion(http_port_, "big", 240, [&] {
+    actor = std::thread([&] {
+      moved_by_hand = migrate("big", big_home, tiny_home);
+      // The source instance stops right after the handoff; wait for its slot to be free.
+      for (int i = 0; i < 100 && node_of("big") != tiny_home; ++i)
+        std::this_thread::sleep_for(20ms);
+      tiny_result = stream_completion(http_port_, "tiny", 4);
+    });
+  });
+  actor.join();
+  ASSERT_EQ(moved_by_hand.first, 200) << moved_by_hand.second.dump();
+  EXPECT_EQ(moved_by_hand.second["moved"], 1) << moved_by_hand.second.dump();
+  EXPECT_EQ(tiny_result.first, 200);
+  EXPECT_EQ(tiny_result.second.tokens, 4);
+  EXPECT_EQ(st, 200);
+  EXPECT_TRUE(big.error.empty()) << big.error;
+  EXPECT_EQ(big.text, reference.text) << "two migrations changed the stream";
+  EXPECT_EQ(metric("thaw_migrations_total", "outcome=\"completed\""), 2.0)
+      << "the scheduler did not migrate";
+  EXPECT_EQ(metric("thaw_loads_total", "model_name=\"tiny\",tier=\"dram\""), 1.0);
+  EXPECT_EQ(node_of("tiny"), tiny_home);
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
