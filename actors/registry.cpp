@@ -54,9 +54,10 @@ status check_spec(const model_spec& s) {
 }
 
 /// Everything but the router: the checkpoint must open and its tokenizer load.
-expected<std::shared_ptr<model_frontend>> make_frontend(const model_spec& spec) {
+expected<std::shared_ptr<model_frontend>> make_frontend(model_spec& spec) {
   THAW_TRY(check_spec(spec));
   THAW_ASSIGN(auto ck, checkpoint::open(spec.checkpoint));
+  spec.weight_bytes = ck.total_bytes();
   THAW_ASSIGN(auto tok, tokenizer::load(ck.dir() / "tokenizer.json"));
   auto f = std::make_shared<model_frontend>();
   f->spec = spec;

@@ -14,9 +14,13 @@
 namespace thaw {
 namespace {
 
-// The scheduler does not read checkpoints (nodes do), so it ranks by a nominal size: with no
-// loader queue known, the order only depends on the tiers and bandwidths, not on the bytes.
+// The size assumed for a model whose spec does not carry one (the registry sets weight_bytes
+// when it validates a deployment; a spec built by hand may not have it).
 constexpr double nominal_bytes = 1e9;
+
+double bytes_of(const model_spec& spec) {
+  return spec.weight_bytes > 0 ? static_cast<double>(spec.weight_bytes) : nominal_bytes;
+}
 
 /// A placement under way: the nodes to ask, best first, and how far it got.
 struct placement {
@@ -34,6 +38,7 @@ struct placed_instance {
   caf::actor router;
   std::string node;
   std::string checkpoint;
+  double bytes = 0;           ///< the checkpoint's size (what a move reloads)
   std::int32_t sequences = 0; ///< from the router's load reports
   std::int64_t tokens = 0;    ///< prompt + generated tokens of those sequences
   bool moving = false;        ///< a migration of it was asked for
@@ -93,7 +98,7 @@ struct scheduler_state {
         handles.push_back(p.handle);
         i.model = intern(model_index, p.checkpoint);
         i.slot = static_cast<std::int32_t>(n.instances.size());
-        i.bytes = nominal_bytes;
+        i.bytes = p.bytes;
         i.tokens = p.tokens;
         i.sequences = p.sequences;
         // Only a running instance moves; an idle one is the router's to stop (keep-alive).
@@ -143,7 +148,8 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
               auto& st2 = self->state;
               self->monitor(started.handle);
               st2.placed[started.handle.address()] =
-                  placed_instance{started.handle, q->router, started.node, q->spec.checkpoint};
+                  placed_instance{started.handle, q->router, started.node, q->spec.checkpoint,
+                                  bytes_of(q->spec)};
               q->rp.deliver(std::move(started));
               st2.placing.erase(id);
             } else { // nobody waits for it any more
@@ -263,7 +269,7 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         std::vector<caf::actor> handles;
         const auto view = st.view(handles);
         const sched::placement_request req{st.intern(st.model_index, spec.checkpoint),
-                                            nominal_bytes};
+                                            bytes_of(spec)};
         // Every node, best first; each may still refuse (the slot estimate is the node's).
         std::vector<caf::actor> ordered;
         for (auto i : st.placer.rank(view, req, st.est))

@@ -126,7 +126,7 @@ protected:
                                       << model_settings("big") << head_settings();
     head_ = std::make_unique<testing::child_process>(
         std::vector<std::string>{THAW_BINARY, "head", "--config", (dir_ / "head.toml").string(),
-                                 "--log-level", "warn"},
+                                 "--log-level", head_settings().empty() ? "warn" : "info"},
         true);
     // "thaw head: http://127.0.0.1:PORT  control 127.0.0.1:PORT"
     const auto line = wait_for_line(*head_, "thaw head: http://127.0.0.1:", 120s);
@@ -477,7 +477,12 @@ protected:
   std::string model_settings(const std::string& model) override {
     return model == "tiny" ? "keep_alive = 3\n" : "keep_alive = 1\n";
   }
-  std::string head_settings() override { return "[placement]\npolicy = \"locality-migrate\"\n"; }
+  // The network is assumed slow (1 MB/s): loading tiny (2 MB) over it costs seconds, moving a
+  // big stream to where big is in DRAM costs a fraction of one, so the decision does not hinge
+  // on how fast this machine happens to copy or compute while the test runs.
+  std::string head_settings() override {
+    return "[placement]\npolicy = \"locality-migrate\"\nremote_gbps = 0.001\n";
+  }
 
   /// Waits (bounded) until no node runs an instance of `model`.
   bool wait_gone(const std::string& model) {
@@ -518,7 +523,15 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
     actor = std::thread([&] {
       moved_by_hand = migrate("big", big_home, tiny_home);
       // The source instance stops right after the handoff; wait for its slot to be free.
-      for (int i = 0; i < 100 && node_of("big") != tiny_home; ++i)
+      auto runs_on = [&](const std::string& node) {
+        for (auto& n : status().value("nodes", json::array()))
+          if (n["name"] == node)
+            for (auto& inst : n["instances"])
+              if (inst["model"] == "big")
+                return true;
+        return false;
+      };
+      for (int i = 0; i < 100 && runs_on(big_home); ++i)
         std::this_thread::sleep_for(20ms);
       tiny_result = stream_completion(http_port_, "tiny", 4);
     });
@@ -533,6 +546,10 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
   EXPECT_EQ(big.text, reference.text) << "two migrations changed the stream";
   EXPECT_EQ(metric("thaw_migrations_total", "outcome=\"completed\""), 2.0)
       << "the scheduler did not migrate";
+  if (HasFailure()) // what the head decided, for whoever reads the failure
+    for (auto line = head_->read_line(500ms); line; line = head_->read_line(200ms))
+      if (line->find("scheduler") != std::string::npos || line->find("router") != std::string::npos)
+        std::fprintf(stderr, "head: %s\n", line->c_str());
   EXPECT_EQ(metric("thaw_loads_total", "model_name=\"tiny\",tier=\"dram\""), 1.0);
   EXPECT_EQ(node_of("tiny"), tiny_home);
 }
