@@ -368,9 +368,11 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
        }();
        ++i)
     std::this_thread::sleep_for(100ms);
-  for (auto& n : status()["nodes"])
-    if (n["name"] == from)
+  for (auto& n : status()["nodes"]) {
+    if (n["name"] == from) {
       EXPECT_TRUE(n["instances"].empty()) << n.dump();
+    }
+  }
   // The client-visible pause against the stream's own decode steps.
   const double pauses = metric("thaw_migration_pause_seconds_count");
   const double pause = metric("thaw_migration_pause_seconds_sum");

@@ -2,6 +2,7 @@
 // popularity file (../shared/traces; skipped where that folder is absent).
 
 #include "runtime/common/posix.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <cstdio>
@@ -13,25 +14,10 @@
 namespace thaw {
 namespace {
 
-struct run_result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using run_result = testing::command_result;
 
 run_result run(const std::string& args, const testing::temp_dir& dir) {
-  auto err_file = dir / "stderr.txt";
-  std::string cmd = std::string{THAW_BINARY} + " " + args + " 2>" + err_file.string();
-  run_result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;)
-    r.out.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  auto err = read_text_file(err_file);
-  r.err = err ? *err : std::string{};
-  return r;
+  return testing::run_thaw(args, dir);
 }
 
 std::filesystem::path traces() {

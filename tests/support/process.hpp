@@ -3,8 +3,12 @@
 // with a deadline, stopped with a signal, and always killed and reaped by the destructor so a
 // failing test leaves nothing running (CONVENTIONS.md rule 13).
 
+#include "runtime/common/posix.hpp"
+#include "tests/support/temp_dir.hpp"
+
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <optional>
 #include <poll.h>
 #include <string>
@@ -98,5 +102,33 @@ private:
   bool exited_ = false;
   std::string buffer_;
 };
+
+/// What a finished command printed and how it ended.
+struct command_result {
+  int exit_code = -1;  ///< -1 when it did not exit normally
+  std::string out;     ///< stdout
+  std::string err;     ///< stderr
+  std::string all;     ///< stdout, then stderr
+};
+
+/// Runs `thaw ARGS` through the shell (ARGS is shell-quoted by the caller) to completion; its
+/// stderr goes through a file in `dir`.
+inline command_result run_thaw(const std::string& args, const temp_dir& dir) {
+  const auto err_file = dir / "stderr.txt";
+  const std::string cmd = std::string{THAW_BINARY} + " " + args + " 2>" + err_file.string();
+  command_result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr)
+    return r;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;)
+    r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto err = read_text_file(err_file);
+  r.err = err ? *err : std::string{};
+  r.all = r.out + r.err;
+  return r;
+}
 
 } // namespace thaw::testing
