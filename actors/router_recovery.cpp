@@ -154,6 +154,7 @@ void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp, 
                                                    " was lost while the target started"));
                       inst->draining = true;
                       migrate_order order{started.handle, max_gap, 30'000};
+                      const auto ordered_at = clock_type::now();
                       self->request(source, caf::infinite, migrate_atom::value, order)
                           .then(
                               [=](migration_report& rep) mutable {
@@ -161,6 +162,13 @@ void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp, 
                                 if (!st2.migrating)
                                   return;
                                 end_migration(self);
+                                // The resume (rounds of recompute, then the handoff), for the
+                                // scheduler's migration-time line a*tokens + b.
+                                if (!rep.aborted && rep.moved > 0)
+                                  self->send(st2.scheduler, migrate_atom::value, rep.tokens_sent,
+                                             std::chrono::duration<double>(clock_type::now() -
+                                                                           ordered_at)
+                                                 .count());
                                 if (auto* m = metrics_of(self)) {
                                   m->add_counter("thaw_migration_rounds_total",
                                                  "State rounds sent by migrations",

@@ -298,6 +298,9 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         place(self, rp, std::move(spec), {it->second.handle}, std::move(router));
         return rp;
       },
+      [=](migrate_atom, std::int64_t tokens, double seconds) {
+        self->state.est.migration.observe(static_cast<double>(tokens), seconds);
+      },
       [=](load_atom, caf::actor& instance, std::int32_t sequences, std::int64_t tokens) {
         auto it = self->state.placed.find(instance.address());
         if (it == self->state.placed.end())

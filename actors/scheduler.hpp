@@ -16,6 +16,8 @@
 ///       the node it freed; a failed move falls back to the plain ranking.
 ///   (place_atom, model_spec, node name) -> instance_started | error   on that node only
 ///   (load_atom, instance, sequences, tokens)   a router's report of an instance's load
+///   (migrate_atom, tokens, seconds)   a completed migration's resume, folded into the
+///                                     migration-time estimator (a*tokens + b, least squares)
 ///   (status_atom) -> std::vector<node_status>   the last status of every node, by name
 
 #include "actors/messages.hpp"
