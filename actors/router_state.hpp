@@ -41,6 +41,7 @@ struct request_entry {
   /// last token was relayed (the client-visible pause ends at that first token).
   std::int32_t handoff_index = -1;
   clock_type::time_point last_event{};
+  std::deque<std::pair<std::int32_t, double>> recent_gaps; ///< (index, seconds before it)
 };
 
 struct router_state {
@@ -77,6 +78,9 @@ inline constexpr std::int32_t max_resumes = 3;
 instance_entry* find_instance(router_state& s, const caf::actor& handle);
 /// Sends queued requests to instances while there is room.
 void drain(router_ptr self);
+/// Records the pause before token `index` if it was committed lately (a handoff notice that
+/// came after the target's first token).
+void observe_late_pause(router_ptr self, const request_entry& r, std::int32_t index);
 /// Ends request `id` with a failed event (and forgets it).
 void fail_request(router_ptr self, std::uint64_t id, error e);
 /// One less sequence on `handle`'s instance (and the scheduler told).
