@@ -191,6 +191,26 @@ protected:
     return {};
   }
 
+  /// Whether `node` (any node when "") runs an instance of `model`.
+  bool runs(const std::string& model, const std::string& node = {}) {
+    for (auto& n : status().value("nodes", json::array()))
+      if (node.empty() || n["name"] == node)
+        for (auto& inst : n["instances"])
+          if (inst["model"] == model)
+            return true;
+    return false;
+  }
+
+  /// Waits (bounded, 30 s) until `node` (any node when "") runs no instance of `model`.
+  bool wait_not_running(const std::string& model, const std::string& node = {}) {
+    for (int i = 0; i < 1500; ++i) {
+      if (!runs(model, node))
+        return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }
+
   /// POST /admin/models/{model}/migrate on a connection of its own: status and JSON body.
   std::pair<int, json> migrate(const std::string& model, const std::string& from,
                                const std::string& to) {
@@ -360,14 +380,7 @@ TEST_F(ClusterProcess, AStreamMigratedMidGenerationGetsExactlyTheUnmigratedToken
   EXPECT_GE(report.second["rounds"].get<int>(), 1);
   // The source stopped (its slot is free); the model runs on the target now.
   EXPECT_EQ(node_of("big"), to);
-  for (int i = 0; i < 100 && status()["nodes"].size() == 2 && [&] {
-         for (auto& n : status()["nodes"])
-           if (n["name"] == from && !n["instances"].empty())
-             return true;
-         return false;
-       }();
-       ++i)
-    std::this_thread::sleep_for(100ms);
+  (void)wait_not_running("big", from);
   for (auto& n : status()["nodes"]) {
     if (n["name"] == from) {
       EXPECT_TRUE(n["instances"].empty()) << n.dump();
@@ -485,20 +498,6 @@ protected:
   std::string head_settings() override {
     return "[placement]\npolicy = \"locality-migrate\"\nremote_gbps = 0.001\n";
   }
-
-  /// Waits (bounded) until no node runs an instance of `model`.
-  bool wait_gone(const std::string& model) {
-    for (int i = 0; i < 300; ++i) {
-      bool running = false;
-      for (auto& n : status().value("nodes", json::array()))
-        for (auto& inst : n["instances"])
-          running = running || inst["model"] == model;
-      if (!running)
-        return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return false;
-  }
 };
 
 TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhereItsBytesAre) {
@@ -511,8 +510,8 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
   const auto big_home = node_of("big");
   ASSERT_FALSE(tiny_home.empty());
   ASSERT_NE(big_home, tiny_home);
-  ASSERT_TRUE(wait_gone("tiny"));
-  ASSERT_TRUE(wait_gone("big"));
+  ASSERT_TRUE(wait_not_running("tiny"));
+  ASSERT_TRUE(wait_not_running("big"));
 
   // A long big stream, moved by hand onto tiny's node (whose DRAM holds tiny). While it runs,
   // a tiny request comes: tiny's best node is full, the other node is free but holds no tiny.
@@ -525,16 +524,7 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
     actor = std::thread([&] {
       moved_by_hand = migrate("big", big_home, tiny_home);
       // The source instance stops right after the handoff; wait for its slot to be free.
-      auto runs_on = [&](const std::string& node) {
-        for (auto& n : status().value("nodes", json::array()))
-          if (n["name"] == node)
-            for (auto& inst : n["instances"])
-              if (inst["model"] == "big")
-                return true;
-        return false;
-      };
-      for (int i = 0; i < 100 && runs_on(big_home); ++i)
-        std::this_thread::sleep_for(20ms);
+      (void)wait_not_running("big", big_home);
       tiny_result = stream_completion(http_port_, "tiny", 4);
     });
   });
