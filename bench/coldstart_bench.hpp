@@ -4,15 +4,18 @@
 ///     TTFT(cold start from the DRAM tier) <= 1.2 x (model bytes / DRAM-to-device bandwidth)
 ///                                            + prefill time,
 ///
-/// every term measured in the same run on this machine:
-///   - the DRAM-to-device bandwidth: a loader of the server's settings loads the checkpoint once
-///     from SSD (O_DIRECT), then again `repetitions` times from its DRAM tier; the median of
-///     those plain loads, bytes over the time the load handle took (the loader's own figure);
-///   - the prefill time: TTFT of the bench prompt on an instance that is already running (it
-///     includes the serving path: HTTP, gateway, router; the target then allows for it too);
+/// every term measured in the same run on this machine, in paired rounds so that a slow spell
+/// of a shared machine hits all three alike. Each round:
+///   - the DRAM-to-device bandwidth: a loader of the server's settings, outside the server, loads
+///     the checkpoint from its DRAM tier (after one load from SSD, O_DIRECT), timed from load()
+///     until the buffer is whole;
 ///   - the cold-start TTFT from DRAM: an in-process embedded server (one CPU node) serves the
-///     model with keep_alive 0, so each instance stops once idle; each repetition waits until
-///     the model has no instance, then times a streamed request. The median is compared.
+///     model with keep_alive 0, so each instance stops once idle; the round waits until the
+///     model has no instance, then times a streamed request;
+///   - the prefill time: the same request's TTFT on a second deployment that is kept running
+///     (it includes the serving path: HTTP, gateway, router; the target then allows for it too).
+/// Prompts differ between rounds in their first tokens, so no prefix cache shortens a prefill.
+/// The medians are compared; the median of the rounds' (cold - warm) / load is reported beside.
 /// The first start of the model in the server reads it from SSD: its TTFT is reported too.
 /// The loader reads with O_DIRECT, so that read bypasses the page cache (dropping the cache
 /// itself needs root, which the bench does not assume); a file system that refuses O_DIRECT
@@ -28,10 +31,10 @@ namespace thaw::bench {
 
 struct coldstart_options {
   std::string checkpoint;  ///< a thaw checkpoint directory
-  int repetitions = 5;     ///< cold starts from DRAM (and DRAM loads, warm requests) timed
+  int repetitions = 5;     ///< rounds: a DRAM load, a cold start from DRAM, a warm request
   int prompt_words = 48;   ///< the bench prompt: this many words of a fixed sentence
   int max_tokens = 4;      ///< tokens asked of each request (TTFT is the first)
-  int threads = 2;         ///< compute threads per instance (node.threads)
+  int threads = 2;         ///< compute threads of the server's node (node.threads)
   /// Progress lines; may be empty.
   std::function<void(const std::string&)> log;
 };
