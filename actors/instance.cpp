@@ -43,6 +43,7 @@ struct incoming_sequence {
 struct instance_state {
   std::shared_ptr<node_context> ctx;
   model_spec spec;
+  std::size_t slot = 0; ///< the node's slot: whose compute threads to use
   // Destroyed bottom-up: engine before runner before weights (the runner reads them).
   std::unique_ptr<checkpoint> ckpt;
   std::unique_ptr<device_buffer> weights;
@@ -78,8 +79,6 @@ using instance_actor_ptr = caf::stateful_actor<instance_state>*;
 
 status load(instance_state& s) {
   const auto t0 = std::chrono::steady_clock::now();
-  THAW_ASSIGN(auto ck, checkpoint::open(s.spec.checkpoint));
-  s.ckpt = std::make_unique<checkpoint>(std::move(ck));
   THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt));
   THAW_TRY(handle.wait());
   s.started.transfer_seconds =
@@ -88,7 +87,11 @@ status load(instance_state& s) {
   THAW_ASSIGN(s.weights, handle.take_buffer());
   host_runner_options ro;
   ro.num_kv_blocks = s.spec.kv_blocks;
-  ro.threads = s.spec.threads > 0 ? s.spec.threads : s.ctx->options.threads;
+  if (s.spec.threads > 0 && s.spec.threads != s.ctx->options.threads)
+    ro.threads = s.spec.threads; // a pool of its own
+  else
+    ro.pool = s.ctx->slot_pools.at(s.slot);
+  ro.kv_device = s.ctx->dev.get();
   THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, *s.weights, ro));
   THAW_ASSIGN(s.tok, s.ctx->tokenizer_for(s.ckpt->content_id(), s.ckpt->dir()));
   s.eng = std::make_unique<engine>(*s.runner, s.tok.get());
@@ -325,9 +328,11 @@ void run_step(instance_actor_ptr self) {
 }
 
 caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context> ctx,
-                          model_spec spec) {
+                          model_spec spec, std::shared_ptr<checkpoint> ckpt, std::size_t slot) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
+  s.ckpt = std::make_unique<checkpoint>(std::move(*ckpt));
+  s.slot = slot;
   s.spec = std::move(spec);
   if (auto r = load(s); !r) {
     s.load_error = with_context(std::move(r).err(), "loading " + s.spec.name);
@@ -457,8 +462,9 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
 } // namespace
 
 caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                          model_spec spec) {
-  return sys.spawn<caf::detached>(instance_fn, std::move(ctx), std::move(spec));
+                          model_spec spec, checkpoint ckpt, std::size_t slot) {
+  return sys.spawn<caf::detached>(instance_fn, std::move(ctx), std::move(spec),
+                                  std::make_shared<checkpoint>(std::move(ckpt)), slot);
 }
 
 std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -37,10 +37,12 @@
 
 namespace thaw {
 
-/// Spawns an instance of `spec` on `ctx`'s device (detached). Its weights and KV cache count
-/// against the slot the node reserved for it.
+/// Spawns an instance of `spec`, whose checkpoint the caller has opened as `ckpt`, on `ctx`'s
+/// device (detached). Its weights and KV cache count against the slot the node reserved for
+/// it, and it computes on `slot`'s compute threads (its own pool when the spec asks for another
+/// thread count).
 [[nodiscard]] caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                                        model_spec spec);
+                                        model_spec spec, checkpoint ckpt, std::size_t slot);
 
 /// Bytes an instance of this checkpoint needs in a slot: its weights plus its KV cache.
 [[nodiscard]] std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -217,7 +217,7 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
           return to_caf(slot.err());
         st.slots[*slot].used_bytes += bytes;
         st.checkpoint_of_content[ck->content_id()] = spec.checkpoint;
-        auto inst = spawn_instance(self->system(), st.ctx, spec);
+        auto inst = spawn_instance(self->system(), st.ctx, spec, std::move(*ck), *slot);
         // Linked, so that the instances go when the node goes; monitored, so that an
         // instance that goes alone frees its slot (the exit handler keeps the node alive).
         self->link_to(inst);
@@ -277,6 +277,8 @@ expected<std::shared_ptr<node_context>> node_context::create(node_options option
   ctx->options = std::move(options);
   ctx->metrics = std::move(m);
   ctx->dev = std::make_unique<host_device>();
+  for (std::int32_t i = 0; i < ctx->options.cpu_slots; ++i)
+    ctx->slot_pools.push_back(std::make_shared<host::thread_pool>(ctx->options.threads));
   THAW_ASSIGN(ctx->ld, loader::create(ctx->options.loader, *ctx->dev));
   return ctx;
 }

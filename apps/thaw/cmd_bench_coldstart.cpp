@@ -82,7 +82,7 @@ void add_bench_coldstart_command(CLI::App& bench) {
   cmd->add_option("--max-tokens", a->o.max_tokens, "Tokens each request asks for")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  cmd->add_option("--threads", a->o.threads, "Compute threads per instance")
+  cmd->add_option("--threads", a->o.threads, "Compute threads of the node (one CPU slot)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON");

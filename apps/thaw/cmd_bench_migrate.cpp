@@ -29,7 +29,7 @@ void add_bench_migrate_command(CLI::App& bench) {
   cmd->add_option("--repeats", a->o.repeats, "Migrations")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  cmd->add_option("--threads", a->o.threads, "Compute threads per instance")
+  cmd->add_option("--threads", a->o.threads, "Compute threads of the node (one CPU slot)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--max-gap", a->o.max_gap, "Tokens the target may lag at the handoff")

@@ -6,14 +6,11 @@
 /// that tests can compare them.
 
 #include "runtime/checkpoint/model_config.hpp"
+#include "gpu/host/thread_pool.hpp"
 #include "runtime/common/dtype.hpp"
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <span>
 #include <vector>
 
@@ -27,34 +24,6 @@ enum class kernel_path : std::uint8_t { scalar = 0, avx2 = 1 };
 [[nodiscard]] kernel_path active_kernel_path() noexcept;
 /// Forces a path (avx2 falls back to scalar when unavailable). Process-wide; for tests/benchmarks.
 void set_kernel_path(kernel_path p) noexcept;
-
-/// A small persistent pool: `parallel_for(n, fn)` splits [0, n) into contiguous ranges, one per
-/// thread (the caller runs one), and returns when all are done. threads <= 1: runs inline.
-class thread_pool {
-public:
-  explicit thread_pool(int threads);
-  ~thread_pool();
-  thread_pool(const thread_pool&) = delete;
-  thread_pool& operator=(const thread_pool&) = delete;
-
-  [[nodiscard]] int size() const noexcept { return static_cast<int>(workers_.size()) + 1; }
-  void parallel_for(std::int64_t n,
-                    const std::function<void(std::int64_t begin, std::int64_t end)>& fn);
-
-private:
-  void work(int index);
-
-  std::vector<std::thread> workers_;
-  // Workers spin briefly on generation_ before sleeping on start_cv_: a decode step issues dozens
-  // of short parallel_for calls, and a futex wake-up per call costs more than the work.
-  std::mutex mutex_;
-  std::condition_variable start_cv_;
-  const std::function<void(std::int64_t, std::int64_t)>* job_ = nullptr;
-  std::int64_t job_n_ = 0;
-  std::atomic<std::uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<bool> stop_{false};
-};
 
 /// y[t][r] = sum_i W[r][i] * x[t][i] (+ bias[r]) for t < tokens, r < rows; W is [rows][in]
 /// row-major in `wtype`, x is [tokens][in], y is [tokens][rows]. Each row of W is read once for

@@ -2,6 +2,7 @@
 // own consistency: chunked prefill, decode, batching, shared prefix blocks, validation, kernel paths.
 #include "runtime/engine/host_model_runner.hpp"
 
+#include "gpu/host/host_device.hpp"
 #include "gpu/host/host_ops.hpp"
 #include "tests/support/reference_model.hpp"
 #include "tests/support/test_models.hpp"
@@ -230,6 +231,66 @@ TEST(host_model_runner, shared_prefix_block_gives_same_logits) {
   EXPECT_LE(max_rel_diff(lb_shared, lb_scratch), 1e-5f);
   const auto ref = testing::reference_logits(*f->m.ckpt, f->weights(), b);
   EXPECT_LE(max_rel_diff(lb_shared, {ref.data() + (b.size() - 1) * V, V}), 1e-3f);
+}
+
+// Two runners on one shared pool, their KV caches from a host device: a node's instances. The
+// second cache is the first's retained mapping, full of the first's keys and values, and the
+// logits must still be exactly those of a runner with a pool and a cache of its own (a read of
+// a position no forward wrote would show).
+TEST(host_model_runner, shared_pool_and_reused_device_kv_give_the_same_logits) {
+  auto f = make("tiny", dtype::f32);
+  ASSERT_TRUE(f);
+  const auto V = static_cast<std::size_t>(f->r().config().vocab_size);
+  const auto a = some_tokens(40, static_cast<std::int32_t>(V), 4);
+  const auto b = some_tokens(37, static_cast<std::int32_t>(V), 9);
+  const auto blocks = iota_blocks(0, 3);
+  std::vector<float> own_b(V), shared_b(V), first_a(V);
+  forward_item ib{b, 0, blocks, true}, ia{a, 0, blocks, true};
+  ASSERT_TRUE(f->r().forward({&ib, 1}, own_b)); // the fixture's runner: own pool, heap cache
+
+  host_device dev;
+  auto pool = std::make_shared<host::thread_pool>(2);
+  const host_runner_options opt{.num_kv_blocks = 32, .threads = 0, .pool = pool,
+                                .kv_device = &dev};
+  {
+    auto first = make_host_model_runner(*f->m.ckpt, *f->m.weights, opt);
+    ASSERT_TRUE(first) << first.err().to_string();
+    ASSERT_TRUE((*first)->forward({&ia, 1}, first_a)); // sequence a's KV in blocks 0..2
+    EXPECT_GT(dev.allocated_bytes(), 0u);
+  }
+  const auto retained = dev.retained_bytes();
+  EXPECT_GT(retained, 0u); // the first cache's mapping, kept for the next runner
+  auto second = make_host_model_runner(*f->m.ckpt, *f->m.weights, opt);
+  ASSERT_TRUE(second) << second.err().to_string();
+  EXPECT_EQ(dev.retained_bytes(), 0u); // ...which took it
+  auto other = make_host_model_runner(*f->m.ckpt, *f->m.weights, {.num_kv_blocks = 8, .pool = pool});
+  ASSERT_TRUE(other); // a second runner on the same pool
+  ASSERT_TRUE((*second)->forward({&ib, 1}, shared_b));
+  for (std::size_t i = 0; i < V; ++i)
+    ASSERT_EQ(shared_b[i], own_b[i]) << i;
+  std::vector<float> other_b(V);
+  ASSERT_TRUE((*other)->forward({&ib, 1}, other_b));
+  for (std::size_t i = 0; i < V; ++i)
+    ASSERT_EQ(other_b[i], own_b[i]) << i;
+}
+
+TEST(host_model_runner, a_kv_device_that_is_not_host_memory_is_refused) {
+  auto f = make("tiny", dtype::f32);
+  ASSERT_TRUE(f);
+  struct fake_gpu final : device {
+    device_kind kind() const noexcept override { return device_kind::cuda; }
+    std::string name() const override { return "fake-gpu"; }
+    std::uint64_t memory_bytes() const noexcept override { return 1 << 30; }
+    expected<std::unique_ptr<device_buffer>> allocate(std::size_t) override {
+      return make_error(errc::internal, "never called");
+    }
+    std::unique_ptr<copy_engine> make_copy_engine(int) override { return nullptr; }
+  } gpu;
+  auto r = make_host_model_runner(*f->m.ckpt, *f->m.weights,
+                                  {.num_kv_blocks = 4, .threads = 1, .kv_device = &gpu});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::invalid_argument);
+  EXPECT_NE(r.err().to_string().find("fake-gpu"), std::string::npos) << r.err().to_string();
 }
 
 TEST(host_model_runner, invalid_batches_are_rejected) {
