@@ -229,7 +229,8 @@ nlohmann::json node_json(const node_status& n) {
           {"ssd_bandwidth", n.ssd_bandwidth},
           {"dram_bandwidth", n.dram_bandwidth},
           {"loads_ssd", n.loads_ssd},
-          {"loads_dram", n.loads_dram}};
+          {"loads_dram", n.loads_dram},
+          {"starts_in_place", n.starts_in_place}};
 }
 
 /// GET /admin/status: the scheduler's view of the nodes and every router's view of its model.

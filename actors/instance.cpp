@@ -46,7 +46,8 @@ struct instance_state {
   std::size_t slot = 0; ///< the node's slot: whose compute threads to use
   // Destroyed bottom-up: engine before runner before weights (the runner reads them).
   std::unique_ptr<checkpoint> ckpt;
-  std::unique_ptr<device_buffer> weights;
+  std::unique_ptr<device_buffer> weights; ///< a loaded copy, or
+  std::unique_ptr<mapped_model> mapped;   ///< the DRAM tier's own bytes
   std::unique_ptr<model_runner> runner;
   std::shared_ptr<const tokenizer> tok; ///< the node's copy, shared by its instances
   std::unique_ptr<engine> eng;
@@ -77,14 +78,25 @@ struct instance_state {
 
 using instance_actor_ptr = caf::stateful_actor<instance_state>*;
 
+/// The weights: in place when the model is ready in the node's DRAM tier and the node's device
+/// is host memory (loader::map: no copy, and instances of a model share one copy), else loaded
+/// into a buffer of the instance's own. Then the runner, the tokenizer and the engine.
 status load(instance_state& s) {
   const auto t0 = std::chrono::steady_clock::now();
-  THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt));
-  THAW_TRY(handle.wait());
-  s.started.transfer_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto source = handle.progress().source;
-  THAW_ASSIGN(s.weights, handle.take_buffer());
+  load_source source = load_source::dram;
+  weight_files files;
+  if ((s.mapped = s.ctx->ld->map(*s.ckpt))) {
+    files.files = s.mapped->files();
+    s.started.mapped = true;
+  } else {
+    THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt));
+    THAW_TRY(handle.wait());
+    s.started.transfer_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    source = handle.progress().source;
+    THAW_ASSIGN(s.weights, handle.take_buffer());
+    files = weights_in(*s.ckpt, *s.weights);
+  }
   host_runner_options ro;
   ro.num_kv_blocks = s.spec.kv_blocks;
   if (s.spec.threads > 0 && s.spec.threads != s.ctx->options.threads)
@@ -92,7 +104,7 @@ status load(instance_state& s) {
   else
     ro.pool = s.ctx->slot_pools.at(s.slot);
   ro.kv_device = s.ctx->dev.get();
-  THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, *s.weights, ro));
+  THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, files, ro));
   THAW_ASSIGN(s.tok, s.ctx->tokenizer_for(s.ckpt->content_id(), s.ckpt->dir()));
   s.eng = std::make_unique<engine>(*s.runner, s.tok.get());
   s.started.node = s.ctx->options.name;
@@ -347,8 +359,9 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
       s.kv_usage = &s.kv_family->get(s.kv_labels);
       report_kv(s);
     }
-    spdlog::info("instance: {} on {} loaded from {} in {:.3f} s", s.spec.name, s.started.node,
-                 s.started.source, s.started.load_seconds);
+    spdlog::info("instance: {} on {} {} {} in {:.3f} s", s.spec.name, s.started.node,
+                 s.started.mapped ? "running in place in" : "loaded from", s.started.source,
+                 s.started.load_seconds);
   }
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;

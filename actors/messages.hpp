@@ -309,6 +309,7 @@ struct node_status {
   double dram_bandwidth = 0;             ///< bytes/s of the last DRAM-tier load
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
+  std::uint64_t starts_in_place = 0; ///< instances that run on the DRAM tier's bytes, no load
 };
 
 template <class Inspector>
@@ -316,7 +317,7 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
   return f(caf::meta::type_name("node_status"), x.name, x.handle, x.dram_models,
            x.local_models, x.slots,
            x.instances, x.dram_bytes, x.dram_used_bytes, x.ssd_bandwidth, x.dram_bandwidth,
-           x.loads_ssd, x.loads_dram);
+           x.loads_ssd, x.loads_dram, x.starts_in_place);
 }
 
 /// node -> router (through the scheduler): an instance is loaded and serving.
@@ -326,12 +327,13 @@ struct instance_started {
   std::string source;   ///< "ssd" or "dram": where its weights came from
   double load_seconds = 0;     ///< spawn to ready: the weights, the runner, the tokenizer
   double transfer_seconds = 0; ///< the weights' move alone (what tier bandwidths are made of)
+  bool mapped = false; ///< the weights are the DRAM tier's own bytes (no move; source "dram")
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, instance_started& x) {
   return f(caf::meta::type_name("instance_started"), x.handle, x.node, x.source, x.load_seconds,
-           x.transfer_seconds);
+           x.transfer_seconds, x.mapped);
 }
 
 /// router -> anyone asking: a model's serving state.
@@ -354,7 +356,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 5;
+inline constexpr std::uint32_t cluster_protocol_version = 6;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

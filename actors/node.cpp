@@ -39,6 +39,7 @@ struct node_state {
   double dram_bandwidth = 0;
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
+  std::uint64_t starts_in_place = 0; ///< instances run on the DRAM tier's bytes (loader::map)
 
   static inline const char* name = "node";
 };
@@ -83,6 +84,7 @@ node_status make_status(node_ptr self) {
   st.dram_bandwidth = s.dram_bandwidth;
   st.loads_ssd = s.loads_ssd;
   st.loads_dram = s.loads_dram;
+  st.starts_in_place = s.starts_in_place;
   return st;
 }
 
@@ -231,6 +233,8 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
                   auto& st2 = self->state;
                   // Bandwidth of this load's transfer (not of the whole start: building the
                   // runner and the tokenizer is no tier's speed), for the scheduler's estimates.
+                  if (started.mapped) // moved nothing: no tier's bandwidth to learn
+                    ++st2.starts_in_place;
                   if (started.transfer_seconds > 0) {
                     const double bw = static_cast<double>(weight_bytes) / started.transfer_seconds;
                     if (started.source == "dram") {

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fmt/format.h>
+#include <optional>
 #include <thread>
 
 namespace thaw::bench {
@@ -132,13 +133,43 @@ private:
   std::unique_ptr<http::client> c_;
 };
 
-/// Loads the server's node has made from its DRAM tier so far.
-expected<std::uint64_t> dram_loads(embedded_server& server) {
+/// The starts of the server's node that took the model from its DRAM tier so far: loads (a copy
+/// into the instance's buffer) and starts in place (the tier's own bytes).
+struct dram_starts {
+  std::uint64_t copied = 0;
+  std::uint64_t in_place = 0;
+};
+
+expected<dram_starts> dram_starts_of(embedded_server& server) {
   THAW_ASSIGN(auto nodes, server.nodes());
-  std::uint64_t n = 0;
-  for (const auto& s : nodes)
-    n += s.loads_dram;
+  dram_starts n;
+  for (const auto& s : nodes) {
+    n.copied += s.loads_dram;
+    n.in_place += s.starts_in_place;
+  }
   return n;
+}
+
+/// One embedded server (one CPU node) with the model deployed as "cold", keep_alive 0, so that
+/// each instance stops once idle.
+struct bench_server {
+  std::unique_ptr<embedded_server> server;
+  std::optional<bench_client> client;
+};
+
+expected<bench_server> start_server(const coldstart_options& o, const loader_options& lo,
+                                    const model_spec& cold) {
+  serve_options so;
+  so.http.address = "127.0.0.1";
+  so.http.port = 0;
+  so.node.threads = o.threads;
+  so.node.loader = lo;
+  bench_server b;
+  THAW_ASSIGN(b.server, embedded_server::start(so));
+  THAW_ASSIGN(auto c, bench_client::connect(b.server->port()));
+  b.client.emplace(std::move(c));
+  THAW_TRY(b.server->deploy(cold));
+  return b;
 }
 
 } // namespace
@@ -188,24 +219,25 @@ expected<json> run_coldstart_bench(const coldstart_options& o) {
     return p;
   };
 
-  serve_options so;
-  so.http.address = "127.0.0.1";
-  so.http.port = 0;
-  so.node.threads = o.threads;
-  so.node.loader = lo;
-  THAW_ASSIGN(auto server, embedded_server::start(so));
-  THAW_ASSIGN(auto client, bench_client::connect(server->port()));
-
+  // Two servers, one per way a cold start takes a model from the DRAM tier: `in_place` runs it
+  // on the tier's own bytes (loader::map, the default on a CPU node), `copied` copies them into
+  // a buffer of the instance's (loader.map_weights off; what a GPU node does). The warm instance
+  // runs in `copied`, on bytes of its own, so the cold instance in place never finds its weights
+  // in a cache the warm one keeps hot.
   model_spec cold;
   cold.name = "cold";
   cold.checkpoint = o.checkpoint;
   cold.kv_blocks = kv_blocks;
   cold.keep_alive_ms = 0; // scale to zero as soon as idle
-  THAW_TRY(server->deploy(cold));
+  THAW_ASSIGN(auto in_place, start_server(o, lo, cold));
+  auto copy_lo = lo;
+  copy_lo.map_weights = false;
+  THAW_ASSIGN(auto copied, start_server(o, copy_lo, cold));
 
-  // The model's first start in this server reads it from SSD.
-  log("cold start from SSD");
-  THAW_ASSIGN(const double ttft_ssd, client.ttft("cold", prompt(0), o.max_tokens));
+  // The model's first start in a server reads it from SSD.
+  log("cold starts from SSD");
+  THAW_ASSIGN(const double ttft_ssd, in_place.client->ttft("cold", prompt(0), o.max_tokens));
+  THAW_ASSIGN(const double ttft_ssd_copied, copied.client->ttft("cold", prompt(0), o.max_tokens));
 
   // Prefill on a running instance: a second deployment kept warm (min_instances 1). Its first
   // request also warms the serving path.
@@ -213,39 +245,50 @@ expected<json> run_coldstart_bench(const coldstart_options& o) {
   warm.name = "warm";
   warm.min_instances = 1;
   warm.keep_alive_ms = 3'600'000;
-  THAW_TRY(server->deploy(warm));
-  THAW_TRY(client.wait_instances("warm", 1));
-  THAW_ASSIGN(const double first_on_new_instance, client.ttft("warm", prompt(0), o.max_tokens));
+  THAW_TRY(copied.server->deploy(warm));
+  THAW_TRY(copied.client->wait_instances("warm", 1));
+  THAW_ASSIGN(const double first_on_new_instance,
+              copied.client->ttft("warm", prompt(0), o.max_tokens));
 
-  // Paired repetitions, so that a slow spell of a shared machine hits all three figures alike:
-  // a reference DRAM load, a cold request, then the same request to the warm instance.
-  log(fmt::format("{} rounds: DRAM load, cold request, warm request", o.repetitions));
-  std::vector<double> dram_s, cold_ttft, warm_ttft, pair_ratio;
-  int not_from_dram = 0;
+  // Paired rounds, so that a slow spell of a shared machine hits every figure alike: a
+  // reference DRAM load, a cold request in place, the same request warm, then cold copied.
+  log(fmt::format("{} rounds: DRAM load, cold in place, warm, cold copied", o.repetitions));
+  std::vector<double> dram_s, cold_ttft, warm_ttft, copied_ttft, pair_ratio, copied_ratio;
+  int not_in_place = 0, not_copied = 0;
   for (int i = 1; i <= o.repetitions; ++i) {
-    THAW_TRY(client.wait_instances("cold", 0));
+    THAW_TRY(in_place.client->wait_instances("cold", 0));
+    THAW_TRY(copied.client->wait_instances("cold", 0));
     THAW_ASSIGN(const double load_s, probe.load(dram_source));
-    THAW_ASSIGN(const auto before, dram_loads(*server));
-    THAW_ASSIGN(const double c, client.ttft("cold", prompt(i), o.max_tokens));
-    THAW_ASSIGN(const auto after, dram_loads(*server));
-    if (after != before + 1)
-      ++not_from_dram;
-    THAW_ASSIGN(const double w, client.ttft("warm", prompt(i), o.max_tokens));
-    log(fmt::format("round {}: load {:.1f} ms, cold TTFT {:.1f} ms, warm TTFT {:.1f} ms", i,
-                    load_s * 1e3, c * 1e3, w * 1e3));
+    THAW_ASSIGN(const auto before, dram_starts_of(*in_place.server));
+    THAW_ASSIGN(const double c, in_place.client->ttft("cold", prompt(i), o.max_tokens));
+    THAW_ASSIGN(const auto after, dram_starts_of(*in_place.server));
+    if (after.in_place != before.in_place + 1)
+      ++not_in_place;
+    THAW_ASSIGN(const double w, copied.client->ttft("warm", prompt(i), o.max_tokens));
+    THAW_ASSIGN(const auto before_copy, dram_starts_of(*copied.server));
+    THAW_ASSIGN(const double cc, copied.client->ttft("cold", prompt(i), o.max_tokens));
+    THAW_ASSIGN(const auto after_copy, dram_starts_of(*copied.server));
+    if (after_copy.copied != before_copy.copied + 1)
+      ++not_copied;
+    log(fmt::format("round {}: load {:.1f} ms; TTFT cold in place {:.1f} ms, warm {:.1f} ms, "
+                    "cold copied {:.1f} ms",
+                    i, load_s * 1e3, c * 1e3, w * 1e3, cc * 1e3));
     dram_s.push_back(load_s);
     cold_ttft.push_back(c);
     warm_ttft.push_back(w);
+    copied_ttft.push_back(cc);
     pair_ratio.push_back((c - w) / load_s);
+    copied_ratio.push_back((cc - w) / load_s);
   }
   double instance_dram_bw = 0;
   {
     // Scoped: the statuses hold actor handles, which would keep the server from stopping.
-    THAW_ASSIGN(auto nodes, server->nodes());
+    THAW_ASSIGN(auto nodes, copied.server->nodes());
     if (!nodes.empty())
       instance_dram_bw = nodes[0].dram_bandwidth;
   }
-  server->stop();
+  in_place.server->stop();
+  copied.server->stop();
 
   const double load_s = median(dram_s);
   const double prefill_s = median(warm_ttft);
@@ -260,7 +303,7 @@ expected<json> run_coldstart_bench(const coldstart_options& o) {
   j["ssd_load_seconds"] = ssd_s;
   j["ssd_bandwidth"] = static_cast<double>(bytes) / ssd_s;
   j["ssd_load_source"] = ssd_source;
-  j["instance_dram_bandwidth"] = instance_dram_bw; // the last start's transfer
+  j["instance_dram_bandwidth"] = instance_dram_bw; // the copied server's last DRAM transfer
   j["instance_load_seconds"] = instance_dram_bw > 0 ? static_cast<double>(bytes) / instance_dram_bw
                                                     : 0.0;
   j["checkpoint_open_seconds"] = open_s;
@@ -275,8 +318,13 @@ expected<json> run_coldstart_bench(const coldstart_options& o) {
   j["first_request_ttft_seconds"] = first_on_new_instance;
   j["cold_ttft_dram_seconds"] = cold_ttft;
   j["cold_ttft_dram_median"] = ttft_dram;
-  j["cold_starts_not_from_dram"] = not_from_dram;
+  j["cold_starts_not_in_place"] = not_in_place;
+  j["cold_ttft_copied_seconds"] = copied_ttft;
+  j["cold_ttft_copied_median"] = median(copied_ttft);
+  j["cold_starts_not_copied_from_dram"] = not_copied;
+  j["copied_paired_load_ratio_median"] = median(copied_ratio);
   j["cold_ttft_ssd_seconds"] = ttft_ssd;
+  j["cold_ttft_ssd_copied_seconds"] = ttft_ssd_copied;
   j["ssd_note"] = "read with O_DIRECT (page cache not dropped: needs root)";
   j["ratio"] = ttft_dram / (load_s + prefill_s);
   j["load_ratio"] = (ttft_dram - prefill_s) / load_s; // the target's own form, from the medians
@@ -306,14 +354,21 @@ std::string format_coldstart_bench(const json& r) {
                      r["threads"].get<int>());
   out += fmt::format("first request    {} TTFT on a new, running instance\n",
                      ms(r["first_request_ttft_seconds"].get<double>()));
-  out += fmt::format("cold TTFT, DRAM  {} median of {}{}\n",
+  out += fmt::format("cold TTFT, DRAM  {} median of {}, in place{}\n",
                      ms(r["cold_ttft_dram_median"].get<double>()),
                      r["cold_ttft_dram_seconds"].size(),
-                     r["cold_starts_not_from_dram"].get<int>() > 0 ? " (some NOT from DRAM)" : "");
-  out += fmt::format("cold TTFT, SSD   {} (first start; {})\n",
+                     r["cold_starts_not_in_place"].get<int>() > 0 ? " (some NOT in place)" : "");
+  out += fmt::format("  copied         {} median, (TTFT - prefill) / load paired {:.2f}{}\n",
+                     ms(r["cold_ttft_copied_median"].get<double>()),
+                     r["copied_paired_load_ratio_median"].get<double>(),
+                     r["cold_starts_not_copied_from_dram"].get<int>() > 0
+                         ? " (some NOT from DRAM)"
+                         : "");
+  out += fmt::format("cold TTFT, SSD   {} in place, {} copied (first start; {})\n",
                      ms(r["cold_ttft_ssd_seconds"].get<double>()),
+                     ms(r["cold_ttft_ssd_copied_seconds"].get<double>()),
                      r["ssd_note"].get<std::string>());
-  out += fmt::format("instance start   {} last from DRAM (node); alone: open {}, tokenizer {}, "
+  out += fmt::format("instance start   {} last copy from DRAM (node); alone: open {}, tokenizer {}, "
                      "runner {}\n",
                      ms(r["instance_load_seconds"].get<double>()),
                      ms(r["checkpoint_open_seconds"].get<double>()),

@@ -9,11 +9,15 @@
 ///   - the DRAM-to-device bandwidth: a loader of the server's settings, outside the server, loads
 ///     the checkpoint from its DRAM tier (after one load from SSD, O_DIRECT), timed from load()
 ///     until the buffer is whole;
-///   - the cold-start TTFT from DRAM: an in-process embedded server (one CPU node) serves the
+///   - the cold-start TTFT from DRAM: in-process embedded servers (one CPU node each) serve the
 ///     model with keep_alive 0, so each instance stops once idle; the round waits until the
-///     model has no instance, then times a streamed request;
-///   - the prefill time: the same request's TTFT on a second deployment that is kept running
-///     (it includes the serving path: HTTP, gateway, router; the target then allows for it too).
+///     model has no instance, then times a streamed request. One server runs a cold instance on
+///     the DRAM tier's own bytes (loader::map, a CPU node's default), the other copies them into
+///     a buffer of the instance's (loader.map_weights off, as a GPU node must); the target is
+///     judged on the first, the second is reported beside it;
+///   - the prefill time: the same request's TTFT on a second deployment, kept running in the
+///     copying server on bytes of its own (it includes the serving path: HTTP, gateway, router;
+///     the target then allows for it too).
 /// Prompts differ between rounds in their first tokens, so no prefix cache shortens a prefill.
 /// The medians are compared; the median of the rounds' (cold - warm) / load is reported beside.
 /// The first start of the model in the server reads it from SSD: its TTFT is reported too.

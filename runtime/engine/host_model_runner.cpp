@@ -34,7 +34,7 @@ public:
   [[nodiscard]] const model_config& config() const noexcept override { return cfg_; }
   [[nodiscard]] std::int32_t num_kv_blocks() const noexcept override { return blocks_; }
 
-  status init(const checkpoint& ckpt, const device_buffer& buf, device* kv_device);
+  status init(const checkpoint& ckpt, const weight_files& buf, device* kv_device);
   status forward(std::span<const forward_item> batch, std::span<float> logits) override {
     status result;
     pool_->run([&] { result = compute(batch, logits); });
@@ -43,9 +43,9 @@ public:
 
 private:
   status compute(std::span<const forward_item> batch, std::span<float> logits);
-  expected<weight> find(const checkpoint& ckpt, const device_buffer& buf, const std::string& name,
+  expected<weight> find(const checkpoint& ckpt, const weight_files& buf, const std::string& name,
                         std::vector<std::uint64_t> shape) const;
-  expected<std::vector<float>> find_f32(const checkpoint& ckpt, const device_buffer& buf,
+  expected<std::vector<float>> find_f32(const checkpoint& ckpt, const weight_files& buf,
                                         const std::string& name, std::uint64_t n) const;
   float* k_at(int64_t layer, int64_t block, int64_t kvh, int64_t slot) {
     const auto hd = static_cast<int64_t>(cfg_.head_dim);
@@ -73,7 +73,7 @@ private:
   float* v_cache_ = nullptr;
 };
 
-expected<weight> host_model_runner::find(const checkpoint& ckpt, const device_buffer& buf,
+expected<weight> host_model_runner::find(const checkpoint& ckpt, const weight_files& buf,
                                          const std::string& name,
                                          std::vector<std::uint64_t> shape) const {
   const tensor_entry* t = ckpt.find_tensor(name);
@@ -86,15 +86,14 @@ expected<weight> host_model_runner::find(const checkpoint& ckpt, const device_bu
   std::uint64_t n = 1;
   for (auto d : shape)
     n *= d;
-  const std::uint64_t at = ckpt.file_base(t->file) + t->offset;
-  if (at + n * dtype_size(t->type) > buf.size())
-    return make_error(errc::invalid_argument, "host runner: " + name + " lies outside the buffer");
-  auto* base = static_cast<const std::byte*>(const_cast<device_buffer&>(buf).data());
-  return weight{base + at, t->type};
+  if (t->file >= buf.files.size() || t->file >= ckpt.info().files.size() ||
+      t->offset + n * dtype_size(t->type) > ckpt.info().files[t->file].bytes)
+    return make_error(errc::invalid_argument, "host runner: " + name + " lies outside its file");
+  return weight{buf.files[t->file] + t->offset, t->type};
 }
 
 expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
-                                                         const device_buffer& buf,
+                                                         const weight_files& buf,
                                                          const std::string& name,
                                                          std::uint64_t n) const {
   THAW_ASSIGN(weight w, find(ckpt, buf, name, {n}));
@@ -103,7 +102,7 @@ expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
   return out;
 }
 
-status host_model_runner::init(const checkpoint& ckpt, const device_buffer& buf,
+status host_model_runner::init(const checkpoint& ckpt, const weight_files& buf,
                                device* kv_device) {
   const auto& c = cfg_;
   if (c.num_heads == 0 || c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 ||
@@ -303,8 +302,26 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
 
 } // namespace
 
+weight_files weights_in(const checkpoint& ckpt, const device_buffer& buffer) {
+  weight_files w;
+  const auto* base = static_cast<const std::byte*>(const_cast<device_buffer&>(buffer).data());
+  for (std::uint32_t f = 0; f < ckpt.info().files.size(); ++f)
+    w.files.push_back(base + ckpt.file_base(f));
+  return w;
+}
+
 expected<std::unique_ptr<model_runner>>
 make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,
+                       const host_runner_options& opt) {
+  if (weights.size() < ckpt.total_bytes())
+    return make_error(errc::invalid_argument,
+                      "host runner: the weight buffer holds " + std::to_string(weights.size()) +
+                          " bytes, the checkpoint " + std::to_string(ckpt.total_bytes()));
+  return make_host_model_runner(ckpt, weights_in(ckpt, weights), opt);
+}
+
+expected<std::unique_ptr<model_runner>>
+make_host_model_runner(const checkpoint& ckpt, const weight_files& weights,
                        const host_runner_options& opt) {
   if (opt.pool == nullptr && opt.threads < 1)
     return make_error(errc::invalid_argument, "host runner: threads must be at least 1");

@@ -28,9 +28,25 @@ struct host_runner_options {
   device* kv_device = nullptr;
 };
 
+/// Where a checkpoint's weights are for the runner: each data file's bytes, contiguous (a
+/// tensor is at files[t.file] + t.offset). A loaded model's files lie one after the other in
+/// its device buffer (weights_in); a model run in place from the DRAM tier has a run of pool
+/// chunks per file (loader::map).
+struct weight_files {
+  std::vector<const std::byte*> files;
+};
+
+/// The files of a device buffer laid out as the checkpoint's (file f at file_base(f)).
+[[nodiscard]] weight_files weights_in(const checkpoint& ckpt, const device_buffer& buffer);
+
 /// Builds a runner over `weights` (which must outlive it). Its forward passes run on the pool's
 /// leader thread; the calling thread waits. `invalid_argument` when a tensor is
-/// missing, has an unexpected shape, or lies outside the buffer, or the options are bad.
+/// missing, has an unexpected shape, or lies outside its file, or the options are bad.
+[[nodiscard]] expected<std::unique_ptr<model_runner>>
+make_host_model_runner(const checkpoint& ckpt, const weight_files& weights,
+                       const host_runner_options& opt);
+/// The same over a device buffer laid out as the checkpoint's; `invalid_argument` when it is
+/// smaller than the checkpoint.
 [[nodiscard]] expected<std::unique_ptr<model_runner>>
 make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,
                        const host_runner_options& opt);

@@ -1,5 +1,7 @@
 #include "runtime/loader/chunk_pool.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -125,6 +127,23 @@ std::optional<std::vector<chunk_pool::handle>> chunk_pool::try_acquire(std::size
   std::lock_guard lock{mutex_};
   if (free_.size() < n)
     return std::nullopt;
+  if (n > 1) {
+    // The lowest run of n free chunks in a row, if there is one.
+    std::vector<std::uint32_t> sorted = free_;
+    std::sort(sorted.begin(), sorted.end());
+    for (std::size_t first = 0, i = 1; i <= sorted.size(); ++i) {
+      if (i < sorted.size() && sorted[i] == sorted[i - 1] + 1 && i - first < n)
+        continue;
+      if (i - first >= n) {
+        const std::uint32_t begin = sorted[first];
+        std::erase_if(free_, [&](std::uint32_t c) { return c >= begin && c < begin + n; });
+        for (std::size_t k = 0; k < n; ++k)
+          out.push_back(handle{this, static_cast<std::uint32_t>(begin + k)});
+        return out;
+      }
+      first = i;
+    }
+  }
   for (std::size_t i = 0; i < n; ++i) {
     out.push_back(handle{this, free_.back()});
     free_.pop_back();

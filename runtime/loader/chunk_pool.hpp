@@ -70,7 +70,9 @@ public:
 
   /// One free chunk, or nullopt when none is free.
   [[nodiscard]] std::optional<handle> try_acquire();
-  /// `n` chunks, or nullopt and nothing taken when fewer than `n` are free.
+  /// `n` chunks, or nullopt and nothing taken when fewer than `n` are free. Consecutive chunks
+  /// (the lowest such run) when the pool has them, so that a model's bytes can be used in place
+  /// (dram_tier::file_bytes); otherwise any free ones.
   [[nodiscard]] std::optional<std::vector<handle>> try_acquire(std::size_t n);
 
   [[nodiscard]] std::size_t free_chunks() const;

@@ -252,6 +252,70 @@ void dram_tier::wait_released(cached_model& m) {
   cv_.wait(lock, [&] { return m.state_ != dram_state::failed || m.released_ || m.pins_ > 0; });
 }
 
+std::optional<dram_tier::lease> dram_tier::try_pin_ready(const checkpoint& ckpt,
+                                                         std::size_t keep_unpinned) {
+  std::lock_guard lock{mutex_};
+  auto it = models_.find(ckpt.content_id());
+  if (it == models_.end() || it->second->state_ != dram_state::ready)
+    return std::nullopt;
+  auto& m = it->second;
+  if (m->pins_ == 0) {
+    std::size_t pinned = 0;
+    for (const auto& [id, other] : models_)
+      if (other->pins_ > 0)
+        pinned += other->chunks_.size();
+    if (pinned + m->chunks_.size() + keep_unpinned > pool_.total_chunks())
+      return std::nullopt;
+  }
+  lease l;
+  l.tier_ = this;
+  l.model_ = m;
+  l.was_ready_ = true;
+  ++m->pins_;
+  m->last_used_ = ++clock_;
+  return l;
+}
+
+std::vector<const std::byte*> dram_tier::file_bytes(const cached_model& m,
+                                                    const checkpoint& ckpt) const {
+  const auto& chunks = ckpt.chunks();
+  if (m.chunks_.empty() || m.first_chunk_.size() != chunks.size())
+    return {};
+  for (std::size_t k = 1; k < m.chunks_.size(); ++k)
+    if (m.chunks_[k].index() != m.chunks_[0].index() + k)
+      return {};
+  const std::uint64_t size = pool_.chunk_bytes();
+  std::vector<const std::byte*> files(ckpt.info().files.size(), nullptr);
+  std::vector<std::size_t> file_first(files.size(), 0); // index into m.chunks_ of offset 0
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const auto f = chunks[i].file;
+    if (f >= files.size() || chunks[i].file_offset % size != 0)
+      return {};
+    const std::size_t want = chunks[i].file_offset / size;
+    if (files[f] == nullptr) {
+      if (want > m.first_chunk_[i])
+        return {};
+      file_first[f] = m.first_chunk_[i] - want;
+      files[f] = m.chunks_[file_first[f]].data();
+    }
+    if (m.first_chunk_[i] != file_first[f] + want)
+      return {};
+  }
+  for (const auto* p : files)
+    if (p == nullptr)
+      return {}; // a file without chunks: nothing to point at
+  return files;
+}
+
+std::size_t dram_tier::pinned_chunks() const {
+  std::lock_guard lock{mutex_};
+  std::size_t n = 0;
+  for (const auto& [id, m] : models_)
+    if (m->pins_ > 0)
+      n += m->chunks_.size();
+  return n;
+}
+
 std::optional<dram_state> dram_tier::state_of(const std::string& content_id) const {
   std::lock_guard lock{mutex_};
   auto it = models_.find(content_id);

@@ -148,6 +148,22 @@ public:
   /// remains (who will see them returned).
   void wait_released(cached_model& m);
 
+  // Using a model in place (a host device, whose memory the pool already is).
+  /// Pins the model if the tier holds it ready and pinning it leaves at least `keep_unpinned`
+  /// chunks of the pool neither pinned nor free-for-nothing (so that other models can still be
+  /// loaded through the tier); else nullopt and nothing changes.
+  [[nodiscard]] std::optional<lease> try_pin_ready(const checkpoint& ckpt,
+                                                   std::size_t keep_unpinned);
+  /// Where each of ckpt's data files lies whole in the pool (file f's byte o at files[f] + o),
+  /// when the model's chunks happen to make that so: consecutive pool chunks (the pool hands
+  /// them out so when it can), each checkpoint chunk at the start of the pool chunk its offset
+  /// in the file falls in. Empty otherwise. `m` must be ready and pinned (the bytes stay valid
+  /// while the lease does).
+  [[nodiscard]] std::vector<const std::byte*> file_bytes(const cached_model& m,
+                                                         const checkpoint& ckpt) const;
+  /// Pool chunks held by pinned models.
+  [[nodiscard]] std::size_t pinned_chunks() const;
+
   /// The model's state, or nullopt if the tier does not hold it.
   [[nodiscard]] std::optional<dram_state> state_of(const std::string& content_id) const;
   /// Content ids held (loading or ready), least recently used first.

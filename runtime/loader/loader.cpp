@@ -119,6 +119,7 @@ expected<loader_options> loader_options::from_config(const config& cfg) {
   THAW_ASSIGN(auto threads, cfg.get_int("loader.read_threads", o.read_threads));
   THAW_ASSIGN(auto lanes, cfg.get_int("loader.copy_lanes", o.copy_lanes));
   THAW_ASSIGN(o.verify_checksums, cfg.get_bool("loader.verify_checksums", o.verify_checksums));
+  THAW_ASSIGN(o.map_weights, cfg.get_bool("loader.map_weights", o.map_weights));
   constexpr std::int64_t max_threads = 256;
   if (threads < 1 || threads > max_threads)
     return make_error(errc::invalid_argument, "loader.read_threads: " + std::to_string(threads) +
@@ -237,7 +238,21 @@ loader_stats loader::stats() const {
   s.ssd_reads = reader_->reads_issued();
   s.evictions = tier_->evictions();
   s.loads = loads_started_.load();
+  s.maps = maps_.load();
   return s;
+}
+
+std::unique_ptr<mapped_model> loader::map(const checkpoint& ckpt) {
+  if (!options_.map_weights || device_.kind() != device_kind::host)
+    return nullptr;
+  auto lease = tier_->try_pin_ready(ckpt, pool_->total_chunks() / 4);
+  if (!lease)
+    return nullptr;
+  auto files = tier_->file_bytes(lease->model(), ckpt);
+  if (files.empty())
+    return nullptr; // the lease goes, unpinning it
+  maps_.fetch_add(1);
+  return std::make_unique<mapped_model>(std::move(*lease), std::move(files));
 }
 
 void loader::reap_finished() {

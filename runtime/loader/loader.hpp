@@ -44,6 +44,9 @@ struct loader_options {
   int read_threads = 3;
   int copy_lanes = 2;                      ///< loader.copy_lanes: concurrent device copies
   bool verify_checksums = true;            ///< loader.verify_checksums: XXH3 of every chunk read
+  /// loader.map_weights: on a host device, run a model that is ready in the DRAM tier from the
+  /// tier's own bytes (map()) instead of copying them into another buffer of the same memory.
+  bool map_weights = true;
 
   /// Reads the `loader.*` keys, defaults above; a bad value is an error naming its key.
   [[nodiscard]] static expected<loader_options> from_config(const config& cfg);
@@ -73,6 +76,7 @@ struct loader_stats {
   std::uint64_t ssd_reads = 0;       ///< reads issued, one per checkpoint chunk
   std::uint64_t evictions = 0;       ///< models evicted from the DRAM tier to make room
   std::uint64_t loads = 0;           ///< loads started
+  std::uint64_t maps = 0;            ///< starts served in place by map(): no bytes moved
 };
 
 namespace detail {
@@ -108,6 +112,20 @@ private:
   std::shared_ptr<detail::load_state> state_;
 };
 
+/// A model run in place from the DRAM tier (loader::map): where each data file's bytes are.
+/// Holds the model pinned in the tier while it lives.
+class mapped_model {
+public:
+  mapped_model(dram_tier::lease lease, std::vector<const std::byte*> files)
+      : lease_(std::move(lease)), files_(std::move(files)) {}
+  /// files()[f]: data file f's first byte; the file's bytes follow contiguously.
+  [[nodiscard]] const std::vector<const std::byte*>& files() const noexcept { return files_; }
+
+private:
+  dram_tier::lease lease_;
+  std::vector<const std::byte*> files_;
+};
+
 class loader {
 public:
   /// Allocates the chunk pool (registered with `dev`), starts the reader threads and the copy
@@ -124,6 +142,16 @@ public:
   /// the chunk pool (`resource_exhausted` naming the model, its size and the pool's). Errors met
   /// later (missing or corrupt data files) are reported by the handle and name the file.
   [[nodiscard]] expected<load_handle> load(const checkpoint& ckpt);
+
+  /// On a host device, whose memory the chunk pool already is: when `ckpt` is ready in the DRAM
+  /// tier with each data file whole in consecutive pool chunks (dram_tier::file_bytes; the pool
+  /// hands a model consecutive chunks when it has them), pins it and says where its files are,
+  /// without copying a byte. The model stays pinned, never evicted, while the result lives
+  /// (which must not outlive the loader); instances of a model share one copy. Null when
+  /// loader.map_weights is off, the device is not host memory, the model is not ready in the
+  /// tier or not laid out so, or pinning it would leave less than a quarter of the pool to load
+  /// other models through: the caller then load()s.
+  [[nodiscard]] std::unique_ptr<mapped_model> map(const checkpoint& ckpt);
 
   [[nodiscard]] loader_stats stats() const;
   [[nodiscard]] const loader_options& options() const noexcept { return options_; }
@@ -144,6 +172,7 @@ private:
   std::unique_ptr<copy_engine> engine_;
   std::atomic<std::uint64_t> bytes_from_dram_{0};
   std::atomic<std::uint64_t> loads_started_{0};
+  std::atomic<std::uint64_t> maps_{0};
   std::mutex loads_mutex_;
   std::vector<std::shared_ptr<detail::load_state>> loads_; ///< running or not yet joined
 };

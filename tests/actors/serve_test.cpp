@@ -310,14 +310,24 @@ TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
   EXPECT_EQ(r.status, 429) << r.body;
   EXPECT_EQ(json::parse(r.body)["error"]["type"], "rate_limit_error") << r.body;
   t.join();
-  // keep_alive 0: the idle instance stops; the next request starts one from the DRAM tier.
+  const json greedy = {{"model", "tiny"}, {"prompt", "Once upon"}, {"max_tokens", 8},
+                       {"temperature", 0}, {"ignore_eos", true}};
+  auto before = post("/v1/completions", greedy); // on the first instance, its weights read from SSD
+  ASSERT_EQ(before.status, 200) << before.body;
+  // keep_alive 0: the idle instance stops; the next request starts one from the DRAM tier, which
+  // on this CPU node runs on the tier's own bytes instead of a copy.
   for (int i = 0; i < 300 && json::parse(get("/admin/status").body)["models"][0]["instances"] != 0;
        ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}}).status,
-            200);
+  auto after = post("/v1/completions", greedy);
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(json::parse(after.body)["choices"][0]["text"],
+            json::parse(before.body)["choices"][0]["text"]);
   EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 1);
   EXPECT_EQ(metric("thaw_cold_starts_total"), 2);
+  const auto node = json::parse(get("/admin/status").body)["nodes"][0];
+  EXPECT_EQ(node["starts_in_place"], 1) << node.dump();
+  EXPECT_EQ(node["loads_dram"], 0) << node.dump(); // nothing copied
 }
 
 /// Whether node 0 of /admin/status lists `dir` in its DRAM tier.

@@ -104,6 +104,41 @@ TEST(ChunkPool, MultiChunkAcquireIsAllOrNothing) {
   EXPECT_EQ(p.free_chunks(), 8u);
 }
 
+TEST(ChunkPool, MultiChunkAcquirePrefersConsecutiveChunks) {
+  auto pool = chunk_pool::create(10 * 4096, 4096);
+  ASSERT_TRUE(pool);
+  auto& p = **pool;
+  auto consecutive = [](const std::vector<chunk_pool::handle>& hs) {
+    for (std::size_t k = 1; k < hs.size(); ++k)
+      if (hs[k].index() != hs[0].index() + k || hs[k].data() != hs[0].data() + k * 4096)
+        return false;
+    return true;
+  };
+  auto a = p.try_acquire(3);
+  ASSERT_TRUE(a && consecutive(*a));
+  // Free chunks 1 and 3..9 (0 and 2 stay held): a run of 4 exists only from 3 on.
+  std::vector<chunk_pool::handle> singles;
+  for (int i = 0; i < 7; ++i)
+    singles.push_back(*p.try_acquire());
+  std::vector<chunk_pool::handle> held;
+  for (auto& h : *a)
+    if (h.index() != 1)
+      held.push_back(std::move(h));
+  a.reset();
+  singles.clear();
+  ASSERT_EQ(p.free_chunks(), 8u);
+  auto four = p.try_acquire(4);
+  ASSERT_TRUE(four);
+  EXPECT_TRUE(consecutive(*four));
+  EXPECT_EQ((*four)[0].index(), 3u);
+  ASSERT_EQ(p.free_chunks(), 4u); // 1 and 7..9
+
+  auto scattered = p.try_acquire(4); // no run of 4 is left: any four free chunks
+  ASSERT_TRUE(scattered);
+  EXPECT_FALSE(consecutive(*scattered));
+  EXPECT_EQ(p.free_chunks(), 0u);
+}
+
 TEST(ChunkPool, HandlesMoveWithoutDoubleRelease) {
   auto pool = chunk_pool::create(2 * 4096, 4096);
   ASSERT_TRUE(pool);

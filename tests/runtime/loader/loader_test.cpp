@@ -444,6 +444,87 @@ TEST_F(Loader, TakeBufferHandsOverOnce) {
   EXPECT_EQ(twice.err().code, errc::invalid_argument);
 }
 
+// A host device runs a model ready in the DRAM tier from the tier's own bytes: each data file
+// lies whole in consecutive pool chunks when the chunks are the checkpoint's chunk size.
+TEST_F(Loader, MapGivesTheTiersOwnBytesFileByFileAndPinsThem) {
+  const auto ckpt = make(7); // several data files, 64 KiB chunks like the pool's
+  ASSERT_GT(ckpt.info().files.size(), 1u);
+  auto l = make_loader(small_options(), dev);
+  EXPECT_FALSE(l->map(ckpt)) << "not in the tier yet";
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h && h->take_buffer());
+  const auto allocated = dev.allocated_bytes();
+
+  auto mapped = l->map(ckpt);
+  ASSERT_TRUE(mapped);
+  ASSERT_EQ(mapped->files().size(), ckpt.info().files.size());
+  std::vector<std::byte> seen;
+  for (std::uint32_t f = 0; f < ckpt.info().files.size(); ++f) {
+    const auto* p = mapped->files()[f];
+    seen.insert(seen.end(), p, p + ckpt.info().files[f].bytes);
+  }
+  EXPECT_EQ(seen, testing::concatenated_data(ckpt));
+  EXPECT_EQ(dev.allocated_bytes(), allocated) << "no device memory for a mapped model";
+  EXPECT_EQ(l->stats().maps, 1u);
+  EXPECT_EQ(l->stats().bytes_from_dram, 0u) << "nothing copied";
+  // Pinned while mapped: evicting every idle model leaves it; a second map shares it.
+  EXPECT_EQ(l->tier().evict_unpinned(), 0u);
+  auto again = l->map(ckpt);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->files(), mapped->files());
+  EXPECT_GT(l->tier().pinned_chunks(), 0u);
+  mapped.reset();
+  again.reset();
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_EQ(l->tier().evict_unpinned(), 1u);
+  EXPECT_FALSE(l->map(ckpt)) << "evicted";
+}
+
+TEST_F(Loader, MapDeclinesWhenTheLayoutOrTheRoomOrTheOptionSaysNo) {
+  const auto ckpt = make(8);
+  auto warm = [](loader& l, const checkpoint& c) {
+    auto h = l.load(c);
+    ASSERT_TRUE(h && h->wait());
+  };
+  {
+    // Pool chunks of 16 KiB: each 64 KiB checkpoint chunk is four of them, which is still one
+    // run per file; but 48 KiB ones leave a gap after every chunk.
+    auto o = small_options();
+    o.chunk_bytes = 48 << 10;
+    auto l = make_loader(o, dev);
+    warm(*l, ckpt);
+    EXPECT_FALSE(l->map(ckpt));
+    EXPECT_EQ(l->tier().pinned_chunks(), 0u) << "a declined map leaves nothing pinned";
+  }
+  {
+    // The pool is fragmented when the model is read: no run of chunks is free for it.
+    const auto per_model = ckpt.chunks().size();
+    auto l = make_loader(small_options(3 * per_model * (64 << 10)), dev);
+    std::vector<chunk_pool::handle> every_other;
+    std::vector<chunk_pool::handle> held;
+    while (auto c = l->pool().try_acquire())
+      (c->index() % 2 == 0 ? held : every_other).push_back(std::move(*c));
+    every_other.clear(); // frees the odd chunks only
+    warm(*l, ckpt);
+    EXPECT_FALSE(l->map(ckpt));
+  }
+  {
+    auto o = small_options();
+    o.map_weights = false;
+    auto l = make_loader(o, dev);
+    warm(*l, ckpt);
+    EXPECT_FALSE(l->map(ckpt));
+  }
+  {
+    // The model takes more than three quarters of the pool: mapping it would leave too little
+    // room to load anything else through the tier.
+    const auto chunks = ckpt.chunks().size();
+    auto l = make_loader(small_options((chunks + chunks / 8) * (64 << 10)), dev);
+    warm(*l, ckpt);
+    EXPECT_FALSE(l->map(ckpt));
+  }
+}
+
 TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   auto empty = config::parse("");
   ASSERT_TRUE(empty);
