@@ -230,7 +230,9 @@ nlohmann::json node_json(const node_status& n) {
           {"dram_bandwidth", n.dram_bandwidth},
           {"loads_ssd", n.loads_ssd},
           {"loads_dram", n.loads_dram},
-          {"starts_in_place", n.starts_in_place}};
+          {"starts_in_place", n.starts_in_place},
+          {"queued_ssd_bytes", n.queued_ssd_bytes},
+          {"queued_dram_bytes", n.queued_dram_bytes}};
 }
 
 /// GET /admin/status: the scheduler's view of the nodes and every router's view of its model.

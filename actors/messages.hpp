@@ -310,6 +310,9 @@ struct node_status {
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
   std::uint64_t starts_in_place = 0; ///< instances that run on the DRAM tier's bytes, no load
+  /// The node's loader queue when it reported: bytes still to move from SSD and from DRAM.
+  std::uint64_t queued_ssd_bytes = 0;
+  std::uint64_t queued_dram_bytes = 0;
 };
 
 template <class Inspector>
@@ -317,7 +320,7 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
   return f(caf::meta::type_name("node_status"), x.name, x.handle, x.dram_models,
            x.local_models, x.slots,
            x.instances, x.dram_bytes, x.dram_used_bytes, x.ssd_bandwidth, x.dram_bandwidth,
-           x.loads_ssd, x.loads_dram, x.starts_in_place);
+           x.loads_ssd, x.loads_dram, x.starts_in_place, x.queued_ssd_bytes, x.queued_dram_bytes);
 }
 
 /// node -> router (through the scheduler): an instance is loaded and serving.
@@ -356,7 +359,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 6;
+inline constexpr std::uint32_t cluster_protocol_version = 7;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

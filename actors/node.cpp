@@ -85,6 +85,9 @@ node_status make_status(node_ptr self) {
   st.loads_ssd = s.loads_ssd;
   st.loads_dram = s.loads_dram;
   st.starts_in_place = s.starts_in_place;
+  const auto queue = s.ctx->ld->queued();
+  st.queued_ssd_bytes = queue.ssd_bytes;
+  st.queued_dram_bytes = queue.dram_bytes;
   return st;
 }
 

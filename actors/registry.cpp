@@ -84,49 +84,26 @@ expected<std::shared_ptr<model_frontend>> make_frontend(model_spec& spec) {
   return f;
 }
 
-/// Model `name` is expected soon: reads its checkpoint into the DRAM tier of the node with the
-/// most free DRAM (the first on ties), unless a node holds it there already. Nodes that have
-/// not registered yet (a cluster's head deploys before they join) are waited for, up to 20
-/// tries half a second apart. Failures are logged: the model still serves, from SSD.
+/// Model `name` is deployed with `prefetch`: the scheduler has its checkpoint read into the
+/// DRAM tier of a node (see its prefetch_atom). Nodes that have not registered yet (a cluster's
+/// head deploys before they join) are waited for, up to 20 tries half a second apart. Failures
+/// are logged: the model still serves, from SSD.
 void prefetch(registry_ptr self, const std::string& name, std::int32_t attempt) {
   auto& st = self->state;
   auto it = st.models.find(name);
   if (it == st.models.end() || !it->second->spec.prefetch)
     return; // deleted meanwhile
-  const auto dir = it->second->spec.checkpoint;
-  self->request(st.scheduler, caf::infinite, status_atom::value)
-      .then(
-          [=](std::vector<node_status>& nodes) {
-            if (nodes.empty()) {
-              if (attempt < 20)
+  self->request(st.scheduler, caf::infinite, prefetch_atom::value, it->second->spec.checkpoint)
+      .then([=](std::string& node) { spdlog::info("registry: {} is in DRAM on {}", name, node); },
+            [=](caf::error& e) {
+              auto err = from_caf(e);
+              if (err.code == errc::resource_exhausted && attempt < 20) { // no node yet
                 self->delayed_send(self, std::chrono::milliseconds(500), prefetch_atom::value,
                                    name, attempt + 1);
-              else
-                spdlog::warn("registry: no node to prefetch {} into", name);
-              return;
-            }
-            const node_status* best = nullptr;
-            for (const auto& n : nodes) {
-              if (std::find(n.dram_models.begin(), n.dram_models.end(), dir) !=
-                  n.dram_models.end())
-                return; // in DRAM already
-              const auto free = n.dram_bytes - std::min(n.dram_bytes, n.dram_used_bytes);
-              if (best == nullptr ||
-                  free > best->dram_bytes - std::min(best->dram_bytes, best->dram_used_bytes))
-                best = &n;
-            }
-            const auto node = best->name;
-            self->request(best->handle, caf::infinite, prefetch_atom::value, dir)
-                .then([=](bool) { spdlog::info("registry: {} is in DRAM on {}", name, node); },
-                      [=](caf::error& e) {
-                        spdlog::warn("registry: prefetch of {} on {} failed: {}", name, node,
-                                     from_caf(e).to_string());
-                      });
-          },
-          [=](caf::error& e) {
-            spdlog::warn("registry: prefetch of {}: no node status: {}", name,
-                         from_caf(e).to_string());
-          });
+                return;
+              }
+              spdlog::warn("registry: prefetch of {} failed: {}", name, err.to_string());
+            });
 }
 
 caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,

@@ -58,6 +58,14 @@ void fail_request(router_ptr self, std::uint64_t id, error e) {
   s.requests.erase(it);
 }
 
+bool expected_soon(const router_state &s, clock_type::time_point now) {
+  if (s.arrivals < 3 || s.arrival_gap_s <= 0)
+    return false;
+  const double since =
+      std::chrono::duration<double>(now - s.last_arrival).count();
+  return since <= 10 * s.arrival_gap_s;
+}
+
 namespace {
 
 void dispatch(router_ptr self, instance_entry &inst, std::uint64_t id) {
@@ -221,6 +229,13 @@ void on_tick(router_ptr self) {
   }
   while (count + s.starting < s.spec.min_instances && now >= s.retry_after)
     start_instance(self);
+  if (s.instances.empty() && s.starting == 0 && expected_soon(s, now))
+    self->request(s.scheduler, caf::infinite, prefetch_atom::value, s.spec.checkpoint)
+        .then([](const std::string&) {},
+              [=](caf::error &e) {
+                spdlog::debug("router {}: prefetch: {}", self->state.spec.name,
+                              from_caf(e).to_string());
+              });
   for (const auto &inst : s.instances)
     if (inst.in_flight > 0)
       report_load(self, inst.handle); // their token counts grew
@@ -229,6 +244,17 @@ void on_tick(router_ptr self) {
 
 void on_submit(router_ptr self, submit_request &r) {
   auto &s = self->state;
+  {
+    const auto now = clock_type::now();
+    if (s.arrivals > 0) {
+      const double gap =
+          std::chrono::duration<double>(now - s.last_arrival).count();
+      s.arrival_gap_s =
+          s.arrivals == 1 ? gap : 0.7 * s.arrival_gap_s + 0.3 * gap;
+    }
+    s.last_arrival = now;
+    ++s.arrivals;
+  }
   if (s.stopping) {
     self->send(r.sink,
                failure_event(r.request_id, make_error(errc::not_found,

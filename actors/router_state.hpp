@@ -65,6 +65,11 @@ struct router_state {
   caf::actor migration_source;
   caf::actor migration_target;
   std::function<void(error)> migration_failed; ///< ends the migration before the source's report
+  /// The model's rhythm, to tell when it is expected again (expected_soon): when the last
+  /// request came and the mean gap between requests (exponentially weighted; 0 before two).
+  clock_type::time_point last_arrival{};
+  double arrival_gap_s = 0;
+  std::uint64_t arrivals = 0;
 
   static inline const char* name = "router";
 };
@@ -88,6 +93,11 @@ void release_slot(router_ptr self, const caf::actor& handle);
 /// Tells the scheduler how many sequences and tokens `handle`'s instance has (what a move of
 /// it would recompute), for its migration decisions.
 void report_load(router_ptr self, const caf::actor& handle);
+/// A model without instances whose requests came at a mean gap g is expected again until 10 g
+/// after the last one (at least 2 gaps seen): the router then keeps it in some node's DRAM tier
+/// (the scheduler's prefetch_atom), so that the next cold start need not read the SSD even if
+/// other models pushed it out meanwhile.
+bool expected_soon(const router_state& s, clock_type::time_point now);
 /// Asks the scheduler for one more instance.
 void start_instance(router_ptr self);
 /// Adds a started instance to the table (monitored).

@@ -8,8 +8,10 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
 #include <map>
 #include <spdlog/spdlog.h>
+#include <unordered_map>
 
 namespace thaw {
 namespace {
@@ -77,7 +79,27 @@ struct scheduler_state {
 
   /// The cluster as runtime/sched sees it: each instance placed here takes a slot of its node
   /// (the node still decides whether another fits beside it). `handles[id - 1]` is instance id.
+  struct queued_bytes {
+    std::uint64_t ssd = 0;
+    std::uint64_t dram = 0;
+  };
+
   sched::cluster_view view(std::vector<caf::actor>& handles) {
+    // Starts asked of each node and not answered yet, by the tier they will load from.
+    std::unordered_map<std::string, queued_bytes> starting;
+    for (const auto& [id, p] : placing) {
+      if (p.next == 0)
+        continue;
+      const auto& asked = p.candidates[p.next - 1];
+      for (const auto& [name, n] : nodes) {
+        if (n.handle != asked)
+          continue;
+        const bool dram = std::find(n.dram_models.begin(), n.dram_models.end(),
+                                    p.spec.checkpoint) != n.dram_models.end();
+        (dram ? starting[name].dram : starting[name].ssd) +=
+            static_cast<std::uint64_t>(bytes_of(p.spec));
+      }
+    }
     sched::cluster_view v;
     v.nodes.resize(node_index.size());
     for (auto& n : v.nodes)
@@ -107,6 +129,12 @@ struct scheduler_state {
       }
       for (auto k = static_cast<std::int32_t>(n.instances.size()); k < n.slots; ++k)
         n.free_slots.push_back(k);
+      // The node's loader queue: what it reported (its loads then, prefetches included), or the
+      // starts this scheduler has asked of it since and not heard back about, whichever is more.
+      const auto& asked = starting.count(name) != 0 ? starting.at(name) : queued_bytes{};
+      n.loader_wait = est.startup.queue_wait(
+          idx, static_cast<double>(std::max(st.queued_ssd_bytes, asked.ssd)),
+          static_cast<double>(std::max(st.queued_dram_bytes, asked.dram)));
       for (const auto& m : st.local_models)
         v.set_tier(idx, intern(model_index, m), sched::tier::ssd);
       for (const auto& m : st.dram_models)
@@ -309,6 +337,26 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
         it->second.tokens = tokens;
         if (sequences == 0)
           it->second.moving = false;
+      },
+      [=](prefetch_atom, const std::string& dir) -> caf::result<std::string> {
+        const auto& nodes = self->state.nodes;
+        if (nodes.empty())
+          return to_caf(make_error(errc::resource_exhausted, "no node is registered to prefetch " + dir));
+        const node_status* best = nullptr;
+        for (const auto& [name, n] : nodes) {
+          if (std::find(n.dram_models.begin(), n.dram_models.end(), dir) != n.dram_models.end())
+            return name; // in DRAM already
+          const auto free = n.dram_bytes - std::min(n.dram_bytes, n.dram_used_bytes);
+          if (best == nullptr ||
+              free > best->dram_bytes - std::min(best->dram_bytes, best->dram_used_bytes))
+            best = &n;
+        }
+        auto rp = self->make_response_promise<std::string>();
+        const auto node = best->name;
+        self->request(best->handle, caf::infinite, prefetch_atom::value, dir)
+            .then([=](bool) mutable { rp.deliver(node); },
+                  [=](caf::error& e) mutable { rp.deliver(std::move(e)); });
+        return rp;
       },
       [=](status_atom) -> std::vector<node_status> {
         std::vector<node_status> out;

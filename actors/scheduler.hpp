@@ -19,6 +19,10 @@
 ///   (migrate_atom, tokens, seconds)   a completed migration's resume, folded into the
 ///                                     migration-time estimator (a*tokens + b, least squares)
 ///   (status_atom) -> std::vector<node_status>   the last status of every node, by name
+///   (prefetch_atom, checkpoint dir) -> node name | error
+///       the model is expected soon: the name of a node whose DRAM tier holds it, after asking
+///       the node with the most free DRAM to read it there when none does;
+///       `resource_exhausted` when no node is registered
 
 #include "actors/messages.hpp"
 #include "runtime/common/config.hpp"

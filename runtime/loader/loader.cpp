@@ -255,6 +255,21 @@ std::unique_ptr<mapped_model> loader::map(const checkpoint& ckpt) {
   return std::make_unique<mapped_model>(std::move(*lease), std::move(files));
 }
 
+loader_queue loader::queued() {
+  loader_queue q;
+  std::lock_guard lock{loads_mutex_};
+  for (const auto& s : loads_) {
+    std::lock_guard state_lock{s->mutex};
+    if (s->finished)
+      continue;
+    const auto left = s->ckpt.total_bytes() - std::min(s->bytes_done, s->ckpt.total_bytes());
+    const bool dram = s->phase != load_phase::waiting && s->source == load_source::dram;
+    (dram ? q.dram_bytes : q.ssd_bytes) += left;
+    ++q.loads;
+  }
+  return q;
+}
+
 void loader::reap_finished() {
   std::lock_guard lock{loads_mutex_};
   std::erase_if(loads_, [](const std::shared_ptr<detail::load_state>& s) {

@@ -69,6 +69,15 @@ struct load_progress {
   load_phase phase = load_phase::waiting;
 };
 
+/// Bytes the loader still has to move for the loads under way, by where they come from (a load
+/// still waiting for room counts as SSD: the tier does not hold its model). What a scheduler
+/// turns into the wait a new load on this node would see.
+struct loader_queue {
+  std::uint64_t ssd_bytes = 0;
+  std::uint64_t dram_bytes = 0;
+  std::uint32_t loads = 0;
+};
+
 /// Counters since the loader was created.
 struct loader_stats {
   std::uint64_t bytes_read_ssd = 0;  ///< bytes read from data files
@@ -154,6 +163,7 @@ public:
   [[nodiscard]] std::unique_ptr<mapped_model> map(const checkpoint& ckpt);
 
   [[nodiscard]] loader_stats stats() const;
+  [[nodiscard]] loader_queue queued();
   [[nodiscard]] const loader_options& options() const noexcept { return options_; }
   [[nodiscard]] chunk_pool& pool() noexcept { return *pool_; }
   [[nodiscard]] dram_tier& tier() noexcept { return *tier_; }

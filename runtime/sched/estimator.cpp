@@ -75,6 +75,12 @@ double startup_estimator::estimate(std::uint32_t node, tier t, double bytes,
   return std::max(0.0, loader_wait_seconds) + setup_ + bytes / bw_.bandwidth(node, t);
 }
 
+double startup_estimator::queue_wait(std::uint32_t node, double ssd_bytes,
+                                     double dram_bytes) const noexcept {
+  return std::max(0.0, ssd_bytes) / bw_.bandwidth(node, tier::ssd) +
+         std::max(0.0, dram_bytes) / bw_.bandwidth(node, tier::dram);
+}
+
 void startup_estimator::observe_load(std::uint32_t node, tier t, double bytes, double seconds) {
   // The setup cost is not transfer; leaving it in would make small loads look slow.
   bw_.observe(node, t, bytes, seconds - setup_ > seconds * 0.5 ? seconds - setup_ : seconds);

@@ -67,6 +67,11 @@ public:
 
   [[nodiscard]] double estimate(std::uint32_t node, tier t, double bytes,
                                 double loader_wait_seconds) const noexcept;
+  /// The loader wait on `node` behind loads that still have `ssd_bytes` to read and
+  /// `dram_bytes` to copy, at the bandwidths learned for it (the loads share the node's loader,
+  /// so a new one finishes that much later).
+  [[nodiscard]] double queue_wait(std::uint32_t node, double ssd_bytes,
+                                  double dram_bytes) const noexcept;
   void observe_load(std::uint32_t node, tier t, double bytes, double seconds);
   [[nodiscard]] bandwidth_model& bandwidths() noexcept { return bw_; }
   [[nodiscard]] const bandwidth_model& bandwidths() const noexcept { return bw_; }

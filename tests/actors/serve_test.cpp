@@ -39,9 +39,9 @@ protected:
 
   static std::string ckpt() { return (*dir_ / "tiny").string(); }
 
-  void start(serve_options o = {}) {
+  void start(serve_options o = {}, std::uint64_t pool_bytes = 64ull << 20) {
     o.http.port = 0;
-    o.node.loader.pool_bytes = 64ull << 20;
+    o.node.loader.pool_bytes = pool_bytes;
     o.node.loader.chunk_bytes = 64 << 10;
     o.node.threads = 1;
     if (o.models.empty()) {
@@ -442,6 +442,50 @@ TEST_F(ServeTest, NodePrefetchReadsIntoDramWithoutAnInstanceAndNamesItsErrors) {
   EXPECT_TRUE(ask_status(sys, small).dram_models.empty());
   for (auto* n : {&node, &small})
     caf::anon_send_exit(*n, caf::exit_reason::user_shutdown);
+}
+
+// A model with a rhythm of requests is expected again: pushed out of a DRAM tier that holds one
+// model, it is read back in while it has no instance, and its next cold start is from DRAM.
+TEST_F(ServeTest, AModelWithRecentTrafficIsReadBackIntoDramAfterEviction) {
+  testing::temp_dir other_dir;
+  testing::make_hf(other_dir / "hf", "tiny", dtype::f32, 2); // same size, other bytes
+  testing::import(other_dir / "hf", other_dir / "other");
+  const auto other = (other_dir / "other").string();
+  serve_options o;
+  for (const auto& [name, dir] : {std::pair{"a", ckpt()}, std::pair{"b", other}}) {
+    model_spec m;
+    m.name = name;
+    m.checkpoint = dir;
+    m.kv_blocks = 16;
+    m.keep_alive_ms = 0;
+    o.models.push_back(m);
+  }
+  start(o, 40 * (64 << 10)); // a DRAM tier with room for one model: its chunks and a few more
+  auto ask = [&](const std::string& model) {
+    auto r = post("/v1/completions", {{"model", model}, {"prompt", "x"}, {"max_tokens", 2}});
+    EXPECT_EQ(r.status, 200) << r.body;
+  };
+  auto dram = [&](const std::string& dir) {
+    return in_dram(json::parse(get("/admin/status").body), dir);
+  };
+  for (int i = 0; i < 3; ++i) { // a's rhythm: a request every 300 ms
+    ask("a");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  ask("b"); // read into the tier in a's place
+  EXPECT_TRUE(dram(other));
+  EXPECT_FALSE(dram(ckpt()));
+  bool back = false;
+  for (int i = 0; i < 500 && !back; ++i) { // a's router looks once a second
+    back = dram(ckpt());
+    if (!back)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(back) << "a was not read back into DRAM";
+  EXPECT_FALSE(dram(other)) << "b made room for it";
+  const auto ssd_before = metric("thaw_loads_total", "tier=\"ssd\"");
+  ask("a");
+  EXPECT_EQ(metric("thaw_loads_total", "tier=\"ssd\""), ssd_before) << "a started from DRAM";
 }
 
 TEST_F(ServeTest, ABurstOfRequestsToAColdModelIsAllServed) {

@@ -525,6 +525,25 @@ TEST_F(Loader, MapDeclinesWhenTheLayoutOrTheRoomOrTheOptionSaysNo) {
   }
 }
 
+TEST_F(Loader, QueuedCountsTheBytesLoadsStillHaveToMove) {
+  const auto ckpt = make(10);
+  gated_device gated;
+  auto l = make_loader(small_options(), gated);
+  EXPECT_EQ(l->queued().loads, 0u);
+  auto h = l->load(ckpt);
+  ASSERT_TRUE(h);
+  gated.wait_for_a_copy(); // every copy is held: nothing has reached the device
+  auto q = l->queued();
+  EXPECT_EQ(q.loads, 1u);
+  EXPECT_EQ(q.ssd_bytes, ckpt.total_bytes());
+  EXPECT_EQ(q.dram_bytes, 0u);
+  gated.open();
+  ASSERT_TRUE(h->wait());
+  q = l->queued();
+  EXPECT_EQ(q.loads, 0u);
+  EXPECT_EQ(q.ssd_bytes + q.dram_bytes, 0u);
+}
+
 TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   auto empty = config::parse("");
   ASSERT_TRUE(empty);

@@ -78,5 +78,18 @@ TEST(StartupEstimator, IsQueueWaitPlusBytesOverTheTierBandwidth) {
   EXPECT_DOUBLE_EQ(s.estimate(1, tier::ssd, 20e9, 0), 10.0);
 }
 
+TEST(StartupEstimator, QueueWaitIsTheQueuedBytesOverEachTiersLearnedBandwidth) {
+  bandwidth_defaults d;
+  d.dram = 10e9;
+  d.ssd = 2e9;
+  startup_estimator s{d, 0.0};
+  EXPECT_DOUBLE_EQ(s.queue_wait(0, 0, 0), 0.0);
+  EXPECT_DOUBLE_EQ(s.queue_wait(0, 4e9, 10e9), 2.0 + 1.0);
+  s.observe_load(1, tier::ssd, 4e9, 4.0); // node 1 reads at 1 GB/s
+  EXPECT_DOUBLE_EQ(s.queue_wait(1, 4e9, 0), 4.0);
+  // The wait feeds the estimate: a node busy loading starts a new model later.
+  EXPECT_DOUBLE_EQ(s.estimate(1, tier::dram, 10e9, s.queue_wait(1, 4e9, 0)), 5.0);
+}
+
 } // namespace
 } // namespace thaw::sched
