@@ -58,8 +58,11 @@ struct instance_state {
   std::unordered_map<sequence_id, std::uint64_t> by_sequence;
   outgoing_migration out;
   std::unordered_map<std::uint64_t, incoming_sequence> incoming; // by request id
-  /// Requests handed off to another instance: a cancel that reaches this one is passed on.
-  std::unordered_map<std::uint64_t, caf::actor> forwarded;
+  /// Requests handed off to another instance: a cancel that reaches this one is passed on. Only
+  /// a cancel the router sent before it heard of the handoff comes here, so an entry is kept
+  /// for a minute (pruned at each handoff), not for the instance's life.
+  std::unordered_map<std::uint64_t, std::pair<caf::actor, std::chrono::steady_clock::time_point>>
+      forwarded;
   std::uint64_t migrations = 0; ///< outgoing migrations begun; tells a stale timeout apart
   metrics::family<metrics::gauge>* kv_family = nullptr; ///< vllm:kv_cache_usage_perc
   metrics::gauge* kv_usage = nullptr;                   ///< this instance's series
@@ -239,7 +242,10 @@ void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
   s.requests.erase(req);
   self->send(m.order.target, migrate_state{a.request_id, std::move(*st), true, sink});
   self->send(sink, migrate_handoff{a.request_id, m.order.target, next_index});
-  s.forwarded[a.request_id] = m.order.target;
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(s.forwarded,
+                [&](const auto& f) { return now - f.second.second > std::chrono::minutes(1); });
+  s.forwarded[a.request_id] = {m.order.target, now};
   m.remaining.erase(a.request_id);
   ++m.report.moved;
   finish_migration(self);
@@ -416,7 +422,7 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
         auto it = st.requests.find(c.request_id);
         if (it == st.requests.end()) {
           if (auto f = st.forwarded.find(c.request_id); f != st.forwarded.end())
-            self->send(f->second, c);
+            self->send(f->second.first, c);
           return;
         }
         if (st.out.active && st.out.remaining.erase(c.request_id) != 0) {

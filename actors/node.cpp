@@ -132,7 +132,9 @@ expected<std::size_t> pick_slot(const node_state& s, std::uint64_t bytes, const 
 /// A one-shot worker on its own thread (the load blocks): loads the checkpoint at `dir` into a
 /// scratch device buffer and drops it. The loader reads through the DRAM tier, so the model stays
 /// there, ready, once no load pins it; this is the loader's only way in, and on a CPU slot the
-/// scratch buffer is plain memory, freed at once. Answers the load's seconds.
+/// scratch buffer is plain memory, freed at once. The model's tokenizer is parsed too (the
+/// node's copy, see node_context::tokenizer_for), so that the first start after a prefetch does
+/// not spend tens of milliseconds on it. Answers the load's seconds.
 caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx) {
   return {
       [=](prefetch_atom, const std::string& dir) -> caf::result<double> {
@@ -143,6 +145,7 @@ caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node
           THAW_ASSIGN(auto handle, ctx->ld->load(ck));
           THAW_ASSIGN(auto scratch, handle.take_buffer());
           scratch.reset();
+          THAW_TRY(ctx->tokenizer_for(ck.content_id(), ck.dir()));
           return {};
         };
         if (auto s = run(); !s)
