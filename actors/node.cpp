@@ -129,23 +129,23 @@ expected<std::size_t> pick_slot(const node_state& s, std::uint64_t bytes, const 
   return *best;
 }
 
-/// A one-shot worker on its own thread (the load blocks): loads the checkpoint at `dir` into a
-/// scratch device buffer and drops it. The loader reads through the DRAM tier, so the model stays
+/// A one-shot worker on its own thread (the load blocks): loads `ckpt` (opened by the node, at
+/// `dir`) into a scratch device buffer and drops it. The loader reads through the DRAM tier, so the model stays
 /// there, ready, once no load pins it; this is the loader's only way in, and on a CPU slot the
 /// scratch buffer is plain memory, freed at once. The model's tokenizer is parsed too (the
 /// node's copy, see node_context::tokenizer_for), so that the first start after a prefetch does
 /// not spend tens of milliseconds on it. Answers the load's seconds.
-caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx) {
+caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx,
+                             std::shared_ptr<const checkpoint> ckpt) {
   return {
       [=](prefetch_atom, const std::string& dir) -> caf::result<double> {
         self->quit(); // one job; the answer still goes out
         const auto t0 = std::chrono::steady_clock::now();
         auto run = [&]() -> status {
-          THAW_ASSIGN(auto ck, checkpoint::open(dir));
-          THAW_ASSIGN(auto handle, ctx->ld->load(ck));
+          THAW_ASSIGN(auto handle, ctx->ld->load(*ckpt));
           THAW_ASSIGN(auto scratch, handle.take_buffer());
           scratch.reset();
-          THAW_TRY(ctx->tokenizer_for(ck.content_id(), ck.dir()));
+          THAW_TRY(ctx->tokenizer_for(ckpt->content_id(), ckpt->dir()));
           return {};
         };
         if (auto s = run(); !s)
@@ -174,7 +174,8 @@ caf::result<bool> prefetch(node_ptr self, const std::string& dir) {
                                "prefetch on node " + node + ": the DRAM tier is too small"));
   const auto bytes = ck->total_bytes();
   auto rp = self->make_response_promise<bool>();
-  auto worker = self->system().spawn<caf::detached>(prefetch_worker, st.ctx);
+  auto worker = self->system().spawn<caf::detached>(
+      prefetch_worker, st.ctx, std::make_shared<const checkpoint>(std::move(*ck)));
   self->request(worker, caf::infinite, prefetch_atom::value, dir)
       .then(
           [=](double seconds) mutable {

@@ -259,14 +259,9 @@ std::optional<dram_tier::lease> dram_tier::try_pin_ready(const checkpoint& ckpt,
   if (it == models_.end() || it->second->state_ != dram_state::ready)
     return std::nullopt;
   auto& m = it->second;
-  if (m->pins_ == 0) {
-    std::size_t pinned = 0;
-    for (const auto& [id, other] : models_)
-      if (other->pins_ > 0)
-        pinned += other->chunks_.size();
-    if (pinned + m->chunks_.size() + keep_unpinned > pool_.total_chunks())
-      return std::nullopt;
-  }
+  if (m->pins_ == 0 &&
+      pinned_chunks_locked() + m->chunks_.size() + keep_unpinned > pool_.total_chunks())
+    return std::nullopt;
   lease l;
   l.tier_ = this;
   l.model_ = m;
@@ -309,6 +304,10 @@ std::vector<const std::byte*> dram_tier::file_bytes(const cached_model& m,
 
 std::size_t dram_tier::pinned_chunks() const {
   std::lock_guard lock{mutex_};
+  return pinned_chunks_locked();
+}
+
+std::size_t dram_tier::pinned_chunks_locked() const {
   std::size_t n = 0;
   for (const auto& [id, m] : models_)
     if (m->pins_ > 0)

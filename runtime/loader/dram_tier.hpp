@@ -180,6 +180,7 @@ private:
   void fail_locked(cached_model& m, error e);
   void maybe_free_locked(cached_model& m);
   bool make_room_locked(std::size_t need);
+  std::size_t pinned_chunks_locked() const;
 
   chunk_pool& pool_;
   mutable std::mutex mutex_;
