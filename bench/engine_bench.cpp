@@ -3,6 +3,7 @@
 #include "bench/timing.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
+#include "runtime/engine/sampler.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -77,8 +78,13 @@ double read_seconds(const std::byte* data, std::size_t bytes, int threads, std::
   return secs;
 }
 
-std::int32_t argmax(const float* row, std::size_t n) {
-  return static_cast<std::int32_t>(std::max_element(row, row + n) - row);
+// The greedy pick a server's decode step makes: the engine's sampler at temperature 0.
+expected<std::int32_t> greedy(const float* row, std::size_t n) {
+  sampling_params p;
+  p.temperature = 0.0f;
+  rng_state rng;
+  THAW_ASSIGN(auto r, sample({row, n}, p, rng));
+  return r.token;
 }
 
 struct batch_result {
@@ -116,7 +122,8 @@ expected<batch_result> run_once(model_runner& r, int b, int prompt_len, int gen)
   for (int step = 0; step < gen; ++step) {
     for (int s = 0; s < b; ++s) {
       auto& it = items[static_cast<std::size_t>(s)];
-      next[static_cast<std::size_t>(s)] = argmax(&logits[static_cast<std::size_t>(s) * V], V);
+      THAW_ASSIGN(next[static_cast<std::size_t>(s)],
+                  greedy(&logits[static_cast<std::size_t>(s) * V], V));
       it.start_pos = prompt_len + step;
       it.tokens = std::span<const std::int32_t>(&next[static_cast<std::size_t>(s)], 1);
     }
