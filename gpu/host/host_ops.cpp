@@ -59,21 +59,59 @@ void matmul_rows_scalar(const void* w, dtype wtype, std::int64_t rows, std::int6
   }
 }
 
+void dot_rows_scalar(const float* q, const float* rows, std::int64_t n, std::int64_t d,
+                     float scale, float* out) noexcept {
+  for (std::int64_t p = 0; p < n; ++p) {
+    float acc = 0.0f;
+    for (std::int64_t i = 0; i < d; ++i)
+      acc += q[i] * rows[p * d + i];
+    out[p] = acc * scale;
+  }
+}
+
+void axpy_rows_scalar(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                      float* out) noexcept {
+  for (std::int64_t p = 0; p < n; ++p)
+    for (std::int64_t i = 0; i < d; ++i)
+      out[i] += w[p] * rows[p * d + i];
+}
+
+void silu_mul_scalar(float* gate, const float* up, std::int64_t n) noexcept {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax_scalar(float* x, std::int64_t n) noexcept {
+  const float m = *std::max_element(x, x + n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] *= inv;
+}
+
 #if !defined(THAW_HOST_OPS_AVX2)
 void matmul_rows_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
                       const float* x, std::int64_t tokens, float* y, const float* bias,
                       std::int64_t r0, std::int64_t r1) noexcept {
   matmul_rows_scalar(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
 }
-float dot_avx2(const float* a, const float* b, std::int64_t n) noexcept {
-  float acc = 0.0f;
-  for (std::int64_t i = 0; i < n; ++i)
-    acc += a[i] * b[i];
-  return acc;
+void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept {
+  silu_mul_scalar(gate, up, n);
 }
-void axpy_avx2(float a, const float* x, float* y, std::int64_t n) noexcept {
-  for (std::int64_t i = 0; i < n; ++i)
-    y[i] += a * x[i];
+void softmax_avx2(float* x, std::int64_t n) noexcept { softmax_scalar(x, n); }
+void dot_rows_avx2(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
+                   float* out) noexcept {
+  dot_rows_scalar(q, rows, n, d, scale, out);
+}
+void axpy_rows_avx2(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                    float* out) noexcept {
+  axpy_rows_scalar(w, rows, n, d, out);
 }
 #endif
 
@@ -114,22 +152,20 @@ void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
     pool->parallel_for(total, body);
 }
 
-float dot(const float* a, const float* b, std::int64_t n) noexcept {
+void dot_rows(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
+              float* out) noexcept {
   if (use_avx2.load(std::memory_order_relaxed))
-    return detail::dot_avx2(a, b, n);
-  float acc = 0.0f;
-  for (std::int64_t i = 0; i < n; ++i)
-    acc += a[i] * b[i];
-  return acc;
+    detail::dot_rows_avx2(q, rows, n, d, scale, out);
+  else
+    detail::dot_rows_scalar(q, rows, n, d, scale, out);
 }
 
-void axpy(float a, const float* x, float* y, std::int64_t n) noexcept {
-  if (use_avx2.load(std::memory_order_relaxed)) {
-    detail::axpy_avx2(a, x, y, n);
-    return;
-  }
-  for (std::int64_t i = 0; i < n; ++i)
-    y[i] += a * x[i];
+void axpy_rows(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+               float* out) noexcept {
+  if (use_avx2.load(std::memory_order_relaxed))
+    detail::axpy_rows_avx2(w, rows, n, d, out);
+  else
+    detail::axpy_rows_scalar(w, rows, n, d, out);
 }
 
 // ---- element-wise ----
@@ -171,15 +207,21 @@ std::vector<double> rope_inv_freq(const model_config& cfg) {
   return f;
 }
 
-void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
-          const std::vector<double>& inv_freq) noexcept {
-  const std::int64_t half = head_dim / 2;
+void rope_angles(std::int64_t pos, const std::vector<double>& inv_freq, float* cos_sin) noexcept {
+  const auto half = static_cast<std::int64_t>(inv_freq.size());
   for (std::int64_t i = 0; i < half; ++i) {
     const double angle = static_cast<double>(pos) * inv_freq[static_cast<std::size_t>(i)];
-    const auto c = static_cast<float>(std::cos(angle));
-    const auto s = static_cast<float>(std::sin(angle));
-    for (std::int64_t h = 0; h < heads; ++h) {
-      float* v = x + h * head_dim;
+    cos_sin[i] = static_cast<float>(std::cos(angle));
+    cos_sin[half + i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void rope(float* x, std::int64_t heads, std::int64_t head_dim, const float* cos_sin) noexcept {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float c = cos_sin[i], s = cos_sin[half + i];
       const float a = v[i];
       const float b = v[i + half];
       v[i] = a * c - b * s;
@@ -188,11 +230,18 @@ void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
   }
 }
 
+void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
+          const std::vector<double>& inv_freq) {
+  std::vector<float> cs(2 * inv_freq.size());
+  rope_angles(pos, inv_freq, cs.data());
+  rope(x, heads, head_dim, cs.data());
+}
+
 void silu_mul(float* gate, const float* up, std::int64_t n) noexcept {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  if (use_avx2.load(std::memory_order_relaxed))
+    detail::silu_mul_avx2(gate, up, n);
+  else
+    detail::silu_mul_scalar(gate, up, n);
 }
 
 void add(float* x, const float* y, std::int64_t n) noexcept {
@@ -210,15 +259,10 @@ void embedding(const void* table, dtype type, std::int64_t dim, std::int64_t tok
 void softmax(float* x, std::int64_t n) noexcept {
   if (n <= 0)
     return;
-  const float m = *std::max_element(x, x + n);
-  float sum = 0.0f;
-  for (std::int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    sum += x[i];
-  }
-  const float inv = 1.0f / sum;
-  for (std::int64_t i = 0; i < n; ++i)
-    x[i] *= inv;
+  if (use_avx2.load(std::memory_order_relaxed))
+    detail::softmax_avx2(x, n);
+  else
+    detail::softmax_scalar(x, n);
 }
 
 } // namespace thaw::host

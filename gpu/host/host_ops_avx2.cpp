@@ -23,13 +23,20 @@ inline __m256 load8(const void* w, std::int64_t i) noexcept {
 }
 
 
+// Sums the eight lanes as ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)), the order hsum8 reduces eight
+// vectors in at once, so every tile shape gives an output the same bits.
 inline float hsum(__m256 v) noexcept {
-  const __m128 lo = _mm256_castps256_ps128(v);
-  const __m128 hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
+  const __m256 h = _mm256_hadd_ps(v, v);
+  const __m256 h2 = _mm256_hadd_ps(h, h);
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h2), _mm256_extractf128_ps(h2, 1)));
+}
+
+// hsum of eight vectors at once: lane k of the result is hsum(a[k]), bit for bit.
+inline __m256 hsum8(const __m256* a) noexcept {
+  const __m256 b0 = _mm256_hadd_ps(a[0], a[1]), b1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 b2 = _mm256_hadd_ps(a[4], a[5]), b3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 c0 = _mm256_hadd_ps(b0, b1), c1 = _mm256_hadd_ps(b2, b3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(c0, c1, 0x20), _mm256_permute2f128_ps(c0, c1, 0x31));
 }
 
 // R rows against tokens [t0, t0 + N): each (row, token) pair has its own accumulator and the same
@@ -58,15 +65,29 @@ inline void tile(const std::byte* w0, std::size_t row_bytes, dtype t, std::int64
         acc[a][k] = _mm256_fmadd_ps(wv, xv[k], acc[a][k]);
     }
   }
-  #pragma GCC unroll 8
-  for (int a = 0; a < R; ++a)
+  if constexpr (R * N == 8) {
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, hsum8(&acc[0][0]));
     #pragma GCC unroll 8
-    for (int k = 0; k < N; ++k) {
-      float s = hsum(acc[a][k]);
-      for (std::int64_t j = i; j < in; ++j)
-        s += load_element(t, w0 + a * row_bytes, static_cast<std::size_t>(j)) * x[(t0 + k) * in + j];
-      out[a][k] = s;
-    }
+    for (int a = 0; a < R; ++a)
+      #pragma GCC unroll 8
+      for (int k = 0; k < N; ++k)
+        out[a][k] = sums[a * N + k];
+  } else {
+    #pragma GCC unroll 8
+    for (int a = 0; a < R; ++a)
+      #pragma GCC unroll 8
+      for (int k = 0; k < N; ++k)
+        out[a][k] = hsum(acc[a][k]);
+  }
+  // The tail (in not a multiple of 8) after every accumulator is reduced: a call with vector
+  // values still live makes GCC keep the accumulators on the stack inside the loop above.
+  if (i < in)
+    for (int a = 0; a < R; ++a)
+      for (int k = 0; k < N; ++k)
+        for (std::int64_t j = i; j < in; ++j)
+          out[a][k] += load_element(t, w0 + a * row_bytes, static_cast<std::size_t>(j)) *
+                       x[(t0 + k) * in + j];
 }
 
 template <dtype T, int R, int N>
@@ -91,16 +112,23 @@ void rows_t(const void* w, dtype wtype, std::int64_t rows, std::int64_t in, cons
   const auto* wb = static_cast<const std::byte*>(w);
   const std::size_t rb = static_cast<std::size_t>(in) * dtype_size(wtype);
   std::int64_t r = r0;
-  if (rb < 2048 && tokens <= 8) {
-    // Short rows against few tokens (decode, batched decode): one row at a time, so the weights
-    // are read as one sequential stream the hardware prefetcher follows; four interleaved rows
-    // of a few cache lines each defeat it. stories15m (1152-byte rows), fraction of the
-    // bandwidth limit at batch 1: 0.45-0.53 with 4-row tiles, 0.75-0.85 this way; batch 8:
-    // about 770 -> 890 tok/s. Long rows keep the 4-row tiles: four long streams read faster
-    // than one (stories110m, 3 KiB rows: 0.78-0.84 vs 0.63-0.70). The order of operations of
-    // each (row, token) is the tiles' own, so results do not change.
+  if (tokens <= 16 && (rb < 2048 || tokens >= 8)) {
+    // One row at a time (short rows at any batch up to 16 tokens; long rows at 8 to 16): the
+    // weights are read as one sequential stream the hardware prefetcher follows, and the row
+    // stays in L1 for the tokens after the first. Four interleaved rows of a few cache lines
+    // each defeat the prefetcher: stories15m (1152-byte rows) at batch 1 reached 0.45-0.53 of
+    // the bandwidth limit with 4-row tiles, 0.75-0.85 this way. Long rows at one to seven tokens
+    // keep the 4-row tiles: four long streams read faster than one (stories110m, 3 KiB rows:
+    // 0.78-0.84 vs 0.63-0.70). Eight tokens are one 1x8 tile, eight independent FMA chains: a
+    // 1x4 tile is four chains, which FMA latency caps at half the peak (stories15m's matmuls
+    // at 8 tokens: 3.6-3.9 -> 2.9-3.0 ms a step; stories110m's: 28.7 -> 24.4-25.6 ms). Past 16
+    // tokens (prefill), 4x2 tiles read each token's activations once per four rows instead of
+    // once per row. The order of operations of each (row, token) is the same in every tile, so
+    // results do not change with the batch.
     for (; r < r1; ++r) {
       std::int64_t t = 0;
+      for (; t + 8 <= tokens; t += 8)
+        run_tile<T, 1, 8>(wb, rb, wtype, rows, in, x, y, bias, r, t);
       for (; t + 4 <= tokens; t += 4)
         run_tile<T, 1, 4>(wb, rb, wtype, rows, in, x, y, bias, r, t);
       for (; t + 2 <= tokens; t += 2)
@@ -135,24 +163,177 @@ void matmul_rows_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_
   }
 }
 
-float dot_avx2(const float* a, const float* b, std::int64_t n) noexcept {
-  __m256 acc = _mm256_setzero_ps();
-  std::int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  float s = hsum(acc);
-  for (; i < n; ++i)
-    s += a[i] * b[i];
-  return s;
+void dot_rows_avx2(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
+                   float* out) noexcept {
+  // Four keys at a time: four independent FMA chains instead of one, and q's vectors loaded once
+  // for the four. Each score keeps the one-row order of operations (8-wide FMA, hsum, tail).
+  std::int64_t p = 0;
+  for (; p + 4 <= n; p += 4) {
+    const float* k = rows + p * d;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    std::int64_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      #pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r)
+        acc[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + r * d + i), acc[r]);
+    }
+    float s[4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+      s[r] = hsum(acc[r]);
+    for (int r = 0; r < 4; ++r) {
+      for (std::int64_t j = i; j < d; ++j)
+        s[r] += q[j] * k[r * d + j];
+      out[p + r] = s[r] * scale;
+    }
+  }
+  for (; p < n; ++p) {
+    const float* k = rows + p * d;
+    __m256 acc = _mm256_setzero_ps();
+    std::int64_t i = 0;
+    for (; i + 8 <= d; i += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+    float s = hsum(acc);
+    for (; i < d; ++i)
+      s += q[i] * k[i];
+    out[p] = s * scale;
+  }
 }
 
-void axpy_avx2(float a, const float* x, float* y, std::int64_t n) noexcept {
-  const __m256 av = _mm256_set1_ps(a);
+namespace {
+
+// V vectors of out (8V elements at `out`) accumulated over all n rows in registers.
+template <int V>
+inline void axpy_chunk(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                       float* out) noexcept {
+  __m256 acc[V];
+  #pragma GCC unroll 8
+  for (int v = 0; v < V; ++v)
+    acc[v] = _mm256_loadu_ps(out + 8 * v);
+  for (std::int64_t p = 0; p < n; ++p) {
+    const __m256 wp = _mm256_set1_ps(w[p]);
+    const float* r = rows + p * d;
+    #pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm256_fmadd_ps(wp, _mm256_loadu_ps(r + 8 * v), acc[v]);
+  }
+  #pragma GCC unroll 8
+  for (int v = 0; v < V; ++v)
+    _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+} // namespace
+
+void axpy_rows_avx2(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                    float* out) noexcept {
+  std::int64_t i = 0;
+  for (; i + 64 <= d; i += 64)
+    axpy_chunk<8>(w, rows + i, n, d, out + i);
+  switch ((d - i) / 8) {
+  case 7: axpy_chunk<7>(w, rows + i, n, d, out + i); break;
+  case 6: axpy_chunk<6>(w, rows + i, n, d, out + i); break;
+  case 5: axpy_chunk<5>(w, rows + i, n, d, out + i); break;
+  case 4: axpy_chunk<4>(w, rows + i, n, d, out + i); break;
+  case 3: axpy_chunk<3>(w, rows + i, n, d, out + i); break;
+  case 2: axpy_chunk<2>(w, rows + i, n, d, out + i); break;
+  case 1: axpy_chunk<1>(w, rows + i, n, d, out + i); break;
+  default: break;
+  }
+  i += (d - i) / 8 * 8;
+  for (std::int64_t p = 0; p < n; ++p)
+    for (std::int64_t j = i; j < d; ++j)
+      out[j] += w[p] * rows[p * d + j];
+}
+
+namespace {
+
+// e^x for 8 floats: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (Taylor
+// coefficients; relative error below 2e-7 on that range), 2^n from the exponent bits. Inputs
+// below -87.3 give 0 and above 88.7 give +inf, as expf does.
+inline __m256 exp8(__m256 x) noexcept {
+  const __m256 hi = _mm256_set1_ps(88.7228f), lo = _mm256_set1_ps(-87.3365f);
+  const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // r = x - n ln2 in two steps (ln2 split in a short high part and the rest).
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // 2^n for n in [-126, 128]: build 2^(n/2) twice so that n = 128 and n = -126 stay finite
+  // until the final product.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i half = _mm256_srai_epi32(ni, 1);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), over);
+  return _mm256_andnot_ps(under, y);
+}
+
+} // namespace
+
+void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    _mm256_storeu_ps(gate + i,
+                     _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
+    const float g = gate[i];
+    alignas(32) float e[8] = {-g};
+    _mm256_store_ps(e, exp8(_mm256_load_ps(e)));
+    gate[i] = g / (1.0f + e[0]) * up[i];
+  }
+}
+
+void softmax_avx2(float* x, std::int64_t n) noexcept {
+  __m256 mv = _mm256_set1_ps(-__builtin_inff());
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mv);
+  float m = lanes[0];
+  for (int k = 1; k < 8; ++k)
+    m = lanes[k] > m ? lanes[k] : m;
   for (; i < n; ++i)
-    y[i] += a * x[i];
+    m = x[i] > m ? x[i] : m;
+  const __m256 mb = _mm256_set1_ps(m);
+  __m256 sv = _mm256_setzero_ps();
+  i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+    _mm256_storeu_ps(x + i, e);
+    sv = _mm256_add_ps(sv, e);
+  }
+  // The tail through the same exp8, one lane used.
+  float sum = hsum(sv);
+  for (; i < n; ++i) {
+    alignas(32) float e[8] = {x[i] - m};
+    _mm256_store_ps(e, exp8(_mm256_load_ps(e)));
+    x[i] = e[0];
+    sum += e[0];
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (; i < n; ++i)
+    x[i] *= 1.0f / sum;
 }
 
 } // namespace thaw::host::detail

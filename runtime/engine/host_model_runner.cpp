@@ -214,7 +214,7 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
     for (std::size_t i = 0; i < it.tokens.size(); ++i)
       refs.push_back({&it, it.start_pos + static_cast<int64_t>(i)});
 
-  std::vector<float> x(total * h), xn(total * h), q(total * nh * hd), k(total * nkv * hd),
+  host::activations x(total * h), xn(total * h), q(total * nh * hd), k(total * nkv * hd),
       v(total * nkv * hd), att(total * nh * hd), tmp(total * h), g(total * f), u(total * f);
   {
     int64_t t = 0;
@@ -222,6 +222,10 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
       for (auto tok : it.tokens)
         host::embedding(embed_.data, embed_.type, h, tok, x.data() + (t++) * h);
   }
+  // RoPE's cos and sin for each token's position, shared by every layer.
+  std::vector<float> angles(static_cast<std::size_t>(total * hd));
+  for (int64_t t = 0; t < total; ++t)
+    host::rope_angles(refs[static_cast<std::size_t>(t)].pos, inv_freq_, angles.data() + t * hd);
   host::thread_pool* pool = pool_.get();
   for (int64_t l = 0; l < static_cast<int64_t>(layers_.size()); ++l) {
     const auto& w = layers_[static_cast<std::size_t>(l)];
@@ -235,8 +239,9 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
     host::matmul_group(pool, qkv);
     for (int64_t t = 0; t < total; ++t) {
       const auto& r = refs[static_cast<std::size_t>(t)];
-      host::rope(q.data() + t * nh * hd, nh, hd, r.pos, inv_freq_);
-      host::rope(k.data() + t * nkv * hd, nkv, hd, r.pos, inv_freq_);
+      const float* cs = angles.data() + t * hd;
+      host::rope(q.data() + t * nh * hd, nh, hd, cs);
+      host::rope(k.data() + t * nkv * hd, nkv, hd, cs);
       const int64_t block = r.item->block_table[static_cast<std::size_t>(r.pos / kv_block_tokens)];
       const int64_t slot = r.pos % kv_block_tokens;
       for (int64_t kh = 0; kh < nkv; ++kh) {
@@ -244,7 +249,8 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
         std::copy_n(v.data() + (t * nkv + kh) * hd, hd, v_at(l, block, kh, slot));
       }
     }
-    // Attention: one (token, head) pair per unit of work.
+    // Attention: one (token, head) pair per unit of work. Positions [lo, pos] are walked as runs
+    // of consecutive slots within a KV block, where one head's keys (and values) lie back to back.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     pool->parallel_for(total * nh, [&](int64_t b, int64_t e) {
       std::vector<float> scores;
@@ -254,22 +260,27 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
         const int64_t lo = window > 0 ? std::max<int64_t>(0, r.pos - window + 1) : 0;
         const int64_t n = r.pos + 1 - lo;
         scores.resize(static_cast<std::size_t>(n));
+        // fn(first slot's K row, first slot's V row, index of the run's first position, length)
+        auto runs = [&](auto&& fn) {
+          for (int64_t p = lo; p <= r.pos;) {
+            const int64_t block =
+                r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
+            const int64_t slot = p % kv_block_tokens;
+            const int64_t len = std::min<int64_t>(kv_block_tokens - slot, r.pos + 1 - p);
+            fn(k_at(l, block, kh, slot), v_at(l, block, kh, slot), p - lo, len);
+            p += len;
+          }
+        };
         const float* qv = q.data() + (t * nh + head) * hd;
-        for (int64_t p = lo; p <= r.pos; ++p) {
-          const int64_t block =
-              r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
-          scores[static_cast<std::size_t>(p - lo)] =
-              host::dot(qv, k_at(l, block, kh, p % kv_block_tokens), hd) * scale;
-        }
+        runs([&](const float* keys, const float*, int64_t at, int64_t len) {
+          host::dot_rows(qv, keys, len, hd, scale, scores.data() + at);
+        });
         host::softmax(scores.data(), n);
         float* out = att.data() + (t * nh + head) * hd;
         std::fill_n(out, hd, 0.0f);
-        for (int64_t p = lo; p <= r.pos; ++p) {
-          const int64_t block =
-              r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
-          host::axpy(scores[static_cast<std::size_t>(p - lo)],
-                     v_at(l, block, kh, p % kv_block_tokens), out, hd);
-        }
+        runs([&](const float*, const float* values, int64_t at, int64_t len) {
+          host::axpy_rows(scores.data() + at, values, len, hd, out);
+        });
       }
     });
     host::matmul(pool, w.o.data, w.o.type, h, nh * hd, att.data(), total, tmp.data());
@@ -285,7 +296,7 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
     host::add(x.data(), tmp.data(), total * h);
   }
   // Final norm and lm_head for the last token of each item that wants logits.
-  std::vector<float> last(static_cast<std::size_t>(want * h));
+  host::activations last(static_cast<std::size_t>(want * h));
   {
     int64_t t = 0, row = 0;
     for (const auto& it : batch) {

@@ -68,16 +68,25 @@ INSTANTIATE_TEST_SUITE_P(dtypes, matmul_test,
 
 TEST(host_ops, matmul_token_result_independent_of_batch) {
   path_guard guard;
-  const int rows = 40, in = 72, tokens = 7;
-  auto w = random_floats(rows * in, 4);
-  auto x = random_floats(tokens * in, 5);
-  std::vector<float> all(rows * tokens);
-  matmul(nullptr, w.data(), dtype::f32, rows, in, x.data(), tokens, all.data());
-  for (int tk = 0; tk < tokens; ++tk) {
-    std::vector<float> one(rows);
-    matmul(nullptr, w.data(), dtype::f32, rows, in, x.data() + tk * in, 1, one.data());
-    for (int r = 0; r < rows; ++r)
-      EXPECT_EQ(one[r], all[tk * rows + r]);
+  // Short rows (72 floats) and long ones (700: 2800 bytes, with an 8-wide tail), against batches
+  // that reach every tile shape: 1x1, 1x2, 1x4 and 1x8 (one row at a time), 4x1 and 4x2.
+  for (const int in : {72, 700}) {
+    for (const int tokens : {7, 9, 17}) {
+      const int rows = 41;
+      auto w = random_floats(static_cast<std::size_t>(rows * in), 4);
+      auto x = random_floats(static_cast<std::size_t>(tokens * in), 5);
+      auto bias = random_floats(static_cast<std::size_t>(rows), 6);
+      std::vector<float> all(static_cast<std::size_t>(rows * tokens));
+      matmul(nullptr, w.data(), dtype::f32, rows, in, x.data(), tokens, all.data(), bias.data());
+      for (int tk = 0; tk < tokens; ++tk) {
+        std::vector<float> one(rows);
+        matmul(nullptr, w.data(), dtype::f32, rows, in, x.data() + tk * in, 1, one.data(),
+               bias.data());
+        for (int r = 0; r < rows; ++r)
+          ASSERT_EQ(one[r], all[tk * rows + r])
+              << "in " << in << " tokens " << tokens << " token " << tk << " row " << r;
+      }
+    }
   }
 }
 
@@ -109,20 +118,79 @@ TEST(host_ops, matmul_group_equals_separate_matmuls) {
   }
 }
 
-TEST(host_ops, dot_and_axpy_paths_agree) {
+TEST(host_ops, attention_rows_paths_agree) {
   path_guard guard;
-  auto a = random_floats(77, 6);
-  auto b = random_floats(77, 7);
+  // Head sizes with and without an 8-wide tail, below and above the 64-element chunk; run
+  // lengths around the 4-key blocks.
+  for (const std::int64_t d : {8, 48, 77, 64, 136}) {
+    for (const std::int64_t n : {1, 3, 4, 7, 16}) {
+      auto q = random_floats(static_cast<std::size_t>(d), 6);
+      auto rows = random_floats(static_cast<std::size_t>(n * d), 7);
+      auto w = random_floats(static_cast<std::size_t>(n), 8);
+      auto base = random_floats(static_cast<std::size_t>(d), 9);
+      std::vector<float> ss(static_cast<std::size_t>(n)), sv(ss.size());
+      auto ys = base, yv = base;
+      set_kernel_path(kernel_path::scalar);
+      dot_rows(q.data(), rows.data(), n, d, 0.125f, ss.data());
+      axpy_rows(w.data(), rows.data(), n, d, ys.data());
+      set_kernel_path(kernel_path::avx2);
+      dot_rows(q.data(), rows.data(), n, d, 0.125f, sv.data());
+      axpy_rows(w.data(), rows.data(), n, d, yv.data());
+      for (std::int64_t p = 0; p < n; ++p) {
+        EXPECT_NEAR(sv[p], ss[p], 1e-5) << "d " << d << " n " << n << " key " << p;
+        // One key at a time gives the same bits as the run: scores do not depend on where a
+        // block boundary falls.
+        float one = 0;
+        dot_rows(q.data(), rows.data() + p * d, 1, d, 0.125f, &one);
+        EXPECT_EQ(one, sv[p]) << "d " << d << " n " << n << " key " << p;
+      }
+      auto split = base;
+      for (std::int64_t p = 0; p < n; ++p)
+        axpy_rows(w.data() + p, rows.data() + p * d, 1, d, split.data());
+      for (std::int64_t i = 0; i < d; ++i) {
+        EXPECT_NEAR(yv[i], ys[i], 1e-5) << "d " << d << " n " << n << " element " << i;
+        EXPECT_EQ(split[i], yv[i]) << "d " << d << " n " << n << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(host_ops, silu_and_softmax_paths_agree) {
+  path_guard guard;
+  // Ordinary values, the saturating ends of exp and an 8-wide tail.
+  std::vector<float> g = random_floats(61, 10), up = random_floats(61, 11);
+  for (std::size_t i = 0; i < g.size(); ++i)
+    g[i] *= 12.0f;
+  g[3] = -100.0f;
+  g[4] = 100.0f;
+  g[5] = 0.0f;
+  auto gs = g, gv = g;
   set_kernel_path(kernel_path::scalar);
-  const float ds = dot(a.data(), b.data(), 77);
-  auto ys = b;
-  axpy(0.5f, a.data(), ys.data(), 77);
+  silu_mul(gs.data(), up.data(), 61);
   set_kernel_path(kernel_path::avx2);
-  EXPECT_NEAR(dot(a.data(), b.data(), 77), ds, 1e-5);
-  auto yv = b;
-  axpy(0.5f, a.data(), yv.data(), 77);
-  for (int i = 0; i < 77; ++i)
-    EXPECT_NEAR(yv[i], ys[i], 1e-6);
+  silu_mul(gv.data(), up.data(), 61);
+  for (int i = 0; i < 61; ++i)
+    EXPECT_NEAR(gv[i], gs[i], 1e-6f * std::max(1.0f, std::abs(gs[i]))) << "element " << i;
+  EXPECT_EQ(gv[3], 0.0f * up[3]);
+
+  for (const int n : {1, 8, 13, 200}) {
+    std::vector<float> x = random_floats(static_cast<std::size_t>(n), 12);
+    for (auto& v : x)
+      v *= 20.0f;
+    if (n > 8)
+      x[7] = -200.0f; // exp underflows to 0
+    auto xs = x, xv = x;
+    set_kernel_path(kernel_path::scalar);
+    softmax(xs.data(), n);
+    set_kernel_path(kernel_path::avx2);
+    softmax(xv.data(), n);
+    float sum = 0;
+    for (int i = 0; i < n; ++i) {
+      EXPECT_NEAR(xv[i], xs[i], 1e-6f) << "n " << n << " element " << i;
+      sum += xv[i];
+    }
+    EXPECT_NEAR(sum, 1.0f, 1e-5f) << "n " << n;
+  }
 }
 
 TEST(host_ops, rmsnorm_softmax_silu) {
