@@ -110,6 +110,13 @@ void dot_rows(const float* q, const float* rows, std::int64_t n, std::int64_t d,
 void axpy_rows(const float* w, const float* rows, std::int64_t n, std::int64_t d,
                float* out) noexcept;
 
+/// Asks the cache for [p, p + bytes) ahead of use (a hint; no effect on results).
+inline void prefetch(const void* p, std::size_t bytes) noexcept {
+  const auto* c = static_cast<const char*>(p);
+  for (std::size_t off = 0; off < bytes; off += 64)
+    __builtin_prefetch(c + off);
+}
+
 namespace detail {
 // The per-path bodies; rows [r0, r1) of a matmul.
 void matmul_rows_scalar(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,

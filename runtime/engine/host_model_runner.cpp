@@ -251,36 +251,52 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
     }
     // Attention: one (token, head) pair per unit of work. Positions [lo, pos] are walked as runs
     // of consecutive slots within a KV block, where one head's keys (and values) lie back to back.
+    // Runs of one head are a block apart (all heads' slots sit between them), a jump the hardware
+    // prefetcher does not follow, so each run's successor is prefetched before the run is used.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const auto run_bytes = [&](int64_t len) {
+      return static_cast<std::size_t>(len * hd) * sizeof(float);
+    };
     pool->parallel_for(total * nh, [&](int64_t b, int64_t e) {
       std::vector<float> scores;
+      struct kv_run {
+        const float* keys;
+        const float* values;
+        int64_t at, len;
+      };
+      std::vector<kv_run> runs;
       for (int64_t i = b; i < e; ++i) {
         const int64_t t = i / nh, head = i % nh, kh = head / group;
         const auto& r = refs[static_cast<std::size_t>(t)];
         const int64_t lo = window > 0 ? std::max<int64_t>(0, r.pos - window + 1) : 0;
         const int64_t n = r.pos + 1 - lo;
         scores.resize(static_cast<std::size_t>(n));
-        // fn(first slot's K row, first slot's V row, index of the run's first position, length)
-        auto runs = [&](auto&& fn) {
-          for (int64_t p = lo; p <= r.pos;) {
-            const int64_t block =
-                r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
-            const int64_t slot = p % kv_block_tokens;
-            const int64_t len = std::min<int64_t>(kv_block_tokens - slot, r.pos + 1 - p);
-            fn(k_at(l, block, kh, slot), v_at(l, block, kh, slot), p - lo, len);
-            p += len;
-          }
-        };
+        runs.clear();
+        for (int64_t p = lo; p <= r.pos;) {
+          const int64_t block = r.item->block_table[static_cast<std::size_t>(p / kv_block_tokens)];
+          const int64_t slot = p % kv_block_tokens;
+          const int64_t len = std::min<int64_t>(kv_block_tokens - slot, r.pos + 1 - p);
+          runs.push_back({k_at(l, block, kh, slot), v_at(l, block, kh, slot), p - lo, len});
+          p += len;
+        }
         const float* qv = q.data() + (t * nh + head) * hd;
-        runs([&](const float* keys, const float*, int64_t at, int64_t len) {
-          host::dot_rows(qv, keys, len, hd, scale, scores.data() + at);
-        });
+        for (std::size_t j = 0; j < runs.size(); ++j) {
+          const auto& run = runs[j];
+          if (j + 1 < runs.size())
+            host::prefetch(runs[j + 1].keys, run_bytes(runs[j + 1].len));
+          else
+            host::prefetch(runs[0].values, run_bytes(runs[0].len));
+          host::dot_rows(qv, run.keys, run.len, hd, scale, scores.data() + run.at);
+        }
         host::softmax(scores.data(), n);
         float* out = att.data() + (t * nh + head) * hd;
         std::fill_n(out, hd, 0.0f);
-        runs([&](const float*, const float* values, int64_t at, int64_t len) {
-          host::axpy_rows(scores.data() + at, values, len, hd, out);
-        });
+        for (std::size_t j = 0; j < runs.size(); ++j) {
+          const auto& run = runs[j];
+          if (j + 1 < runs.size())
+            host::prefetch(runs[j + 1].values, run_bytes(runs[j + 1].len));
+          host::axpy_rows(scores.data() + run.at, run.values, run.len, hd, out);
+        }
       }
     });
     host::matmul(pool, w.o.data, w.o.type, h, nh * hd, att.data(), total, tmp.data());

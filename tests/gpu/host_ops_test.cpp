@@ -34,7 +34,8 @@ class matmul_test : public ::testing::TestWithParam<dtype> {};
 TEST_P(matmul_test, matches_plain_loops_on_both_paths_and_threads) {
   path_guard guard;
   const dtype t = GetParam();
-  for (auto [rows, in, tokens] : {std::tuple{37, 19, 1}, {64, 288, 5}, {257, 64, 9}}) {
+  for (auto [rows, in, tokens] :
+       {std::tuple{37, 19, 1}, {64, 288, 5}, {43, 300, 8}, {257, 64, 9}}) {
     auto wf = random_floats(static_cast<std::size_t>(rows * in), 1);
     auto wb = as_dtype(wf, t);
     std::vector<float> wback(wf.size());
@@ -69,9 +70,10 @@ INSTANTIATE_TEST_SUITE_P(dtypes, matmul_test,
 TEST(host_ops, matmul_token_result_independent_of_batch) {
   path_guard guard;
   // Short rows (72 floats) and long ones (700: 2800 bytes, with an 8-wide tail), against batches
-  // that reach every tile shape: 1x1, 1x2, 1x4 and 1x8 (one row at a time), 4x1 and 4x2.
+  // that reach every tile shape: 1x1, 1x2, 1x4 and 1x8 (one row at a time), 2x1, 2x4, 4x1 and
+  // 4x2.
   for (const int in : {72, 700}) {
-    for (const int tokens : {7, 9, 17}) {
+    for (const int tokens : {3, 7, 8, 9, 17}) {
       const int rows = 41;
       auto w = random_floats(static_cast<std::size_t>(rows * in), 4);
       auto x = random_floats(static_cast<std::size_t>(tokens * in), 5);
@@ -123,7 +125,7 @@ TEST(host_ops, attention_rows_paths_agree) {
   // Head sizes with and without an 8-wide tail, below and above the 64-element chunk; run
   // lengths around the 4-key blocks.
   for (const std::int64_t d : {8, 48, 77, 64, 136}) {
-    for (const std::int64_t n : {1, 3, 4, 7, 16}) {
+    for (const std::int64_t n : {1, 3, 4, 7, 9, 16}) {
       auto q = random_floats(static_cast<std::size_t>(d), 6);
       auto rows = random_floats(static_cast<std::size_t>(n * d), 7);
       auto w = random_floats(static_cast<std::size_t>(n), 8);
