@@ -233,22 +233,38 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   out["gen"] = o.gen;
   out["repeats"] = o.repeats;
   auto& rows = out["batches"] = nlohmann::json::array();
-  for (int b : o.batches) {
-    std::vector<double> pre, dec;
-    for (int k = 0; k < o.repeats; ++k) {
-      THAW_ASSIGN(auto r, run_once(*m.runner, b, o.prompt_len, o.gen));
+  // Rounds run every batch size in turn, so that a batch's speed-up over batch 1 is taken
+  // round by round, from runs a few seconds apart, not from medians minutes apart on a machine
+  // whose speed drifts.
+  const std::size_t nb = o.batches.size();
+  std::vector<std::vector<double>> pre(nb), dec(nb);
+  for (int k = 0; k < o.repeats; ++k)
+    for (std::size_t i = 0; i < nb; ++i) {
+      THAW_ASSIGN(auto r, run_once(*m.runner, o.batches[i], o.prompt_len, o.gen));
       measure_read();
-      pre.push_back(r.prefill_seconds);
-      dec.push_back(r.decode_seconds);
+      pre[i].push_back(r.prefill_seconds);
+      dec[i].push_back(r.decode_seconds);
     }
-    const double p = median(pre), d = median(dec);
+  const auto one = std::find(o.batches.begin(), o.batches.end(), 1);
+  for (std::size_t i = 0; i < nb; ++i) {
+    const int b = o.batches[i];
+    const double p = median(pre[i]), d = median(dec[i]);
     const double steps_per_s = o.gen / d;
-    rows.push_back({{"batch", b},
-                    {"prefill_tokens_per_s", b * o.prompt_len / p},
-                    {"decode_tokens_per_s", b * steps_per_s},
-                    {"decode_steps_per_s", steps_per_s},
-                    {"prefill_seconds", pre},
-                    {"decode_seconds", dec}});
+    nlohmann::json row{{"batch", b},
+                       {"prefill_tokens_per_s", b * o.prompt_len / p},
+                       {"decode_tokens_per_s", b * steps_per_s},
+                       {"decode_steps_per_s", steps_per_s},
+                       {"prefill_seconds", pre[i]},
+                       {"decode_seconds", dec[i]}};
+    if (one != o.batches.end()) {
+      // Decode tokens/s over batch 1's in the same round: b * t1 / tb.
+      const auto& base = dec[static_cast<std::size_t>(one - o.batches.begin())];
+      std::vector<double> ratios;
+      for (int k = 0; k < o.repeats; ++k)
+        ratios.push_back(b * base[static_cast<std::size_t>(k)] / dec[i][static_cast<std::size_t>(k)]);
+      row["decode_speedup_over_batch_1"] = median(ratios);
+    }
+    rows.push_back(std::move(row));
   }
   const double read_gbps = static_cast<double>(weight_bytes) / best_read / 1e9;
   // At the bandwidth limit a decode step takes step_bytes / bandwidth.
@@ -277,12 +293,18 @@ std::string format_engine_bench(const nlohmann::json& r) {
   std::snprintf(line, sizeof line, "  read bandwidth of the weights (limit): %.2f GB/s\n",
                 r["read_gbps"].get<double>());
   s += line;
-  s += "  batch   prefill tok/s   decode tok/s   decode vs bandwidth limit\n";
+  s += "  batch   prefill tok/s   decode tok/s   decode vs bandwidth limit   decode vs batch 1\n";
   for (const auto& row : r["batches"]) {
-    std::snprintf(line, sizeof line, "  %5d   %13.1f   %12.1f   %.2f\n", row["batch"].get<int>(),
+    std::snprintf(line, sizeof line, "  %5d   %13.1f   %12.1f   %25.2f", row["batch"].get<int>(),
                   row["prefill_tokens_per_s"].get<double>(), row["decode_tokens_per_s"].get<double>(),
                   row["decode_fraction_of_bandwidth_limit"].get<double>());
     s += line;
+    if (row.contains("decode_speedup_over_batch_1")) {
+      std::snprintf(line, sizeof line, "   %16.2fx",
+                    row["decode_speedup_over_batch_1"].get<double>());
+      s += line;
+    }
+    s += "\n";
   }
   if (r.contains("prefix_cache")) {
     const auto& p = r["prefix_cache"];

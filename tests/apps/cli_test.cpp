@@ -151,7 +151,7 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
   testing::temp_dir dir;
   auto ck = tiny_checkpoint(dir, 3, "bf16");
   auto r = run("bench engine " + ck +
-                   " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 1 --prefix-len 64 --json",
+                   " --prompt-len 20 --gen 4 --batch 1,3 --threads 1 --repeats 2 --prefix-len 64 --json",
                dir);
   ASSERT_EQ(r.exit_code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
@@ -163,6 +163,10 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
     EXPECT_GT(row["decode_tokens_per_s"].get<double>(), 0.0);
     EXPECT_GT(row["decode_fraction_of_bandwidth_limit"].get<double>(), 0.0);
   }
+  // Batch 1 against itself is exactly 1; batch 3 against batch 1 is a positive ratio of the same
+  // rounds (2 here, so the median is of two pairs).
+  EXPECT_EQ(j["batches"][0]["decode_speedup_over_batch_1"].get<double>(), 1.0);
+  EXPECT_GT(j["batches"][1]["decode_speedup_over_batch_1"].get<double>(), 0.0);
   // The tiny model's lm_head is tied to the embedding table, which a decode step then reads.
   EXPECT_GT(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>() / 2);
   EXPECT_LE(j["decode_step_bytes"].get<std::uint64_t>(), j["weight_bytes"].get<std::uint64_t>());
