@@ -81,24 +81,30 @@ struct instance_state {
 
 using instance_actor_ptr = caf::stateful_actor<instance_state>*;
 
-/// The weights: in place when the model is ready in the node's DRAM tier and the node's device
-/// is host memory (loader::map: no copy, and instances of a model share one copy), else loaded
-/// into a buffer of the instance's own. Then the runner, the tokenizer and the engine.
+/// The weights: on a host device, in place in the node's DRAM tier (loader::map when the model
+/// is ready there; else a load_mode::in_place load, which reads it there first): no copy, and
+/// instances of a model share one copy. Otherwise, or where the tier's layout or room says no,
+/// loaded into a buffer of the instance's own. Then the runner, the tokenizer and the engine.
 status load(instance_state& s) {
   const auto t0 = std::chrono::steady_clock::now();
   load_source source = load_source::dram;
   weight_files files;
-  if ((s.mapped = s.ctx->ld->map(*s.ckpt))) {
-    files.files = s.mapped->files();
-    s.started.mapped = true;
-  } else {
-    THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt));
+  if (!(s.mapped = s.ctx->ld->map(*s.ckpt))) {
+    THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt, load_mode::in_place));
     THAW_TRY(handle.wait());
     s.started.transfer_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     source = handle.progress().source;
-    THAW_ASSIGN(s.weights, handle.take_buffer());
-    files = weights_in(*s.ckpt, *s.weights);
+    if (handle.mode() == load_mode::in_place) {
+      THAW_ASSIGN(s.mapped, handle.take_mapped());
+    } else {
+      THAW_ASSIGN(s.weights, handle.take_buffer());
+      files = weights_in(*s.ckpt, *s.weights);
+    }
+  }
+  if (s.mapped) {
+    files.files = s.mapped->files();
+    s.started.mapped = true;
   }
   host_runner_options ro;
   ro.num_kv_blocks = s.spec.kv_blocks;

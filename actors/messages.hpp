@@ -309,7 +309,7 @@ struct node_status {
   double dram_bandwidth = 0;             ///< bytes/s of the last DRAM-tier load
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
-  std::uint64_t starts_in_place = 0; ///< instances that run on the DRAM tier's bytes, no load
+  std::uint64_t starts_in_place = 0; ///< instances that run on the DRAM tier's bytes, no copy
   /// The node's loader queue when it reported: bytes still to move from SSD and from DRAM.
   std::uint64_t queued_ssd_bytes = 0;
   std::uint64_t queued_dram_bytes = 0;

@@ -39,7 +39,7 @@ struct node_state {
   double dram_bandwidth = 0;
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
-  std::uint64_t starts_in_place = 0; ///< instances run on the DRAM tier's bytes (loader::map)
+  std::uint64_t starts_in_place = 0; ///< instances run on the DRAM tier's bytes (map, in place)
 
   static inline const char* name = "node";
 };
@@ -129,12 +129,11 @@ expected<std::size_t> pick_slot(const node_state& s, std::uint64_t bytes, const 
   return *best;
 }
 
-/// A one-shot worker on its own thread (the load blocks): loads `ckpt` (opened by the node, at
-/// `dir`) into a scratch device buffer and drops it. The loader reads through the DRAM tier, so the model stays
-/// there, ready, once no load pins it; this is the loader's only way in, and on a CPU slot the
-/// scratch buffer is plain memory, freed at once. The model's tokenizer is parsed too (the
-/// node's copy, see node_context::tokenizer_for), so that the first start after a prefetch does
-/// not spend tens of milliseconds on it. Answers the load's seconds.
+/// A one-shot worker on its own thread (the load blocks): reads `ckpt` (opened by the node, at
+/// `dir`) into the DRAM tier (load_mode::tier_only: nothing on the device), where the model
+/// stays, ready and unpinned. The model's tokenizer is parsed too (the node's copy, see
+/// node_context::tokenizer_for), so that the first start after a prefetch does not spend tens
+/// of milliseconds on it. Answers the load's seconds.
 caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx,
                              std::shared_ptr<const checkpoint> ckpt) {
   return {
@@ -142,9 +141,8 @@ caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node
         self->quit(); // one job; the answer still goes out
         const auto t0 = std::chrono::steady_clock::now();
         auto run = [&]() -> status {
-          THAW_ASSIGN(auto handle, ctx->ld->load(*ckpt));
-          THAW_ASSIGN(auto scratch, handle.take_buffer());
-          scratch.reset();
+          THAW_ASSIGN(auto handle, ctx->ld->load(*ckpt, load_mode::tier_only));
+          THAW_TRY(handle.wait());
           THAW_TRY(ctx->tokenizer_for(ckpt->content_id(), ckpt->dir()));
           return {};
         };
@@ -240,9 +238,12 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
                   auto& st2 = self->state;
                   // Bandwidth of this load's transfer (not of the whole start: building the
                   // runner and the tokenizer is no tier's speed), for the scheduler's estimates.
-                  if (started.mapped) // moved nothing: no tier's bandwidth to learn
+                  if (started.mapped)
                     ++st2.starts_in_place;
-                  if (started.transfer_seconds > 0) {
+                  // A mapping of a model already in DRAM moved nothing: no tier's bandwidth to
+                  // learn. One read from the SSD in place did move the SSD's bytes.
+                  const bool moved = !(started.mapped && started.source == "dram");
+                  if (started.transfer_seconds > 0 && moved) {
                     const double bw = static_cast<double>(weight_bytes) / started.transfer_seconds;
                     if (started.source == "dram") {
                       st2.dram_bandwidth = bw;

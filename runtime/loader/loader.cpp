@@ -16,7 +16,11 @@ namespace detail {
 struct load_state {
   checkpoint ckpt;
   std::string name;
+  load_mode mode = load_mode::copy; ///< set before the driver starts; it alone may change it
   std::unique_ptr<device_buffer> buffer;
+  std::unique_ptr<mapped_model> mapped;
+  bool mapped_taken = false;
+  bool handles_gone = false; ///< every load_handle copy is gone: nobody can take a mapping
   std::stop_source stop;
   std::thread driver;
 
@@ -101,6 +105,15 @@ const char* to_string(load_source s) noexcept {
   return "?";
 }
 
+const char* to_string(load_mode m) noexcept {
+  switch (m) {
+    case load_mode::copy: return "copy";
+    case load_mode::in_place: return "in_place";
+    case load_mode::tier_only: return "tier_only";
+  }
+  return "?";
+}
+
 const char* to_string(load_phase p) noexcept {
   switch (p) {
     case load_phase::waiting: return "waiting";
@@ -118,6 +131,7 @@ expected<loader_options> loader_options::from_config(const config& cfg) {
   THAW_ASSIGN(o.chunk_bytes, cfg.get_bytes("loader.chunk_bytes", o.chunk_bytes));
   THAW_ASSIGN(auto threads, cfg.get_int("loader.read_threads", o.read_threads));
   THAW_ASSIGN(auto lanes, cfg.get_int("loader.copy_lanes", o.copy_lanes));
+  THAW_ASSIGN(auto verifiers, cfg.get_int("loader.verify_threads", o.verify_threads));
   THAW_ASSIGN(o.verify_checksums, cfg.get_bool("loader.verify_checksums", o.verify_checksums));
   THAW_ASSIGN(o.map_weights, cfg.get_bool("loader.map_weights", o.map_weights));
   constexpr std::int64_t max_threads = 256;
@@ -127,8 +141,13 @@ expected<loader_options> loader_options::from_config(const config& cfg) {
   if (lanes < 1 || lanes > max_threads)
     return make_error(errc::invalid_argument, "loader.copy_lanes: " + std::to_string(lanes) +
                                                   " is not between 1 and 256");
+  if (verifiers < 1 || verifiers > max_threads)
+    return make_error(errc::invalid_argument, "loader.verify_threads: " +
+                                                  std::to_string(verifiers) +
+                                                  " is not between 1 and 256");
   o.read_threads = static_cast<int>(threads);
   o.copy_lanes = static_cast<int>(lanes);
+  o.verify_threads = static_cast<int>(verifiers);
   THAW_TRY(o.validate());
   return o;
 }
@@ -145,6 +164,10 @@ status loader_options::validate() const {
     return make_error(errc::invalid_argument, "loader.read_threads: " +
                                                   std::to_string(read_threads) +
                                                   " is not between 1 and 256");
+  if (verify_threads < 1 || verify_threads > 256)
+    return make_error(errc::invalid_argument, "loader.verify_threads: " +
+                                                  std::to_string(verify_threads) +
+                                                  " is not between 1 and 256");
   if (copy_lanes < 1 || copy_lanes > 256)
     return make_error(errc::invalid_argument, "loader.copy_lanes: " + std::to_string(copy_lanes) +
                                                   " is not between 1 and 256");
@@ -152,6 +175,17 @@ status loader_options::validate() const {
 }
 
 // --- load_handle --------------------------------------------------------------------------
+
+load_handle::load_handle(std::shared_ptr<detail::load_state> s)
+    : state_(std::move(s)), keeper_(nullptr, [s = state_](void*) {
+        std::unique_ptr<mapped_model> untaken;
+        {
+          std::lock_guard lock{s->mutex};
+          s->handles_gone = true;
+          untaken = std::move(s->mapped);
+        }
+        // Released outside the lock: unpinning takes the tier's.
+      }) {}
 
 status load_handle::wait() const {
   std::unique_lock lock{state_->mutex};
@@ -188,9 +222,30 @@ status load_handle::wait_for_layer(std::int32_t layer) const {
 
 device_buffer& load_handle::buffer() const { return *state_->buffer; }
 
+load_mode load_handle::mode() const {
+  std::lock_guard lock{state_->mutex};
+  return state_->mode;
+}
+
+expected<std::unique_ptr<mapped_model>> load_handle::take_mapped() const {
+  THAW_TRY(wait());
+  std::lock_guard lock{state_->mutex};
+  if (state_->mode != load_mode::in_place)
+    return make_error(errc::invalid_argument, "loading " + state_->name + ": the load made a " +
+                                                  to_string(state_->mode) + ", not a mapping");
+  if (state_->mapped_taken)
+    return make_error(errc::invalid_argument,
+                      "loading " + state_->name + ": the mapping was already taken");
+  state_->mapped_taken = true;
+  return std::move(state_->mapped);
+}
+
 expected<std::unique_ptr<device_buffer>> load_handle::take_buffer() const {
   THAW_TRY(wait());
   std::lock_guard lock{state_->mutex};
+  if (state_->mode != load_mode::copy)
+    return make_error(errc::invalid_argument, "loading " + state_->name + ": the load made " +
+                                                  to_string(state_->mode) + ", not a buffer");
   if (state_->buffer_taken)
     return make_error(errc::invalid_argument,
                       "loading " + state_->name + ": the buffer was already taken");
@@ -205,8 +260,9 @@ expected<std::unique_ptr<loader>> loader::create(const loader_options& options, 
   std::unique_ptr<loader> l{new loader(options, dev)};
   THAW_ASSIGN(l->pool_, chunk_pool::create(options.pool_bytes, options.chunk_bytes, &dev));
   l->tier_ = std::make_unique<dram_tier>(*l->pool_);
-  THAW_ASSIGN(l->reader_, ssd_reader::create(ssd_reader_options{options.read_threads,
-                                                                 options.verify_checksums}));
+  THAW_ASSIGN(l->reader_,
+              ssd_reader::create(ssd_reader_options{options.read_threads, options.verify_threads,
+                                                    options.verify_checksums}));
   l->engine_ = dev.make_copy_engine(options.copy_lanes);
   return l;
 }
@@ -221,6 +277,11 @@ loader::~loader() {
     s->stop.request_stop();
   for (auto& s : loads)
     s->driver.join();
+  // Mappings no one took yet pin chunks of the tier that is about to go.
+  for (auto& s : loads) {
+    std::lock_guard lock{s->mutex};
+    s->mapped.reset();
+  }
   // Reads may still be finishing for abandoned models; they touch the tier, which touches the
   // pool: stop in that order. (Members may be null when create() failed part way.)
   if (engine_)
@@ -239,6 +300,7 @@ loader_stats loader::stats() const {
   s.evictions = tier_->evictions();
   s.loads = loads_started_.load();
   s.maps = maps_.load();
+  s.loads_in_place = loads_in_place_.load();
   return s;
 }
 
@@ -283,17 +345,23 @@ void loader::reap_finished() {
   });
 }
 
-expected<load_handle> loader::load(const checkpoint& ckpt) {
+expected<load_handle> loader::load(const checkpoint& ckpt, load_mode mode) {
   reap_finished();
   THAW_TRY(tier_->check_fits(ckpt));
   auto s = std::make_shared<detail::load_state>();
   s->ckpt = ckpt;
   s->name = ckpt.dir().has_filename() ? ckpt.dir().filename().string()
                                       : ckpt.dir().parent_path().filename().string();
-  auto buffer = device_.allocate(ckpt.total_bytes());
-  if (!buffer)
-    return with_context(std::move(buffer).err(), "loading " + s->name);
-  s->buffer = std::move(*buffer);
+  if (mode == load_mode::in_place &&
+      (!options_.map_weights || device_.kind() != device_kind::host))
+    mode = load_mode::copy;
+  s->mode = mode;
+  if (mode == load_mode::copy) {
+    auto buffer = device_.allocate(ckpt.total_bytes());
+    if (!buffer)
+      return with_context(std::move(buffer).err(), "loading " + s->name);
+    s->buffer = std::move(*buffer);
+  }
   s->pieces_left.assign(ckpt.chunks().size(), 0);
   s->copied.assign(ckpt.chunks().size(), false);
   loads_started_.fetch_add(1);
@@ -327,6 +395,73 @@ void loader::start_read(detail::load_state& s, const dram_tier::lease& lease) {
     read->submit_next();
 }
 
+status loader::copy_segments(detail::load_state& s, cached_model& model, std::stop_token stop) {
+  status result;
+  // A few segments in flight per lane keep the lanes busy while keeping cancel prompt.
+  const std::size_t limit = 2 * static_cast<std::size_t>(std::max(options_.copy_lanes, 1));
+  const std::size_t n = s.ckpt.chunks().size();
+  for (std::size_t i = 0; i < n; ++i) {
+    {
+      std::unique_lock lock{s.mutex};
+      s.cv.wait(lock, stop, [&] { return s.segments_in_flight < limit || s.copy_error; });
+      if (s.copy_error)
+        break;
+    }
+    if (stop.stop_requested())
+      break;
+    if (auto ready = tier_->wait_segment(model, i, stop); !ready) {
+      if (!stop.stop_requested())
+        result = with_context(std::move(ready).err(), "loading " + s.name);
+      break;
+    }
+    auto buffers = model.segment_buffers(i);
+    std::uint64_t left = model.segment_bytes(i);
+    std::uint64_t dst = s.ckpt.chunks()[i].device_offset;
+    std::uint32_t pieces = 0;
+    for (std::uint64_t rest = left; rest > 0; ++pieces)
+      rest -= std::min<std::uint64_t>(rest, buffers[pieces].size());
+    {
+      std::lock_guard lock{s.mutex};
+      s.pieces_left[i] = pieces;
+      ++s.segments_in_flight;
+    }
+    for (std::uint32_t p = 0; p < pieces; ++p) {
+      const auto len = std::min<std::uint64_t>(left, buffers[p].size());
+      engine_->submit(*s.buffer, dst, buffers[p].data(), len,
+                      [&s, i, len](status st) { s.on_copied(i, len, std::move(st)); });
+      dst += len;
+      left -= len;
+    }
+  }
+  // Copies in flight read the model's chunks and write the buffer: let them end, whatever
+  // happened, before giving either up.
+  std::unique_lock lock{s.mutex};
+  s.cv.wait(lock, [&] { return s.segments_in_flight == 0; });
+  if (result && s.copy_error)
+    result = *s.copy_error;
+  if (result && s.prefix_segments != n)
+    result = make_error(errc::cancelled, "loading " + s.name + ": cancelled");
+  return result;
+}
+
+status loader::await_segments(detail::load_state& s, cached_model& model, std::stop_token stop) {
+  // Nothing to copy: the prefix is where the tier's verified segments reach, in order.
+  const auto& chunks = s.ckpt.chunks();
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    if (auto ready = tier_->wait_segment(model, i, stop); !ready) {
+      if (stop.stop_requested())
+        return make_error(errc::cancelled, "loading " + s.name + ": cancelled");
+      return with_context(std::move(ready).err(), "loading " + s.name);
+    }
+    std::lock_guard lock{s.mutex};
+    s.bytes_done += chunks[i].bytes;
+    s.prefix = chunks[i].device_offset + chunks[i].bytes;
+    s.prefix_segments = i + 1;
+    s.cv.notify_all();
+  }
+  return {};
+}
+
 void loader::run(detail::load_state& s) {
   const std::stop_token stop = s.stop.get_token();
   status result;
@@ -343,55 +478,36 @@ void loader::run(detail::load_state& s) {
     if (lease->created())
       start_read(s, *lease);
 
-    // A few segments in flight per lane keep the lanes busy while keeping cancel prompt.
-    const std::size_t limit = 2 * static_cast<std::size_t>(std::max(options_.copy_lanes, 1));
-    const std::size_t n = s.ckpt.chunks().size();
-    for (std::size_t i = 0; i < n; ++i) {
-      {
-        std::unique_lock lock{s.mutex};
-        s.cv.wait(lock, stop, [&] { return s.segments_in_flight < limit || s.copy_error; });
-        if (s.copy_error)
-          break;
-      }
-      if (stop.stop_requested())
-        break;
-      if (auto ready = tier_->wait_segment(*model, i, stop); !ready) {
-        if (!stop.stop_requested())
-          result = with_context(std::move(ready).err(), "loading " + s.name);
-        break;
-      }
-      auto buffers = model->segment_buffers(i);
-      std::uint64_t left = model->segment_bytes(i);
-      std::uint64_t dst = s.ckpt.chunks()[i].device_offset;
-      std::uint32_t pieces = 0;
-      for (std::uint64_t rest = left; rest > 0; ++pieces)
-        rest -= std::min<std::uint64_t>(rest, buffers[pieces].size());
-      {
+    std::vector<const std::byte*> files;
+    if (s.mode == load_mode::in_place) {
+      // As map(): one run of pool chunks per file, and pinned for its life the model must leave
+      // a quarter of the pool to load others through (the lease pins it already).
+      files = tier_->file_bytes(lease->model(), s.ckpt);
+      const std::size_t total = pool_->total_chunks();
+      if (files.empty() || tier_->pinned_chunks() + total / 4 > total) {
+        files.clear();
+        auto buffer = device_.allocate(s.ckpt.total_bytes());
         std::lock_guard lock{s.mutex};
-        s.pieces_left[i] = pieces;
-        ++s.segments_in_flight;
-      }
-      for (std::uint32_t p = 0; p < pieces; ++p) {
-        const auto len = std::min<std::uint64_t>(left, buffers[p].size());
-        engine_->submit(*s.buffer, dst, buffers[p].data(), len,
-                        [&s, i, len](status st) { s.on_copied(i, len, std::move(st)); });
-        dst += len;
-        left -= len;
+        s.mode = load_mode::copy;
+        if (buffer)
+          s.buffer = std::move(*buffer);
+        else
+          result = with_context(std::move(buffer).err(), "loading " + s.name);
       }
     }
-    // Copies in flight read the model's chunks and write the buffer: let them end, whatever
-    // happened, before giving either up.
-    {
-      std::unique_lock lock{s.mutex};
-      s.cv.wait(lock, [&] { return s.segments_in_flight == 0; });
-      if (result && s.copy_error)
-        result = *s.copy_error;
-      if (result && s.prefix_segments != n)
-        result = make_error(errc::cancelled, "loading " + s.name + ": cancelled");
-    }
-    if (result && lease->was_ready())
+    if (result)
+      result = s.mode == load_mode::copy ? copy_segments(s, *model, stop)
+                                         : await_segments(s, *model, stop);
+    if (result && s.mode == load_mode::copy && lease->was_ready())
       bytes_from_dram_.fetch_add(s.ckpt.total_bytes());
-    lease->reset();
+    if (result && s.mode == load_mode::in_place) {
+      auto mapped = std::make_unique<mapped_model>(std::move(*lease), std::move(files));
+      loads_in_place_.fetch_add(1);
+      std::lock_guard lock{s.mutex};
+      if (!s.handles_gone) // else nobody can take it: it goes now, unpinning the model
+        s.mapped = std::move(mapped);
+    }
+    lease->reset(); // a no-op once the mapping holds it
     // A failed or abandoned model's chunks return once its last reads end; wait, so that a
     // caller of wait() sees the pool whole again.
     if (!result)

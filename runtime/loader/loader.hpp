@@ -38,10 +38,10 @@ namespace thaw {
 struct loader_options {
   std::uint64_t pool_bytes = 2ull << 30;   ///< loader.pool_bytes: the chunk pool = DRAM tier
   std::uint64_t chunk_bytes = 16ull << 20; ///< loader.chunk_bytes: pool chunk, multiple of 4096
-  /// loader.read_threads: reader threads. Each verifies a chunk's checksum right after reading
-  /// it and issues no read meanwhile, so 3 keep two reads in flight, which is what this
-  /// machine's disk needs (bench load: 0.96 of raw O_DIRECT with 3, 0.91 with 2 or 4).
+  /// loader.read_threads: reads in flight (checksums are verified on other threads).
   int read_threads = 3;
+  /// loader.verify_threads: threads verifying checksums of chunks read.
+  int verify_threads = 2;
   int copy_lanes = 2;                      ///< loader.copy_lanes: concurrent device copies
   bool verify_checksums = true;            ///< loader.verify_checksums: XXH3 of every chunk read
   /// loader.map_weights: on a host device, run a model that is ready in the DRAM tier from the
@@ -58,6 +58,22 @@ struct loader_options {
 /// overlapping load of the same model whose read it shares). Decided when loading starts.
 enum class load_source : std::uint8_t { ssd = 0, dram = 1 };
 [[nodiscard]] const char* to_string(load_source s) noexcept;
+
+/// What a load delivers.
+enum class load_mode : std::uint8_t {
+  /// A device buffer of the load's own, filled by copies from the DRAM tier (take_buffer).
+  copy = 0,
+  /// On a host device with loader.map_weights: the DRAM tier's own bytes, as map() gives them
+  /// (take_mapped), read from the data files first when the tier does not hold the model. A
+  /// cold start then reads and verifies each byte once and copies none. Where map() would
+  /// decline (the model's chunks are not one run per file, or keeping it pinned would leave
+  /// less than a quarter of the pool unpinned) and on other devices, the load copies instead.
+  in_place = 1,
+  /// Into the DRAM tier only, where the model stays, ready and unpinned, once the load ends:
+  /// nothing is allocated on the device (prefetch).
+  tier_only = 2,
+};
+[[nodiscard]] const char* to_string(load_mode m) noexcept;
 
 enum class load_phase : std::uint8_t { waiting = 0, loading = 1, done = 2, failed = 3, cancelled = 4 };
 [[nodiscard]] const char* to_string(load_phase p) noexcept;
@@ -81,11 +97,26 @@ struct loader_queue {
 /// Counters since the loader was created.
 struct loader_stats {
   std::uint64_t bytes_read_ssd = 0;  ///< bytes read from data files
-  std::uint64_t bytes_from_dram = 0; ///< bytes of loads served by a model already in DRAM
+  std::uint64_t bytes_from_dram = 0; ///< bytes copied for loads of a model already in DRAM
   std::uint64_t ssd_reads = 0;       ///< reads issued, one per checkpoint chunk
   std::uint64_t evictions = 0;       ///< models evicted from the DRAM tier to make room
   std::uint64_t loads = 0;           ///< loads started
   std::uint64_t maps = 0;            ///< starts served in place by map(): no bytes moved
+  std::uint64_t loads_in_place = 0;  ///< load_mode::in_place loads that ended mapped
+};
+
+/// A model run in place from the DRAM tier (loader::map): where each data file's bytes are.
+/// Holds the model pinned in the tier while it lives.
+class mapped_model {
+public:
+  mapped_model(dram_tier::lease lease, std::vector<const std::byte*> files)
+      : lease_(std::move(lease)), files_(std::move(files)) {}
+  /// files()[f]: data file f's first byte; the file's bytes follow contiguously.
+  [[nodiscard]] const std::vector<const std::byte*>& files() const noexcept { return files_; }
+
+private:
+  dram_tier::lease lease_;
+  std::vector<const std::byte*> files_;
 };
 
 namespace detail {
@@ -109,30 +140,27 @@ public:
   /// the load fails (its error). `layer` runs from -1 (embeddings) to num_layers (final norm,
   /// lm_head); others are `invalid_argument`.
   [[nodiscard]] status wait_for_layer(std::int32_t layer) const;
-  /// The destination buffer (valid while a handle or the loader holds the load). Bytes beyond
-  /// loaded_prefix() are unspecified until the load is done.
+  /// The destination buffer of a copy (valid while a handle or the loader holds the load).
+  /// Bytes beyond loaded_prefix() are unspecified until the load is done. Only for loads that
+  /// copy: see mode().
   [[nodiscard]] device_buffer& buffer() const;
+  /// What the load delivers: the mode asked for, or copy where an in-place load fell back (known
+  /// once the load has started: after wait(), or once loaded_prefix() is above 0).
+  [[nodiscard]] load_mode mode() const;
+  /// Waits for an in-place load; on success hands its mapping to the caller (once), else the
+  /// error (`invalid_argument` when the load copied instead: take_buffer()). The mapping must
+  /// not outlive the loader. Untaken, it goes with the last copy of the handle.
+  [[nodiscard]] expected<std::unique_ptr<mapped_model>> take_mapped() const;
   /// Waits for the load; on success hands the buffer to the caller (once), else the error.
   [[nodiscard]] expected<std::unique_ptr<device_buffer>> take_buffer() const;
 
 private:
   friend class loader;
-  explicit load_handle(std::shared_ptr<detail::load_state> s) : state_(std::move(s)) {}
+  explicit load_handle(std::shared_ptr<detail::load_state> s);
   std::shared_ptr<detail::load_state> state_;
-};
-
-/// A model run in place from the DRAM tier (loader::map): where each data file's bytes are.
-/// Holds the model pinned in the tier while it lives.
-class mapped_model {
-public:
-  mapped_model(dram_tier::lease lease, std::vector<const std::byte*> files)
-      : lease_(std::move(lease)), files_(std::move(files)) {}
-  /// files()[f]: data file f's first byte; the file's bytes follow contiguously.
-  [[nodiscard]] const std::vector<const std::byte*>& files() const noexcept { return files_; }
-
-private:
-  dram_tier::lease lease_;
-  std::vector<const std::byte*> files_;
+  /// Shared by the copies of one handle; when the last goes, a mapping nobody took is dropped
+  /// (and the model unpinned) instead of waiting for the loader to forget the load.
+  std::shared_ptr<void> keeper_;
 };
 
 class loader {
@@ -146,11 +174,13 @@ public:
   loader(const loader&) = delete;
   loader& operator=(const loader&) = delete;
 
-  /// Starts loading `ckpt` into a new device buffer of ckpt.total_bytes(). Fails at once, with
-  /// nothing disturbed, when the device cannot hold the buffer or the model can never fit in
-  /// the chunk pool (`resource_exhausted` naming the model, its size and the pool's). Errors met
-  /// later (missing or corrupt data files) are reported by the handle and name the file.
-  [[nodiscard]] expected<load_handle> load(const checkpoint& ckpt);
+  /// Starts loading `ckpt`: by default into a new device buffer of ckpt.total_bytes(); see
+  /// load_mode for the others. Fails at once, with nothing disturbed, when the device cannot
+  /// hold the buffer or the model can never fit in the chunk pool (`resource_exhausted` naming
+  /// the model, its size and the pool's). Errors met later (missing or corrupt data files) are
+  /// reported by the handle and name the file.
+  [[nodiscard]] expected<load_handle> load(const checkpoint& ckpt,
+                                          load_mode mode = load_mode::copy);
 
   /// On a host device, whose memory the chunk pool already is: when `ckpt` is ready in the DRAM
   /// tier with each data file whole in consecutive pool chunks (dram_tier::file_bytes; the pool
@@ -172,6 +202,8 @@ private:
   loader(const loader_options& options, device& dev) : options_(options), device_(dev) {}
   void run(detail::load_state& s);
   void start_read(detail::load_state& s, const dram_tier::lease& lease);
+  status copy_segments(detail::load_state& s, cached_model& model, std::stop_token stop);
+  status await_segments(detail::load_state& s, cached_model& model, std::stop_token stop);
   void reap_finished();
 
   loader_options options_;
@@ -183,6 +215,7 @@ private:
   std::atomic<std::uint64_t> bytes_from_dram_{0};
   std::atomic<std::uint64_t> loads_started_{0};
   std::atomic<std::uint64_t> maps_{0};
+  std::atomic<std::uint64_t> loads_in_place_{0};
   std::mutex loads_mutex_;
   std::vector<std::shared_ptr<detail::load_state>> loads_; ///< running or not yet joined
 };

@@ -56,6 +56,10 @@ expected<std::unique_ptr<ssd_reader>> ssd_reader::create(const ssd_reader_option
   if (opt.threads < 1)
     return make_error(errc::invalid_argument, "ssd reader: read_threads must be at least 1, not " +
                                                   std::to_string(opt.threads));
+  if (opt.verify_threads < 1)
+    return make_error(errc::invalid_argument,
+                      "ssd reader: verify_threads must be at least 1, not " +
+                          std::to_string(opt.verify_threads));
   return std::unique_ptr<ssd_reader>(new ssd_reader(opt));
 }
 
@@ -63,6 +67,8 @@ ssd_reader::ssd_reader(const ssd_reader_options& opt) : options_(opt) {
   threads_.reserve(static_cast<std::size_t>(opt.threads));
   for (int i = 0; i < opt.threads; ++i)
     threads_.emplace_back([this] { run(); });
+  for (int i = 0; i < opt.verify_threads; ++i)
+    verifiers_.emplace_back([this] { verify_run(); });
 }
 
 ssd_reader::~ssd_reader() {
@@ -76,6 +82,14 @@ ssd_reader::~ssd_reader() {
   for (auto& j : abandoned)
     j.done(make_error(errc::cancelled, describe(j.request) + ": reader shut down"));
   for (auto& t : threads_)
+    t.join();
+  // The readers are gone: what they handed on is all the verifiers will see.
+  {
+    std::lock_guard lock{verify_mutex_};
+    verify_stopping_ = true;
+  }
+  verify_cv_.notify_all();
+  for (auto& t : verifiers_)
     t.join();
 }
 
@@ -102,12 +116,51 @@ void ssd_reader::run() {
       j = std::move(queue_.front());
       queue_.pop_front();
     }
-    auto result = read(j.request);
-    j.done(std::move(result));
+    auto result = read_bytes(j.request);
+    if (!result || !needs_verify(j.request)) {
+      j.done(std::move(result));
+      continue;
+    }
+    {
+      std::lock_guard lock{verify_mutex_};
+      verify_queue_.push_back(std::move(j));
+    }
+    verify_cv_.notify_one();
+  }
+}
+
+void ssd_reader::verify_run() {
+  for (;;) {
+    job j;
+    {
+      std::unique_lock lock{verify_mutex_};
+      verify_cv_.wait(lock, [this] { return verify_stopping_ || !verify_queue_.empty(); });
+      if (verify_queue_.empty())
+        return;
+      j = std::move(verify_queue_.front());
+      verify_queue_.pop_front();
+    }
+    j.done(verify(j.request));
   }
 }
 
 status ssd_reader::read(const read_request& r) {
+  THAW_TRY(read_bytes(r));
+  if (!needs_verify(r))
+    return {};
+  return verify(r);
+}
+
+status ssd_reader::verify(const read_request& r) const {
+  const std::uint64_t got = xxh3_64(r.buffers, r.bytes);
+  if (got != *r.checksum)
+    return make_error(errc::corrupt, describe(r) + " (" + std::to_string(r.bytes) +
+                                         " bytes): checksum mismatch: manifest " +
+                                         hex(*r.checksum) + ", data " + hex(got));
+  return {};
+}
+
+status ssd_reader::read_bytes(const read_request& r) {
   if (r.stop.stop_requested())
     return make_error(errc::cancelled, describe(r) + ": read cancelled");
   const source_file& file = *r.file;
@@ -163,14 +216,6 @@ status ssd_reader::read(const read_request& r) {
                                          std::to_string(r.offset + r.bytes) +
                                          " but the file ends at " + std::to_string(r.offset + done));
   bytes_.fetch_add(r.bytes);
-
-  if (options_.verify_checksums && r.checksum) {
-    const std::uint64_t got = xxh3_64(r.buffers, r.bytes);
-    if (got != *r.checksum)
-      return make_error(errc::corrupt, describe(r) + " (" + std::to_string(r.bytes) +
-                                           " bytes): checksum mismatch: manifest " +
-                                           hex(*r.checksum) + ", data " + hex(got));
-  }
   return {};
 }
 

@@ -312,10 +312,12 @@ TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
   t.join();
   const json greedy = {{"model", "tiny"}, {"prompt", "Once upon"}, {"max_tokens", 8},
                        {"temperature", 0}, {"ignore_eos", true}};
-  auto before = post("/v1/completions", greedy); // on the first instance, its weights read from SSD
+  // On the first instance: its weights read from SSD into the DRAM tier, where it runs (a CPU
+  // node copies nothing).
+  auto before = post("/v1/completions", greedy);
   ASSERT_EQ(before.status, 200) << before.body;
-  // keep_alive 0: the idle instance stops; the next request starts one from the DRAM tier, which
-  // on this CPU node runs on the tier's own bytes instead of a copy.
+  // keep_alive 0: the idle instance stops; the next request starts one on the bytes the DRAM
+  // tier still holds, without reading or copying.
   for (int i = 0; i < 300 && json::parse(get("/admin/status").body)["models"][0]["instances"] != 0;
        ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -326,7 +328,8 @@ TEST_F(ServeTest, QueueLimitAnswers429AndScaleInThenDramColdStart) {
   EXPECT_EQ(metric("thaw_loads_total", "tier=\"dram\""), 1);
   EXPECT_EQ(metric("thaw_cold_starts_total"), 2);
   const auto node = json::parse(get("/admin/status").body)["nodes"][0];
-  EXPECT_EQ(node["starts_in_place"], 1) << node.dump();
+  EXPECT_EQ(node["starts_in_place"], 2) << node.dump();
+  EXPECT_EQ(node["loads_ssd"], 1) << node.dump();
   EXPECT_EQ(node["loads_dram"], 0) << node.dump(); // nothing copied
 }
 

@@ -525,6 +525,188 @@ TEST_F(Loader, MapDeclinesWhenTheLayoutOrTheRoomOrTheOptionSaysNo) {
   }
 }
 
+// The bytes of each data file as a mapping shows them, in file order.
+std::vector<std::byte> mapped_bytes(const mapped_model& m, const checkpoint& ckpt) {
+  std::vector<std::byte> seen;
+  for (std::uint32_t f = 0; f < ckpt.info().files.size(); ++f)
+    seen.insert(seen.end(), m.files()[f], m.files()[f] + ckpt.info().files[f].bytes);
+  return seen;
+}
+
+TEST_F(Loader, InPlaceColdLoadReadsOnceAndMapsWithoutACopy) {
+  testing::test_model_spec spec;
+  spec.layers = 6;
+  const auto ckpt = make(11, spec);
+  ASSERT_GT(ckpt.info().files.size(), 1u);
+  auto l = make_loader(small_options(), dev);
+  const auto allocated = dev.allocated_bytes();
+  auto h = l->load(ckpt, load_mode::in_place);
+  ASSERT_TRUE(h) << h.err().to_string();
+  // The prefix grows as the tier's segments are verified, as a copy's does.
+  for (std::int32_t layer = -1; layer <= static_cast<std::int32_t>(spec.layers); ++layer) {
+    ASSERT_TRUE(h->wait_for_layer(layer));
+    EXPECT_GE(h->loaded_prefix(), ckpt.layer_end(layer));
+  }
+  ASSERT_TRUE(h->wait());
+  EXPECT_EQ(h->mode(), load_mode::in_place);
+  EXPECT_EQ(h->progress().source, load_source::ssd);
+  EXPECT_EQ(h->progress().bytes_done, ckpt.total_bytes());
+  EXPECT_EQ(h->loaded_prefix(), ckpt.total_bytes());
+  auto buffer = h->take_buffer();
+  ASSERT_FALSE(buffer);
+  EXPECT_EQ(buffer.err().code, errc::invalid_argument);
+  auto mapped = h->take_mapped();
+  ASSERT_TRUE(mapped) << mapped.err().to_string();
+  EXPECT_EQ(mapped_bytes(**mapped, ckpt), testing::concatenated_data(ckpt));
+  EXPECT_EQ(dev.allocated_bytes(), allocated) << "no device buffer for an in-place load";
+  EXPECT_EQ(l->stats().loads_in_place, 1u);
+  EXPECT_EQ(l->stats().bytes_read_ssd, ckpt.total_bytes());
+  EXPECT_EQ(l->stats().bytes_from_dram, 0u);
+  auto twice = h->take_mapped();
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.err().code, errc::invalid_argument);
+
+  // Pinned while the mapping lives, shared with map(), and evictable once both are gone.
+  EXPECT_EQ(l->tier().evict_unpinned(), 0u);
+  auto shared = l->map(ckpt);
+  ASSERT_TRUE(shared);
+  EXPECT_EQ(shared->files(), (*mapped)->files());
+  mapped->reset();
+  shared.reset();
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  // An in-place load of a model the tier holds reads nothing.
+  auto warm = l->load(ckpt, load_mode::in_place);
+  ASSERT_TRUE(warm && warm->wait());
+  EXPECT_EQ(warm->progress().source, load_source::dram);
+  EXPECT_EQ(l->stats().bytes_read_ssd, ckpt.total_bytes());
+  EXPECT_TRUE(warm->take_mapped());
+}
+
+TEST_F(Loader, AnUntakenMappingGoesWithTheLastHandle) {
+  const auto ckpt = make(16);
+  auto l = make_loader(small_options(), dev);
+  {
+    auto h = l->load(ckpt, load_mode::in_place);
+    ASSERT_TRUE(h && h->wait());
+    auto copy = *h;
+    h = make_error(errc::cancelled, "dropped");
+    EXPECT_GT(l->tier().pinned_chunks(), 0u) << "a copy of the handle still could take it";
+  }
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_EQ(l->tier().evict_unpinned(), 1u);
+  // Dropped before the load ends: the mapping is never kept.
+  {
+    auto h = l->load(ckpt, load_mode::in_place);
+    ASSERT_TRUE(h);
+  }
+  while (l->queued().loads > 0)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_EQ(l->stats().loads_in_place, 2u);
+}
+
+TEST_F(Loader, InPlaceLoadCopiesWhereMapWouldDecline) {
+  const auto ckpt = make(12);
+  const auto want = testing::concatenated_data(ckpt);
+  auto expect_copy = [&](loader& l) {
+    auto h = l.load(ckpt, load_mode::in_place);
+    ASSERT_TRUE(h) << h.err().to_string();
+    ASSERT_TRUE(h->wait());
+    EXPECT_EQ(h->mode(), load_mode::copy);
+    auto mapped = h->take_mapped();
+    ASSERT_FALSE(mapped);
+    EXPECT_EQ(mapped.err().code, errc::invalid_argument);
+    auto buf = h->take_buffer();
+    ASSERT_TRUE(buf) << buf.err().to_string();
+    const auto* p = static_cast<const std::byte*>((*buf)->data());
+    EXPECT_EQ(std::vector<std::byte>(p, p + ckpt.total_bytes()), want);
+    EXPECT_EQ(l.stats().loads_in_place, 0u);
+    EXPECT_EQ(l.tier().pinned_chunks(), 0u) << "a copy leaves nothing pinned";
+  };
+  {
+    // 48 KiB pool chunks leave a gap after every 64 KiB checkpoint chunk.
+    auto o = small_options();
+    o.chunk_bytes = 48 << 10;
+    expect_copy(*make_loader(o, dev));
+  }
+  {
+    auto o = small_options();
+    o.map_weights = false;
+    expect_copy(*make_loader(o, dev));
+  }
+  {
+    // Pinned for good, the model would leave less than a quarter of the pool.
+    const auto chunks = ckpt.chunks().size();
+    expect_copy(*make_loader(small_options((chunks + chunks / 8) * (64 << 10)), dev));
+  }
+}
+
+TEST_F(Loader, InPlaceLoadOfACorruptModelFailsAndReturnsEveryChunk) {
+  const auto ckpt = make(13);
+  const auto& f1 = ckpt.info().files.at(1);
+  ASSERT_TRUE(testing::flip_byte(ckpt.file_path(1), f1.chunk_bytes + 99));
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(ckpt, load_mode::in_place);
+  ASSERT_TRUE(h);
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::corrupt);
+  EXPECT_NE(s.err().message.find(f1.name), std::string::npos) << s.err().message;
+  auto mapped = h->take_mapped();
+  ASSERT_FALSE(mapped);
+  EXPECT_EQ(mapped.err().code, errc::corrupt);
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_EQ(l->stats().loads_in_place, 0u);
+}
+
+TEST_F(Loader, CancelOfAnInPlaceLoadStopsReadingAndPinsNothing) {
+  // As CancelMidLoad..., without copies to hold at a gate: a thousand 16 KiB reads by one
+  // reader, cancelled once the embeddings (a quarter of them) are verified.
+  testing::test_model_spec spec;
+  spec.vocab = 16000;
+  spec.hidden = 128;
+  spec.head_dim = 32;
+  spec.chunk_bytes = 16 << 10;
+  spec.max_file_bytes = 4 << 20;
+  const auto ckpt = make(15, spec);
+  ASSERT_GT(ckpt.chunks().size(), 900u);
+  auto o = small_options(32 << 20);
+  o.chunk_bytes = 16 << 10;
+  o.read_threads = 1;
+  auto l = make_loader(o, dev);
+  auto h = l->load(ckpt, load_mode::in_place);
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(h->wait_for_layer(-1));
+  h->cancel();
+  auto s = h->wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::cancelled);
+  EXPECT_EQ(h->progress().phase, load_phase::cancelled);
+  EXPECT_LT(l->stats().ssd_reads, ckpt.chunks().size()) << "reading stopped early";
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_FALSE(h->take_mapped());
+}
+
+TEST_F(Loader, TierOnlyLoadLeavesTheModelReadyUnpinnedWithNothingOnTheDevice) {
+  const auto ckpt = make(14);
+  auto l = make_loader(small_options(), dev);
+  const auto allocated = dev.allocated_bytes();
+  auto h = l->load(ckpt, load_mode::tier_only);
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(h->wait());
+  EXPECT_EQ(h->mode(), load_mode::tier_only);
+  EXPECT_EQ(dev.allocated_bytes(), allocated);
+  EXPECT_FALSE(h->take_buffer());
+  EXPECT_FALSE(h->take_mapped());
+  EXPECT_EQ(l->tier().pinned_chunks(), 0u);
+  EXPECT_EQ(l->tier().state_of(ckpt.content_id()), dram_state::ready);
+  auto mapped = l->map(ckpt);
+  ASSERT_TRUE(mapped) << "ready in the tier";
+  EXPECT_EQ(mapped_bytes(*mapped, ckpt), testing::concatenated_data(ckpt));
+}
+
 TEST_F(Loader, QueuedCountsTheBytesLoadsStillHaveToMove) {
   const auto ckpt = make(10);
   gated_device gated;
@@ -552,10 +734,12 @@ TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   EXPECT_EQ(d->chunk_bytes, 16u << 20);
   EXPECT_EQ(d->read_threads, 3);
   EXPECT_EQ(d->copy_lanes, 2);
+  EXPECT_EQ(d->verify_threads, 2);
   EXPECT_TRUE(d->verify_checksums);
 
   auto cfg = config::parse("[loader]\npool_bytes = \"64MiB\"\nchunk_bytes = \"4MiB\"\n"
-                           "read_threads = 4\ncopy_lanes = 3\nverify_checksums = false\n");
+                           "read_threads = 4\ncopy_lanes = 3\nverify_checksums = false\n"
+                           "verify_threads = 1\n");
   ASSERT_TRUE(cfg) << cfg.err().to_string();
   auto o = loader_options::from_config(*cfg);
   ASSERT_TRUE(o) << o.err().to_string();
@@ -563,10 +747,11 @@ TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   EXPECT_EQ(o->chunk_bytes, 4u << 20);
   EXPECT_EQ(o->read_threads, 4);
   EXPECT_EQ(o->copy_lanes, 3);
+  EXPECT_EQ(o->verify_threads, 1);
   EXPECT_FALSE(o->verify_checksums);
 
   for (const char* bad : {"[loader]\nchunk_bytes = 5000\n", "[loader]\nread_threads = 0\n",
-                          "[loader]\ncopy_lanes = -1\n",
+                          "[loader]\ncopy_lanes = -1\n", "[loader]\nverify_threads = 0\n",
                           "[loader]\npool_bytes = \"1MiB\"\nchunk_bytes = \"2MiB\"\n"}) {
     auto c = config::parse(bad);
     ASSERT_TRUE(c) << bad;
@@ -577,6 +762,7 @@ TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   }
   EXPECT_STREQ(to_string(load_source::dram), "dram");
   EXPECT_STREQ(to_string(load_phase::cancelled), "cancelled");
+  EXPECT_STREQ(to_string(load_mode::in_place), "in_place");
 }
 
 } // namespace

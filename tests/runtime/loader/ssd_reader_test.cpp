@@ -35,7 +35,7 @@ protected:
     auto p = chunk_pool::create(1 << 20, 64 << 10);
     ASSERT_TRUE(p);
     pool = std::move(*p);
-    auto r = ssd_reader::create(ssd_reader_options{2, true});
+    auto r = ssd_reader::create(ssd_reader_options{.threads = 2});
     ASSERT_TRUE(r);
     reader = std::move(*r);
   }
@@ -123,7 +123,7 @@ TEST_F(SsdReader, ChecksumMismatchNamesFileChunkAndOffset) {
   EXPECT_NE(msg.find("checksum"), std::string::npos) << msg;
 
   // With verification off the same read succeeds.
-  auto lax = ssd_reader::create(ssd_reader_options{1, false});
+  auto lax = ssd_reader::create(ssd_reader_options{.threads = 1, .verify_checksums = false});
   ASSERT_TRUE(lax);
   EXPECT_TRUE((*lax)->read(r));
 }
@@ -189,10 +189,14 @@ TEST_F(SsdReader, TooSmallDestinationIsRefused) {
   EXPECT_EQ(s.err().code, errc::invalid_argument);
 }
 
-TEST(SsdReaderOptions, NeedsAThread) {
-  auto r = ssd_reader::create(ssd_reader_options{0, true});
+TEST(SsdReaderOptions, NeedsAThreadOfEachKind) {
+  auto r = ssd_reader::create(ssd_reader_options{.threads = 0});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::invalid_argument);
+  auto v = ssd_reader::create(ssd_reader_options{.threads = 1, .verify_threads = 0});
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.err().code, errc::invalid_argument);
+  EXPECT_NE(v.err().message.find("verify_threads"), std::string::npos) << v.err().message;
 }
 
 } // namespace
