@@ -3,8 +3,11 @@
 /// (BENCHMARKS.md). On N distinct copies of the checkpoint, read in turn so that no measurement
 /// reads the bytes the one before it read, with the page cache dropped before each buffered
 /// read, it measures:
-///   raw O_DIRECT sequential read of the data files (1 and 2 readers): the disk's limit;
-///   thaw's cold load (SSD -> DRAM tier -> host device buffer);
+///   raw O_DIRECT sequential read of the data files: 1 and 2 readers into a reused block-sized
+///   buffer each, and 1 reader into memory the size of the model, the limit a loader is held
+///   to (on a disk served at memory speed, the reused buffer stays in the CPU's cache);
+///   thaw's cold load in place (SSD -> DRAM tier, run there: a host device's cold start) and
+///   copied (SSD -> DRAM tier -> device buffer: the path of a device with memory of its own);
 ///   thaw's load from the DRAM tier, against a 2-thread memcpy of the same size;
 ///   a plain buffered read; an mmap-and-copy load of the source safetensors (if given).
 /// Each figure is the median over rounds, reported in GB/s and as a ratio to its reference. A

@@ -14,9 +14,10 @@
 namespace thaw::bench {
 namespace {
 
-// Reads one file with O_DIRECT; thread t takes blocks t, t + threads, ...
+// Reads one file with O_DIRECT; thread t takes blocks t, t + threads, ... into buffers[t], or,
+// with `spread`, one reader puts block b at buffers[0] + b * block.
 status read_file_direct(const std::filesystem::path& path, std::size_t block, int threads,
-                        const std::vector<std::byte*>& buffers) {
+                        const std::vector<std::byte*>& buffers, bool spread = false) {
   THAW_ASSIGN(auto fd, open_file(path, O_RDONLY | O_DIRECT));
   THAW_ASSIGN(auto size, file_size(fd.get(), path));
   std::uint64_t blocks = (size + block - 1) / block;
@@ -31,8 +32,8 @@ status read_file_direct(const std::filesystem::path& path, std::size_t block, in
         // O_DIRECT needs aligned lengths; checkpoint files are 4096-aligned, others are rounded
         // up and the read simply returns short at the end.
         std::size_t want = (n + 4095) / 4096 * 4096;
-        ssize_t got = ::pread(fd.get(), buffers[static_cast<std::size_t>(t)], want,
-                              static_cast<off_t>(offset));
+        std::byte* dst = spread ? buffers[0] + offset : buffers[static_cast<std::size_t>(t)];
+        ssize_t got = ::pread(fd.get(), dst, want, static_cast<off_t>(offset));
         if (got < static_cast<ssize_t>(n)) {
           results[static_cast<std::size_t>(t)] =
               make_error(errc::io_error, path.string() + ": O_DIRECT read failed at offset " +
@@ -124,6 +125,28 @@ expected<double> reference_io::raw_odirect_read(const std::vector<std::filesyste
   auto start = clock::now();
   for (const auto& f : files)
     THAW_TRY(read_file_direct(f, block_, threads, buffers));
+  return since(start);
+}
+
+expected<double>
+reference_io::raw_odirect_read_to_memory(const std::vector<std::filesystem::path>& files) {
+  // Each file's last read is rounded up to 4096 bytes; dst_ holds bytes_ rounded up to 2 MiB.
+  std::uint64_t need = 0;
+  for (const auto& f : files) {
+    THAW_ASSIGN(auto n, total_size({f}));
+    need += (n + 4095) / 4096 * 4096;
+  }
+  constexpr std::uint64_t huge = 2u << 20;
+  if (need > (bytes_ + huge - 1) / huge * huge)
+    return make_error(errc::invalid_argument, "the files need " + std::to_string(need) +
+                                                  " bytes, more than the benchmark sized");
+  std::byte* at = aligned_start(dst_.data);
+  auto start = clock::now();
+  for (const auto& f : files) {
+    THAW_TRY(read_file_direct(f, block_, 1, {at}, true));
+    THAW_ASSIGN(auto n, total_size({f}));
+    at += (n + 4095) / 4096 * 4096;
+  }
   return since(start);
 }
 

@@ -116,16 +116,20 @@ TEST(Cli, BenchLoadPrintsRatios) {
   auto r = run("bench load " + ck + " --source " + hf + " --copies 2 --json --set loader.pool_bytes=64MiB", dir);
   ASSERT_EQ(r.exit_code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
-  for (const char* k : {"raw_odirect_1t", "raw_odirect_2t", "thaw_cold", "thaw_dram", "memcpy_2t",
-                        "buffered_read", "mmap_safetensors"})
+  for (const char* k : {"raw_odirect_1t", "raw_odirect_2t", "raw_odirect_to_memory", "thaw_cold",
+                        "thaw_cold_in_place", "thaw_dram", "memcpy_2t", "buffered_read",
+                        "mmap_safetensors"})
     EXPECT_GT(j["gbps"][k].get<double>(), 0.0) << k;
-  EXPECT_TRUE(j["ratios"].contains("thaw_cold_vs_raw_odirect"));
-  EXPECT_TRUE(j["ratios"].contains("thaw_dram_vs_memcpy_2t"));
-  // Two rounds plus the first load: each cold load read the whole model once from SSD; each
-  // warm load came from DRAM.
+  for (const char* k : {"thaw_cold_vs_raw_odirect", "thaw_cold_in_place_vs_raw_odirect_to_memory",
+                        "mmap_safetensors_vs_raw_odirect_to_memory", "thaw_dram_vs_memcpy_2t"})
+    EXPECT_GT(j["ratios"][k].get<double>(), 0.0) << k;
+  EXPECT_TRUE(j["targets"].contains("thaw_cold_in_place_vs_raw_odirect_to_memory >= 0.95"));
+  // Two rounds plus the first load: each cold load (copied, in place) read the whole model once
+  // from SSD; each warm load came from DRAM; the in-place loads ended mapped.
   auto model = j["model_bytes"].get<std::uint64_t>();
-  EXPECT_EQ(j["loader_stats"]["bytes_read_ssd"].get<std::uint64_t>(), 3 * model); // + the first load
+  EXPECT_EQ(j["loader_stats"]["bytes_read_ssd"].get<std::uint64_t>(), 5 * model); // 2 a round + 1
   EXPECT_EQ(j["loader_stats"]["bytes_from_dram"].get<std::uint64_t>(), 6 * model); // 3 a round
+  EXPECT_EQ(j["loader_stats"]["loads_in_place"].get<std::uint64_t>(), 2u);
   // The copies are removed afterwards.
   EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
 }
