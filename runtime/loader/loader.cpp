@@ -227,30 +227,35 @@ load_mode load_handle::mode() const {
   return state_->mode;
 }
 
+namespace {
+
+/// Hands `what` (the load's result of mode `made`) over once, after the load succeeded.
+template <class T>
+expected<std::unique_ptr<T>> take_once(detail::load_state& s, load_mode made, bool& taken,
+                                       std::unique_ptr<T>& what, const char* noun) {
+  std::lock_guard lock{s.mutex};
+  if (s.mode != made)
+    return make_error(errc::invalid_argument, "loading " + s.name + ": the load made a " +
+                                                  to_string(s.mode) + ", not a " + noun);
+  if (taken)
+    return make_error(errc::invalid_argument,
+                      "loading " + s.name + ": the " + noun + " was already taken");
+  taken = true;
+  return std::move(what);
+}
+
+} // namespace
+
 expected<std::unique_ptr<mapped_model>> load_handle::take_mapped() const {
   THAW_TRY(wait());
-  std::lock_guard lock{state_->mutex};
-  if (state_->mode != load_mode::in_place)
-    return make_error(errc::invalid_argument, "loading " + state_->name + ": the load made a " +
-                                                  to_string(state_->mode) + ", not a mapping");
-  if (state_->mapped_taken)
-    return make_error(errc::invalid_argument,
-                      "loading " + state_->name + ": the mapping was already taken");
-  state_->mapped_taken = true;
-  return std::move(state_->mapped);
+  auto& s = *state_;
+  return take_once(s, load_mode::in_place, s.mapped_taken, s.mapped, "mapping");
 }
 
 expected<std::unique_ptr<device_buffer>> load_handle::take_buffer() const {
   THAW_TRY(wait());
-  std::lock_guard lock{state_->mutex};
-  if (state_->mode != load_mode::copy)
-    return make_error(errc::invalid_argument, "loading " + state_->name + ": the load made " +
-                                                  to_string(state_->mode) + ", not a buffer");
-  if (state_->buffer_taken)
-    return make_error(errc::invalid_argument,
-                      "loading " + state_->name + ": the buffer was already taken");
-  state_->buffer_taken = true;
-  return std::move(state_->buffer);
+  auto& s = *state_;
+  return take_once(s, load_mode::copy, s.buffer_taken, s.buffer, "buffer");
 }
 
 // --- loader -------------------------------------------------------------------------------

@@ -87,6 +87,37 @@ loader_options small_options(std::uint64_t pool_bytes = 16 << 20) {
   return o;
 }
 
+/// 16 MB in 16 KiB chunks: about a thousand reads.
+testing::test_model_spec many_small_chunks() {
+  testing::test_model_spec spec;
+  spec.vocab = 16000;
+  spec.hidden = 128;
+  spec.head_dim = 32;
+  spec.chunk_bytes = 16 << 10;
+  spec.max_file_bytes = 4 << 20;
+  return spec;
+}
+
+/// Pool chunks to match many_small_chunks, read one at a time.
+loader_options one_reader_small_chunks() {
+  auto o = small_options(32 << 20);
+  o.chunk_bytes = 16 << 10;
+  o.read_threads = 1;
+  return o;
+}
+
+/// A cancelled load of a many_small_chunks model: it ended cancelled before reading every
+/// chunk, and the pool is whole again with nothing of the model left in the tier.
+void expect_stopped_early(loader& l, const load_handle& h, const checkpoint& ckpt) {
+  auto s = h.wait();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.err().code, errc::cancelled);
+  EXPECT_EQ(h.progress().phase, load_phase::cancelled);
+  EXPECT_LT(l.stats().ssd_reads, ckpt.chunks().size()) << "reading stopped early";
+  EXPECT_EQ(l.pool().free_chunks(), l.pool().total_chunks());
+  EXPECT_FALSE(l.tier().state_of(ckpt.content_id()));
+}
+
 std::vector<std::byte> buffer_bytes(const load_handle& h) {
   const auto* p = static_cast<const std::byte*>(h.buffer().data());
   return {p, p + h.buffer().size()};
@@ -292,33 +323,17 @@ TEST_F(Loader, MissingDataFileIsNotFoundNamingIt) {
 }
 
 TEST_F(Loader, CancelMidLoadStopsAndReturnsEveryChunk) {
-  // 16 MB in 16 KiB chunks, one reader: about a thousand reads, far more than happen between
-  // the first copy and the cancel.
-  testing::test_model_spec spec;
-  spec.vocab = 16000;
-  spec.hidden = 128;
-  spec.head_dim = 32;
-  spec.chunk_bytes = 16 << 10;
-  spec.max_file_bytes = 4 << 20;
-  const auto ckpt = make(1, spec);
+  // About a thousand reads, far more than happen between the first copy and the cancel.
+  const auto ckpt = make(1, many_small_chunks());
   ASSERT_GT(ckpt.chunks().size(), 900u);
   gated_device gated;
-  auto o = small_options(32 << 20);
-  o.chunk_bytes = 16 << 10;
-  o.read_threads = 1;
-  auto l = make_loader(o, gated);
+  auto l = make_loader(one_reader_small_chunks(), gated);
   auto h = l->load(ckpt);
   ASSERT_TRUE(h);
   gated.wait_for_a_copy(); // reading has begun; nothing can finish yet
   h->cancel();
   gated.open();
-  auto s = h->wait();
-  ASSERT_FALSE(s);
-  EXPECT_EQ(s.err().code, errc::cancelled);
-  EXPECT_EQ(h->progress().phase, load_phase::cancelled);
-  EXPECT_LT(l->stats().ssd_reads, ckpt.chunks().size()) << "reading stopped early";
-  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
-  EXPECT_FALSE(l->tier().state_of(ckpt.content_id()));
+  expect_stopped_early(*l, *h, ckpt);
   EXPECT_EQ(h->wait().err().code, errc::cancelled) << "wait may be called again";
 
   // The loader is still usable, and the model loads whole afterwards.
@@ -661,30 +676,16 @@ TEST_F(Loader, InPlaceLoadOfACorruptModelFailsAndReturnsEveryChunk) {
 }
 
 TEST_F(Loader, CancelOfAnInPlaceLoadStopsReadingAndPinsNothing) {
-  // As CancelMidLoad..., without copies to hold at a gate: a thousand 16 KiB reads by one
-  // reader, cancelled once the embeddings (a quarter of them) are verified.
-  testing::test_model_spec spec;
-  spec.vocab = 16000;
-  spec.hidden = 128;
-  spec.head_dim = 32;
-  spec.chunk_bytes = 16 << 10;
-  spec.max_file_bytes = 4 << 20;
-  const auto ckpt = make(15, spec);
+  // As CancelMidLoad..., without copies to hold at a gate: cancelled once the embeddings (a
+  // quarter of the thousand reads) are verified.
+  const auto ckpt = make(15, many_small_chunks());
   ASSERT_GT(ckpt.chunks().size(), 900u);
-  auto o = small_options(32 << 20);
-  o.chunk_bytes = 16 << 10;
-  o.read_threads = 1;
-  auto l = make_loader(o, dev);
+  auto l = make_loader(one_reader_small_chunks(), dev);
   auto h = l->load(ckpt, load_mode::in_place);
   ASSERT_TRUE(h);
   ASSERT_TRUE(h->wait_for_layer(-1));
   h->cancel();
-  auto s = h->wait();
-  ASSERT_FALSE(s);
-  EXPECT_EQ(s.err().code, errc::cancelled);
-  EXPECT_EQ(h->progress().phase, load_phase::cancelled);
-  EXPECT_LT(l->stats().ssd_reads, ckpt.chunks().size()) << "reading stopped early";
-  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+  expect_stopped_early(*l, *h, ckpt);
   EXPECT_EQ(l->tier().pinned_chunks(), 0u);
   EXPECT_FALSE(h->take_mapped());
 }
