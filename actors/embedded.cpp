@@ -60,6 +60,14 @@ expected<serve_options> serve_options::from_config(const config& cfg) {
     return make_error(errc::invalid_argument, "config key 'http.port' must be 0..65535");
   o.http.port = static_cast<std::uint16_t>(port);
   THAW_ASSIGN(o.http.max_body_bytes, cfg.get_bytes("http.max_body_bytes", o.http.max_body_bytes));
+  THAW_ASSIGN(o.http.max_pending_output_bytes,
+              cfg.get_bytes("http.max_pending_output_bytes", o.http.max_pending_output_bytes));
+  THAW_ASSIGN(auto write_timeout,
+              cfg.get_seconds("http.write_timeout",
+                              static_cast<double>(o.http.write_timeout.count())));
+  if (write_timeout < 1 || write_timeout > 86400)
+    return make_error(errc::invalid_argument, "config key 'http.write_timeout' must be 1..86400 s");
+  o.http.write_timeout = std::chrono::seconds(static_cast<std::int64_t>(write_timeout));
   THAW_ASSIGN(auto io_threads, cfg.get_int("http.io_threads", o.http.io_threads));
   if (io_threads < 1 || io_threads > 64)
     return make_error(errc::invalid_argument, "config key 'http.io_threads' must be 1..64");

@@ -19,7 +19,9 @@
 namespace thaw {
 
 struct serve_options {
-  http::server_options http;       ///< http.address, http.port, http.max_body_bytes
+  /// http.address, http.port, http.max_body_bytes, http.max_pending_output_bytes,
+  /// http.write_timeout
+  http::server_options http;
   node_options node;               ///< node.*, loader.*
   gateway_options gateway;         ///< [[api_keys]] key = "...", models = ["*"], admin = true
   std::vector<model_spec> models;  ///< [[models]] name, checkpoint, min_instances, ...

@@ -227,6 +227,13 @@ void connection::reject(int status, std::string message) {
 void connection::send_output(std::string bytes, bool last) {
   if (state_ != state::handling || response_queued_)
     return;
+  pending_bytes_ += bytes.size();
+  if (pending_bytes_ > settings_.max_pending_output_bytes) {
+    spdlog::warn("http: connection {}: the client is not reading ({} bytes of its response "
+                 "queued, limit {}); closing it",
+                 id_, pending_bytes_, settings_.max_pending_output_bytes);
+    return client_gone();
+  }
   if (!bytes.empty())
     out_.push_back(std::move(bytes));
   response_queued_ = last;
@@ -246,6 +253,9 @@ void connection::flush() {
   buffers.reserve(writing_.size());
   for (const auto& piece : writing_)
     buffers.emplace_back(asio::buffer(piece));
+  // While a response is written, the timer watches for a client that stopped reading.
+  if (state_ == state::handling)
+    arm_timer(settings_.write_timeout);
   asio::async_write(socket_, buffers, [self = shared_from_this()](error_code ec, std::size_t) {
     self->on_write(ec);
   });
@@ -253,6 +263,8 @@ void connection::flush() {
 
 void connection::on_write(error_code ec) {
   write_pending_ = false;
+  for (const auto& piece : writing_)
+    pending_bytes_ -= piece.size();
   writing_.clear();
   if (state_ == state::closed)
     return;
@@ -302,6 +314,11 @@ void connection::on_timer(error_code ec) {
     return; // re-armed after this wait had already completed
   if (state_ == state::reading || state_ == state::closing)
     finish_close();
+  else if (state_ == state::handling && write_pending_) {
+    spdlog::warn("http: connection {}: a write made no progress in {} s; closing it", id_,
+                 settings_.write_timeout.count());
+    client_gone();
+  }
 }
 
 void connection::client_gone() {
@@ -322,6 +339,7 @@ void connection::finish_close() {
   socket_.close(ignored);
   timer_.cancel();
   out_.clear();
+  pending_bytes_ = 0;
   current_.reset();
   owner_.remove_connection(id_);
 }

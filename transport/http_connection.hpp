@@ -10,6 +10,8 @@
 ///   closing --(error response written: shutdown(send), drain until EOF or 5 s)--> closed
 ///   reading --(idle timeout, EOF)--> closed
 ///   handling --(EOF or error on the socket, server stop)--> closed, disconnect callback runs
+///   handling --(client not reading: output over the limit, or a write stalled)--> closed, as
+///     above
 /// Every member runs on the connection's strand; the responder posts onto it.
 
 #include "transport/http_server.hpp"
@@ -50,6 +52,8 @@ struct connection_settings {
   std::size_t max_body_bytes = 0;
   std::size_t max_header_bytes = 0;
   std::chrono::seconds idle_timeout{60};
+  std::size_t max_pending_output_bytes = 8 << 20;
+  std::chrono::seconds write_timeout{60};
 };
 
 class responder_impl;
@@ -105,6 +109,7 @@ private:
 
   std::deque<std::string> out_;
   std::vector<std::string> writing_;
+  std::size_t pending_bytes_ = 0; ///< in out_ and writing_: not yet taken by the socket
   bool write_pending_ = false;
   bool response_queued_ = false; ///< the current response's last bytes are in out_/writing_
   bool draining_ = false;

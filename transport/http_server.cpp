@@ -41,6 +41,8 @@ public:
     settings_.max_body_bytes = options_.max_body_bytes;
     settings_.max_header_bytes = options_.max_header_bytes;
     settings_.idle_timeout = options_.idle_timeout;
+    settings_.max_pending_output_bytes = options_.max_pending_output_bytes;
+    settings_.write_timeout = options_.write_timeout;
   }
 
   ~server_impl() override {

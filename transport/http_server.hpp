@@ -70,6 +70,12 @@ struct server_options {
   std::size_t max_header_bytes = 16 << 10;   ///< larger headers get 431
   int io_threads = 1;
   std::chrono::seconds idle_timeout{60};     ///< keep-alive connections idle this long are closed
+  /// A client that does not read its response: bytes queued beyond this, or a write that makes
+  /// no progress for write_timeout, close the connection, and the response's disconnect
+  /// callback runs (a streamed completion is cancelled and its KV blocks freed) instead of the
+  /// server holding the stream in memory for as long as the client lingers.
+  std::size_t max_pending_output_bytes = 8 << 20;
+  std::chrono::seconds write_timeout{60};
 };
 
 class server {

@@ -542,5 +542,24 @@ TEST_F(ServeTest, ABurstOfRequestsToAColdModelIsAllServed) {
   EXPECT_LE(json::parse(get("/admin/status").body)["models"][0]["instances"], 2);
 }
 
+TEST(ServeOptions, HttpOutputLimitsComeFromTheConfig) {
+  auto parse = [](const char* text) {
+    auto c = config::parse(text);
+    EXPECT_TRUE(c) << text;
+    return serve_options::from_config(*c);
+  };
+  auto d = parse("");
+  ASSERT_TRUE(d) << d.err().to_string();
+  EXPECT_EQ(d->http.max_pending_output_bytes, 8u << 20);
+  EXPECT_EQ(d->http.write_timeout, std::chrono::seconds(60));
+  auto o = parse("[http]\nmax_pending_output_bytes = \"1MiB\"\nwrite_timeout = \"5s\"\n");
+  ASSERT_TRUE(o) << o.err().to_string();
+  EXPECT_EQ(o->http.max_pending_output_bytes, 1u << 20);
+  EXPECT_EQ(o->http.write_timeout, std::chrono::seconds(5));
+  auto bad = parse("[http]\nwrite_timeout = 0\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("http.write_timeout"), std::string::npos) << bad.err().message;
+}
+
 } // namespace
 } // namespace thaw

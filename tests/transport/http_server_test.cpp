@@ -269,6 +269,70 @@ TEST(HttpServer, StopClosesOpenConnectionsAndRunsDisconnectCallbacks) {
   }
 }
 
+// A handler that streams `total` bytes in 64 KiB chunks from a thread of its own (as a model's
+// tokens arrive), stopping early once the client is gone; then it leaves the stream open.
+struct flood {
+  std::size_t total = 0;
+  std::atomic<int> disconnects{0};
+  std::atomic<std::size_t> written{0};
+  std::vector<std::thread> writers;
+  std::mutex mutex;
+  std::vector<std::shared_ptr<responder>> held;
+
+  handler make() {
+    return [this](request, std::shared_ptr<responder> r) {
+      r->on_disconnect([this] { ++disconnects; });
+      r->start_stream(200, "text/event-stream");
+      std::lock_guard lock(mutex);
+      held.push_back(r);
+      writers.emplace_back([this, r] {
+        const std::string chunk(64 << 10, 'x');
+        while (written < total && !r->done()) {
+          r->write(chunk);
+          written += chunk.size();
+        }
+      });
+    };
+  }
+  ~flood() {
+    for (auto& t : writers)
+      t.join();
+  }
+};
+
+TEST(HttpServer, AClientThatDoesNotReadIsCutOffAtTheOutputLimit) {
+  flood f;
+  f.total = 256u << 20; // far more than the socket buffers and the limit together
+  server_options options;
+  options.max_pending_output_bytes = 256 << 10;
+  auto s = start_server(f.make(), options);
+  ASSERT_TRUE(s);
+  raw_connection raw(s->port());
+  ASSERT_TRUE(raw.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")); // and never read
+  ASSERT_TRUE(wait_until([&] { return f.disconnects.load() == 1; }));
+  EXPECT_TRUE(wait_until([&] { return s->open_connections() == 0; }));
+  EXPECT_LT(f.written.load(), f.total) << "the writer saw the client gone and stopped";
+  EXPECT_TRUE(f.held.at(0)->done());
+}
+
+TEST(HttpServer, AWriteThatMakesNoProgressClosesTheConnection) {
+  flood f;
+  f.total = 24u << 20; // more than loopback's socket buffers take, less than the limit below
+  server_options options;
+  options.max_pending_output_bytes = 256u << 20;
+  options.write_timeout = std::chrono::seconds(1);
+  auto s = start_server(f.make(), options);
+  ASSERT_TRUE(s);
+  raw_connection raw(s->port());
+  ASSERT_TRUE(raw.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(wait_until([&] { return f.written.load() >= f.total; }));
+  const auto written = std::chrono::steady_clock::now();
+  EXPECT_EQ(f.disconnects.load(), 0) << "the limit was not what closed it";
+  ASSERT_TRUE(wait_until([&] { return f.disconnects.load() == 1; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - written, std::chrono::milliseconds(500));
+  EXPECT_TRUE(wait_until([&] { return s->open_connections() == 0; }));
+}
+
 TEST(HttpServer, ExpectContinueGetsAnInterimResponse) {
   auto s = start_server(echo);
   ASSERT_TRUE(s);
