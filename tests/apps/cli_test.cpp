@@ -121,6 +121,7 @@ TEST(Cli, BenchLoadPrintsRatios) {
                         "mmap_safetensors"})
     EXPECT_GT(j["gbps"][k].get<double>(), 0.0) << k;
   for (const char* k : {"thaw_cold_vs_raw_odirect", "thaw_cold_in_place_vs_raw_odirect_to_memory",
+                        "thaw_cold_in_place_vs_raw_odirect_to_memory_paired",
                         "mmap_safetensors_vs_raw_odirect_to_memory", "thaw_dram_vs_memcpy_2t"})
     EXPECT_GT(j["ratios"][k].get<double>(), 0.0) << k;
   EXPECT_TRUE(j["targets"].contains("thaw_cold_in_place_vs_raw_odirect_to_memory >= 0.95"));
