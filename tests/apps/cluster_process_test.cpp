@@ -421,25 +421,29 @@ struct killed_migration {
 
 class ClusterMigrationKill : public ClusterProcess {
 protected:
+  static constexpr int stream_tokens = 170;
   killed_migration run(std::size_t victim) {
     killed_migration out;
     nodes_[1]->signal(SIGTERM);
     EXPECT_TRUE(nodes_[1]->wait(60s).has_value());
     EXPECT_TRUE(wait_for_nodes(1));
-    // A long prompt (~150 of the model's 256 positions): the target's prefill of it takes long
-    // enough to kill a node meanwhile.
+    // A prompt of ~75 of the model's 256 positions, whose prefill on the target takes long
+    // enough to kill a node meanwhile, and a stream long enough that the migration (a cold start
+    // on the freshly restarted node-b, tokenizer included) reaches the target while it runs: the
+    // target held the request 120-300 ms after the first token, and 100 tokens had left too
+    // little margin once decode got faster (one run in a full ctest -j2 saw the stream end first).
     std::string prompt;
-    for (int i = 0; i < 10; ++i)
+    for (int i = 0; i < 5; ++i)
       prompt += "Once upon a time there was a little girl who liked to play. ";
-    out.reference = stream_completion(http_port_, "big", 100, nullptr, prompt).second;
-    EXPECT_EQ(out.reference.tokens, 100);
+    out.reference = stream_completion(http_port_, "big", stream_tokens, nullptr, prompt).second;
+    EXPECT_EQ(out.reference.tokens, stream_tokens);
     EXPECT_EQ(node_of("big"), "node-a");
     nodes_[1] = start_node("node-b", secret, "info");
     EXPECT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
     EXPECT_TRUE(wait_for_nodes(2));
     std::thread mover, killer;
     auto [st, stream] = stream_completion(
-        http_port_, "big", 100,
+        http_port_, "big", stream_tokens,
         [&] {
           mover = std::thread([&] { out.report = migrate("big", "node-a", "node-b"); });
           killer = std::thread([&] {
@@ -461,7 +465,7 @@ TEST_F(ClusterMigrationKill, ATargetKilledMidMigrationLeavesTheStreamOnItsSource
   EXPECT_EQ(r.stream_status, 200);
   EXPECT_TRUE(r.stream.error.empty()) << r.stream.error;
   EXPECT_EQ(r.stream.text, r.reference.text);
-  EXPECT_EQ(r.stream.tokens, 100);
+  EXPECT_EQ(r.stream.tokens, stream_tokens);
   ASSERT_EQ(r.report.first, 200) << r.report.second.dump();
   EXPECT_EQ(r.report.second["aborted"], true) << r.report.second.dump();
   EXPECT_EQ(r.report.second["moved"], 0) << r.report.second.dump();
@@ -478,7 +482,7 @@ TEST_F(ClusterMigrationKill, ASourceKilledMidMigrationFailsOverToTheTargetWithTh
   EXPECT_EQ(r.stream_status, 200);
   EXPECT_TRUE(r.stream.error.empty()) << r.stream.error;
   EXPECT_EQ(r.stream.text, r.reference.text);
-  EXPECT_EQ(r.stream.tokens, 100);
+  EXPECT_EQ(r.stream.tokens, stream_tokens);
   EXPECT_GE(r.report.first, 500) << r.report.second.dump();
   EXPECT_NE(r.report.second.dump().find("source instance was lost"), std::string::npos)
       << r.report.second.dump();
