@@ -71,77 +71,71 @@ ssd_reader::ssd_reader(const ssd_reader_options& opt) : options_(opt) {
     verifiers_.emplace_back([this] { verify_run(); });
 }
 
-ssd_reader::~ssd_reader() {
-  std::deque<job> abandoned;
+bool ssd_reader::job_queue::push(job& j) {
   {
     std::lock_guard lock{mutex_};
-    stopping_ = true;
-    abandoned.swap(queue_);
+    if (stopped_)
+      return false;
+    jobs_.push_back(std::move(j));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+std::optional<ssd_reader::job> ssd_reader::job_queue::pop() {
+  std::unique_lock lock{mutex_};
+  cv_.wait(lock, [this] { return stopped_ || !jobs_.empty(); });
+  if (jobs_.empty())
+    return std::nullopt;
+  job j = std::move(jobs_.front());
+  jobs_.pop_front();
+  return j;
+}
+
+std::deque<ssd_reader::job> ssd_reader::job_queue::stop(bool take_queued) {
+  std::deque<job> taken;
+  {
+    std::lock_guard lock{mutex_};
+    stopped_ = true;
+    if (take_queued)
+      taken.swap(jobs_);
   }
   cv_.notify_all();
-  for (auto& j : abandoned)
+  return taken;
+}
+
+ssd_reader::~ssd_reader() {
+  for (auto& j : reads_queued_.stop(true))
     j.done(make_error(errc::cancelled, describe(j.request) + ": reader shut down"));
   for (auto& t : threads_)
     t.join();
-  // The readers are gone: what they handed on is all the verifiers will see.
-  {
-    std::lock_guard lock{verify_mutex_};
-    verify_stopping_ = true;
-  }
-  verify_cv_.notify_all();
+  // The readers are gone: what they handed on is all the verifiers will see, and they drain it.
+  (void)verifies_queued_.stop(false);
   for (auto& t : verifiers_)
     t.join();
 }
 
 void ssd_reader::submit(read_request request, completion done) {
-  {
-    std::lock_guard lock{mutex_};
-    if (!stopping_) {
-      queue_.push_back(job{std::move(request), std::move(done)});
-      cv_.notify_one();
-      return;
-    }
-  }
-  done(make_error(errc::cancelled, describe(request) + ": reader shut down"));
+  job j{std::move(request), std::move(done)};
+  if (!reads_queued_.push(j))
+    j.done(make_error(errc::cancelled, describe(j.request) + ": reader shut down"));
 }
 
 void ssd_reader::run() {
-  for (;;) {
-    job j;
-    {
-      std::unique_lock lock{mutex_};
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty())
-        return;
-      j = std::move(queue_.front());
-      queue_.pop_front();
+  while (auto j = reads_queued_.pop()) {
+    auto result = read_bytes(j->request);
+    if (result && needs_verify(j->request)) {
+      if (verifies_queued_.push(*j))
+        continue; // a verifier completes it
+      result = verify(j->request); // verifiers stop only after the readers: not reached
     }
-    auto result = read_bytes(j.request);
-    if (!result || !needs_verify(j.request)) {
-      j.done(std::move(result));
-      continue;
-    }
-    {
-      std::lock_guard lock{verify_mutex_};
-      verify_queue_.push_back(std::move(j));
-    }
-    verify_cv_.notify_one();
+    j->done(std::move(result));
   }
 }
 
 void ssd_reader::verify_run() {
-  for (;;) {
-    job j;
-    {
-      std::unique_lock lock{verify_mutex_};
-      verify_cv_.wait(lock, [this] { return verify_stopping_ || !verify_queue_.empty(); });
-      if (verify_queue_.empty())
-        return;
-      j = std::move(verify_queue_.front());
-      verify_queue_.pop_front();
-    }
-    j.done(verify(j.request));
-  }
+  while (auto j = verifies_queued_.pop())
+    j->done(verify(j->request));
 }
 
 status ssd_reader::read(const read_request& r) {

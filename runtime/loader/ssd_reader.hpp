@@ -122,19 +122,30 @@ private:
     completion done;
   };
 
+  /// The jobs of one kind of thread (readers, verifiers), which wait on it.
+  class job_queue {
+  public:
+    /// Queues `j` and wakes a thread; false (and `j` untouched) once stopped.
+    bool push(job& j);
+    /// The next job, waiting for one; none once stopped with nothing left.
+    std::optional<job> pop();
+    /// Stops taking jobs and wakes every waiting thread; returns the jobs still queued when
+    /// `take_queued`, else leaves them for pop() to drain.
+    std::deque<job> stop(bool take_queued);
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<job> jobs_;
+    bool stopped_ = false;
+  };
+
   ssd_reader_options options_;
   std::atomic<std::uint64_t> reads_{0};
   std::atomic<std::uint64_t> bytes_{0};
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<job> queue_;
-  bool stopping_ = false;
+  job_queue reads_queued_;
   std::vector<std::thread> threads_;
-  // Read chunks waiting for their checksum: verifiers drain it before they exit.
-  std::mutex verify_mutex_;
-  std::condition_variable verify_cv_;
-  std::deque<job> verify_queue_;
-  bool verify_stopping_ = false;
+  job_queue verifies_queued_; ///< read chunks waiting for their checksum
   std::vector<std::thread> verifiers_;
 };
 
