@@ -260,8 +260,8 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
       // Decode tokens/s over batch 1's in the same round: b * t1 / tb.
       const auto& base = dec[static_cast<std::size_t>(one - o.batches.begin())];
       std::vector<double> ratios;
-      for (int k = 0; k < o.repeats; ++k)
-        ratios.push_back(b * base[static_cast<std::size_t>(k)] / dec[i][static_cast<std::size_t>(k)]);
+      for (std::size_t k = 0; k < base.size(); ++k)
+        ratios.push_back(b * base[k] / dec[i][k]);
       row["decode_speedup_over_batch_1"] = median(ratios);
     }
     rows.push_back(std::move(row));

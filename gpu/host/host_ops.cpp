@@ -230,13 +230,6 @@ void rope(float* x, std::int64_t heads, std::int64_t head_dim, const float* cos_
   }
 }
 
-void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
-          const std::vector<double>& inv_freq) {
-  std::vector<float> cs(2 * inv_freq.size());
-  rope_angles(pos, inv_freq, cs.data());
-  rope(x, heads, head_dim, cs.data());
-}
-
 void silu_mul(float* gate, const float* up, std::int64_t n) noexcept {
   if (use_avx2.load(std::memory_order_relaxed))
     detail::silu_mul_avx2(gate, up, n);

@@ -83,9 +83,6 @@ void rope_angles(std::int64_t pos, const std::vector<double>& inv_freq, float* c
 /// rotate-half layout).
 void rope(float* x, std::int64_t heads, std::int64_t head_dim, const float* cos_sin) noexcept;
 
-/// Both at once, for one position.
-void rope(float* x, std::int64_t heads, std::int64_t head_dim, std::int64_t pos,
-          const std::vector<double>& inv_freq);
 
 /// gate[i] = silu(gate[i]) * up[i].
 void silu_mul(float* gate, const float* up, std::int64_t n) noexcept;

@@ -24,7 +24,6 @@ inline __m256 load8(const void* w, std::int64_t i) noexcept {
   }
 }
 
-
 // Sums the eight lanes as ((v0+v1)+(v2+v3)) + ((v4+v5)+(v6+v7)), the order hsum8 reduces eight
 // vectors in at once, so every tile shape gives an output the same bits.
 inline float hsum(__m256 v) noexcept {
@@ -321,6 +320,14 @@ inline __m256 exp8(__m256 x) noexcept {
   return _mm256_andnot_ps(under, y);
 }
 
+// exp8 of one value, for the tails of the vector loops (the same function, so a value's result
+// does not depend on where it falls).
+inline float exp1(float v) noexcept {
+  alignas(32) float e[8] = {v};
+  _mm256_store_ps(e, exp8(_mm256_load_ps(e)));
+  return e[0];
+}
+
 } // namespace
 
 void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept {
@@ -334,9 +341,7 @@ void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept {
   }
   for (; i < n; ++i) {
     const float g = gate[i];
-    alignas(32) float e[8] = {-g};
-    _mm256_store_ps(e, exp8(_mm256_load_ps(e)));
-    gate[i] = g / (1.0f + e[0]) * up[i];
+    gate[i] = g / (1.0f + exp1(-g)) * up[i];
   }
 }
 
@@ -360,20 +365,17 @@ void softmax_avx2(float* x, std::int64_t n) noexcept {
     _mm256_storeu_ps(x + i, e);
     sv = _mm256_add_ps(sv, e);
   }
-  // The tail through the same exp8, one lane used.
   float sum = hsum(sv);
   for (; i < n; ++i) {
-    alignas(32) float e[8] = {x[i] - m};
-    _mm256_store_ps(e, exp8(_mm256_load_ps(e)));
-    x[i] = e[0];
-    sum += e[0];
+    x[i] = exp1(x[i] - m);
+    sum += x[i];
   }
-  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  const float inv = 1.0f / sum;
   i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
   for (; i < n; ++i)
-    x[i] *= 1.0f / sum;
+    x[i] *= inv;
 }
 
 } // namespace thaw::host::detail

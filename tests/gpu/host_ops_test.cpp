@@ -218,7 +218,9 @@ TEST(host_ops, rope_rotate_half_and_llama3_scaling) {
   EXPECT_DOUBLE_EQ(f[0], 1.0);
   EXPECT_NEAR(f[1], 0.01, 1e-12);
   std::vector<float> v{1, 0, 0, 0};
-  rope(v.data(), 1, 4, 1, f);
+  std::vector<float> cos_sin(2 * f.size());
+  rope_angles(1, f, cos_sin.data());
+  rope(v.data(), 1, 4, cos_sin.data());
   EXPECT_NEAR(v[0], std::cos(1.0), 1e-6);
   EXPECT_NEAR(v[2], std::sin(1.0), 1e-6);
   cfg.head_dim = 128;
