@@ -330,7 +330,9 @@ struct instance_started {
   std::string source;   ///< "ssd" or "dram": where its weights came from
   double load_seconds = 0;     ///< spawn to ready: the weights, the runner, the tokenizer
   double transfer_seconds = 0; ///< the weights' move alone (what tier bandwidths are made of)
-  bool mapped = false; ///< the weights are the DRAM tier's own bytes (no move; source "dram")
+  /// The weights are the DRAM tier's own bytes, copied nowhere (source "dram": they were there
+  /// already; "ssd": read into the tier for this start).
+  bool mapped = false;
 };
 
 template <class Inspector>

@@ -24,6 +24,17 @@ double bytes_of(const model_spec& spec) {
   return spec.weight_bytes > 0 ? static_cast<double>(spec.weight_bytes) : nominal_bytes;
 }
 
+/// Whether the node last reported checkpoint `dir` in its DRAM tier.
+bool in_dram(const node_status& n, const std::string& dir) {
+  return std::find(n.dram_models.begin(), n.dram_models.end(), dir) != n.dram_models.end();
+}
+
+/// Bytes a node's loader has to move, by the tier they come from.
+struct queued_bytes {
+  std::uint64_t ssd = 0;
+  std::uint64_t dram = 0;
+};
+
 /// A placement under way: the nodes to ask, best first, and how far it got.
 struct placement {
   caf::typed_response_promise<instance_started> rp;
@@ -79,11 +90,6 @@ struct scheduler_state {
 
   /// The cluster as runtime/sched sees it: each instance placed here takes a slot of its node
   /// (the node still decides whether another fits beside it). `handles[id - 1]` is instance id.
-  struct queued_bytes {
-    std::uint64_t ssd = 0;
-    std::uint64_t dram = 0;
-  };
-
   sched::cluster_view view(std::vector<caf::actor>& handles) {
     // Starts asked of each node and not answered yet, by the tier they will load from.
     std::unordered_map<std::string, queued_bytes> starting;
@@ -94,10 +100,9 @@ struct scheduler_state {
       for (const auto& [name, n] : nodes) {
         if (n.handle != asked)
           continue;
-        const bool dram = std::find(n.dram_models.begin(), n.dram_models.end(),
-                                    p.spec.checkpoint) != n.dram_models.end();
-        (dram ? starting[name].dram : starting[name].ssd) +=
+        (in_dram(n, p.spec.checkpoint) ? starting[name].dram : starting[name].ssd) +=
             static_cast<std::uint64_t>(bytes_of(p.spec));
+        break;
       }
     }
     sched::cluster_view v;
@@ -341,10 +346,11 @@ caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
       [=](prefetch_atom, const std::string& dir) -> caf::result<std::string> {
         const auto& nodes = self->state.nodes;
         if (nodes.empty())
-          return to_caf(make_error(errc::resource_exhausted, "no node is registered to prefetch " + dir));
+          return to_caf(
+              make_error(errc::resource_exhausted, "no node is registered to prefetch " + dir));
         const node_status* best = nullptr;
         for (const auto& [name, n] : nodes) {
-          if (std::find(n.dram_models.begin(), n.dram_models.end(), dir) != n.dram_models.end())
+          if (in_dram(n, dir))
             return name; // in DRAM already
           const auto free = n.dram_bytes - std::min(n.dram_bytes, n.dram_used_bytes);
           if (best == nullptr ||

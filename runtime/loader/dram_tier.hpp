@@ -157,8 +157,8 @@ public:
   /// Where each of ckpt's data files lies whole in the pool (file f's byte o at files[f] + o),
   /// when the model's chunks happen to make that so: consecutive pool chunks (the pool hands
   /// them out so when it can), each checkpoint chunk at the start of the pool chunk its offset
-  /// in the file falls in. Empty otherwise. `m` must be ready and pinned (the bytes stay valid
-  /// while the lease does).
+  /// in the file falls in. Empty otherwise. The layout is fixed once `m` is acquired, so this
+  /// may be asked while it loads; its bytes are valid once it is ready, while it stays pinned.
   [[nodiscard]] std::vector<const std::byte*> file_bytes(const cached_model& m,
                                                          const checkpoint& ckpt) const;
   /// Pool chunks held by pinned models.

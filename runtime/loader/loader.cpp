@@ -312,7 +312,7 @@ loader_stats loader::stats() const {
 std::unique_ptr<mapped_model> loader::map(const checkpoint& ckpt) {
   if (!options_.map_weights || device_.kind() != device_kind::host)
     return nullptr;
-  auto lease = tier_->try_pin_ready(ckpt, pool_->total_chunks() / 4);
+  auto lease = tier_->try_pin_ready(ckpt, keep_unpinned());
   if (!lease)
     return nullptr;
   auto files = tier_->file_bytes(lease->model(), ckpt);
@@ -488,8 +488,7 @@ void loader::run(detail::load_state& s) {
       // As map(): one run of pool chunks per file, and pinned for its life the model must leave
       // a quarter of the pool to load others through (the lease pins it already).
       files = tier_->file_bytes(lease->model(), s.ckpt);
-      const std::size_t total = pool_->total_chunks();
-      if (files.empty() || tier_->pinned_chunks() + total / 4 > total) {
+      if (files.empty() || tier_->pinned_chunks() + keep_unpinned() > pool_->total_chunks()) {
         files.clear();
         auto buffer = device_.allocate(s.ckpt.total_bytes());
         std::lock_guard lock{s.mutex};

@@ -202,6 +202,9 @@ private:
   loader(const loader_options& options, device& dev) : options_(options), device_(dev) {}
   void run(detail::load_state& s);
   void start_read(detail::load_state& s, const dram_tier::lease& lease);
+  /// Pool chunks that models run in place (map, in-place loads) must leave unpinned, so that
+  /// other models can still be loaded through the tier: a quarter of the pool.
+  [[nodiscard]] std::size_t keep_unpinned() const noexcept { return pool_->total_chunks() / 4; }
   status copy_segments(detail::load_state& s, cached_model& model, std::stop_token stop);
   status await_segments(detail::load_state& s, cached_model& model, std::stop_token stop);
   void reap_finished();
