@@ -141,8 +141,18 @@ expected<checkpoint> checkpoint::open(const std::filesystem::path& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
     return make_error(errc::not_found, dir.string() + ": no such checkpoint directory");
-  auto manifest_path = dir / manifest_file_name;
-  THAW_ASSIGN(auto bytes, read_text_file(manifest_path));
+  THAW_ASSIGN(auto bytes, read_text_file(dir / manifest_file_name));
+  return build(dir, std::move(bytes), true);
+}
+
+expected<checkpoint> checkpoint::from_manifest(const std::filesystem::path& dir,
+                                               std::string manifest_bytes) {
+  return build(dir, std::move(manifest_bytes), false);
+}
+
+expected<checkpoint> checkpoint::build(const std::filesystem::path& dir, std::string bytes,
+                                       bool check_files) {
+  const auto manifest_path = dir / manifest_file_name;
   THAW_ASSIGN(auto m, decode_manifest(bytes, manifest_path.string()));
   if (auto s = validate_manifest(m); !s)
     return with_context(std::move(s).err(), manifest_path.string());
@@ -154,20 +164,23 @@ expected<checkpoint> checkpoint::open(const std::filesystem::path& dir) {
   std::snprintf(id, sizeof id, "%016llx",
                 static_cast<unsigned long long>(xxh3_64(bytes.data(), bytes.size())));
   ck.content_id_ = id;
+  ck.manifest_bytes_ = std::make_shared<const std::string>(std::move(bytes));
 
   const auto& files = ck.manifest_.files;
   std::uint64_t base = 0;
   for (std::uint32_t i = 0; i < files.size(); ++i) {
-    auto path = ck.file_path(i);
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0)
-      return unexpected(posix_error(errno, "stat()", path.string(), __FILE__, __LINE__));
-    auto size = static_cast<std::uint64_t>(st.st_size);
-    if (size != files[i].bytes)
-      return make_error(errc::corrupt,
-                        path.string() + ": " + std::to_string(size) + " bytes, manifest says " +
-                            std::to_string(files[i].bytes) +
-                            (size < files[i].bytes ? " (truncated)" : " (extra bytes)"));
+    if (check_files) {
+      auto path = ck.file_path(i);
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0)
+        return unexpected(posix_error(errno, "stat()", path.string(), __FILE__, __LINE__));
+      auto size = static_cast<std::uint64_t>(st.st_size);
+      if (size != files[i].bytes)
+        return make_error(errc::corrupt,
+                          path.string() + ": " + std::to_string(size) + " bytes, manifest says " +
+                              std::to_string(files[i].bytes) +
+                              (size < files[i].bytes ? " (truncated)" : " (extra bytes)"));
+    }
     ck.file_bases_.push_back(base);
     for (std::uint64_t off = 0, c = 0; off < files[i].bytes; off += files[i].chunk_bytes, ++c)
       ck.chunks_.push_back(checkpoint_chunk{i, off, std::min(files[i].chunk_bytes, files[i].bytes - off),

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ class checkpoint {
 public:
   /// Opens and validates the checkpoint directory `dir`.
   [[nodiscard]] static expected<checkpoint> open(const std::filesystem::path& dir);
+  /// A checkpoint known from its manifest.bin bytes alone, as a peer sends them: validated like
+  /// open() except that its data files are not looked at (they need not exist: the bytes come
+  /// from a peer's DRAM tier, loader::pull). `dir` is where they would be, for messages.
+  [[nodiscard]] static expected<checkpoint> from_manifest(const std::filesystem::path& dir,
+                                                          std::string manifest_bytes);
 
   [[nodiscard]] const std::filesystem::path& dir() const noexcept { return dir_; }
   [[nodiscard]] const manifest& info() const noexcept { return manifest_; }
@@ -40,6 +46,8 @@ public:
   /// A stable identity of the checkpoint's content (XXH3 of manifest.bin, hex); two copies of
   /// the same checkpoint in different directories share it.
   [[nodiscard]] const std::string& content_id() const noexcept { return content_id_; }
+  /// manifest.bin as read (what from_manifest takes back).
+  [[nodiscard]] const std::string& manifest_bytes() const noexcept { return *manifest_bytes_; }
 
   [[nodiscard]] std::filesystem::path file_path(std::uint32_t file) const;
   [[nodiscard]] std::uint64_t file_base(std::uint32_t file) const { return file_bases_.at(file); }
@@ -60,9 +68,13 @@ public:
       const std::function<void(std::uint64_t, std::uint64_t)>& on_progress = {}) const;
 
 private:
+  [[nodiscard]] static expected<checkpoint> build(const std::filesystem::path& dir,
+                                                  std::string manifest_bytes, bool check_files);
+
   std::filesystem::path dir_;
   manifest manifest_;
   std::string content_id_;
+  std::shared_ptr<const std::string> manifest_bytes_; ///< shared by copies of the checkpoint
   std::vector<std::uint64_t> file_bases_;
   std::vector<checkpoint_chunk> chunks_;
   std::vector<std::uint64_t> layer_ends_; ///< index layer + 1

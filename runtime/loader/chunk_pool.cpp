@@ -28,6 +28,24 @@ void prefault(std::byte* base, std::uint64_t bytes) {
     base[off] = std::byte{0};
 }
 
+/// An anonymous mapping of `used` bytes rounded up to huge pages, huge-page aligned.
+expected<std::byte*> map_pool(std::uint64_t used) {
+  // Huge-page alignment lets THP back the whole pool; over-map and trim the ends to get it.
+  const std::uint64_t mapped = (used + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
+  const std::uint64_t span = mapped + huge_page_bytes;
+  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED)
+    return make_error(errc::resource_exhausted, "chunk pool: cannot map " + std::to_string(span) +
+                                                    " bytes: " + std::strerror(errno));
+  const auto start = reinterpret_cast<std::uintptr_t>(raw);
+  const auto aligned = (start + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
+  if (aligned > start)
+    ::munmap(raw, aligned - start);
+  if (start + span > aligned + mapped)
+    ::munmap(reinterpret_cast<void*>(aligned + mapped), start + span - (aligned + mapped));
+  return reinterpret_cast<std::byte*>(aligned);
+}
+
 } // namespace
 
 chunk_pool::handle& chunk_pool::handle::operator=(handle&& other) noexcept {
@@ -53,7 +71,8 @@ void chunk_pool::handle::reset() noexcept {
 }
 
 expected<std::unique_ptr<chunk_pool>> chunk_pool::create(std::uint64_t pool_bytes,
-                                                         std::uint64_t chunk_bytes, device* dev) {
+                                                         std::uint64_t chunk_bytes, device* dev,
+                                                         const memory_source& source) {
   if (chunk_bytes == 0 || chunk_bytes % page_bytes != 0)
     return make_error(errc::invalid_argument,
                       "chunk pool: chunk_bytes " + std::to_string(chunk_bytes) +
@@ -66,37 +85,39 @@ expected<std::unique_ptr<chunk_pool>> chunk_pool::create(std::uint64_t pool_byte
   if (chunks > 0xffffffffull)
     return make_error(errc::invalid_argument, "chunk pool: more than 2^32 chunks; use bigger chunks");
   const std::uint64_t used = chunks * chunk_bytes;
-  // Huge-page alignment lets THP back the whole pool; over-map and trim the ends to get it.
-  const std::uint64_t mapped = (used + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
-  const std::uint64_t span = mapped + huge_page_bytes;
-  void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED)
-    return make_error(errc::resource_exhausted, "chunk pool: cannot map " + std::to_string(span) +
-                                                    " bytes: " + std::strerror(errno));
-  const auto start = reinterpret_cast<std::uintptr_t>(raw);
-  const auto aligned = (start + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
-  if (aligned > start)
-    ::munmap(raw, aligned - start);
-  if (start + span > aligned + mapped)
-    ::munmap(reinterpret_cast<void*>(aligned + mapped), start + span - (aligned + mapped));
-  auto* base = reinterpret_cast<std::byte*>(aligned);
-  ::madvise(base, mapped, MADV_HUGEPAGE); // advisory
+  std::byte* base = nullptr;
+  std::uint64_t mapped = used;
+  if (source) {
+    THAW_ASSIGN(auto region, source(used));
+    if (region.size() < used || reinterpret_cast<std::uintptr_t>(region.data()) % page_bytes != 0)
+      return make_error(errc::internal, "chunk pool: the memory source gave " +
+                                            std::to_string(region.size()) +
+                                            " bytes (or unaligned ones) for " +
+                                            std::to_string(used));
+    base = region.data();
+  } else {
+    THAW_ASSIGN(base, map_pool(used));
+    mapped = (used + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
+  }
+  const bool owned = !source;
+  ::madvise(base, mapped, MADV_HUGEPAGE); // advisory: THP where the kernel offers it
   prefault(base, mapped);
 
   if (dev != nullptr) {
     if (auto registered = dev->register_host_memory(base, mapped); !registered) {
-      ::munmap(base, mapped);
+      if (owned)
+        ::munmap(base, mapped);
       return with_context(std::move(registered).err(), "chunk pool: registering with the device");
     }
   }
   return std::unique_ptr<chunk_pool>(
-      new chunk_pool(base, mapped, chunk_bytes, static_cast<std::size_t>(chunks), dev));
+      new chunk_pool(base, mapped, chunk_bytes, static_cast<std::size_t>(chunks), dev, owned));
 }
 
 chunk_pool::chunk_pool(std::byte* base, std::uint64_t mapped, std::uint64_t chunk_bytes,
-                       std::size_t total_chunks, device* dev)
+                       std::size_t total_chunks, device* dev, bool owned)
     : base_(base), mapped_(mapped), chunk_bytes_(chunk_bytes), total_chunks_(total_chunks),
-      device_(dev) {
+      device_(dev), owned_(owned) {
   free_.reserve(total_chunks);
   // Pushed in reverse so that chunk 0 is handed out first: fresh pools fill front to back.
   for (std::size_t i = total_chunks; i > 0; --i)
@@ -109,7 +130,8 @@ chunk_pool::~chunk_pool() {
                   total_chunks_);
   if (device_ != nullptr)
     device_->unregister_host_memory(base_);
-  ::munmap(base_, mapped_);
+  if (owned_)
+    ::munmap(base_, mapped_);
 }
 
 std::optional<chunk_pool::handle> chunk_pool::try_acquire() {

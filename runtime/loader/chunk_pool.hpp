@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -57,12 +58,18 @@ public:
     std::uint32_t index_ = 0;
   };
 
-  /// Allocates `pool_bytes / chunk_bytes` chunks of `chunk_bytes` and registers them with `dev`
-  /// (may be null: no registration). `chunk_bytes` must be a positive multiple of 4096 and
-  /// `pool_bytes` at least one chunk (`invalid_argument` naming the value otherwise).
-  [[nodiscard]] static expected<std::unique_ptr<chunk_pool>> create(std::uint64_t pool_bytes,
-                                                                    std::uint64_t chunk_bytes,
-                                                                    device* dev = nullptr);
+  /// Where the pool's memory comes from when the pool does not map it itself: given the bytes
+  /// needed, a region of at least that many, 4096-aligned, that outlives the pool (the node's
+  /// data plane allocates it so that peers can read the DRAM tier over UCX).
+  using memory_source = std::function<expected<std::span<std::byte>>(std::uint64_t bytes)>;
+
+  /// Allocates `pool_bytes / chunk_bytes` chunks of `chunk_bytes` (from `source` when given,
+  /// else an anonymous mapping of its own) and registers them with `dev` (may be null: no
+  /// registration). `chunk_bytes` must be a positive multiple of 4096 and `pool_bytes` at least
+  /// one chunk (`invalid_argument` naming the value otherwise).
+  [[nodiscard]] static expected<std::unique_ptr<chunk_pool>>
+  create(std::uint64_t pool_bytes, std::uint64_t chunk_bytes, device* dev = nullptr,
+         const memory_source& source = {});
   /// Every handle must have been released; the memory is unregistered and unmapped.
   ~chunk_pool();
   chunk_pool(const chunk_pool&) = delete;
@@ -89,7 +96,7 @@ public:
 
 private:
   chunk_pool(std::byte* base, std::uint64_t mapped, std::uint64_t chunk_bytes,
-             std::size_t total_chunks, device* dev);
+             std::size_t total_chunks, device* dev, bool owned);
   void release(std::uint32_t index) noexcept;
 
   std::byte* base_;
@@ -97,6 +104,7 @@ private:
   std::uint64_t chunk_bytes_;
   std::size_t total_chunks_;
   device* device_; ///< where the memory is registered, or null
+  bool owned_;     ///< the pool mapped its memory (else a memory_source's owner frees it)
   mutable std::mutex mutex_;
   std::vector<std::uint32_t> free_; ///< a stack: the most recently used chunk is reused first
 };

@@ -260,10 +260,12 @@ expected<std::unique_ptr<device_buffer>> load_handle::take_buffer() const {
 
 // --- loader -------------------------------------------------------------------------------
 
-expected<std::unique_ptr<loader>> loader::create(const loader_options& options, device& dev) {
+expected<std::unique_ptr<loader>> loader::create(const loader_options& options, device& dev,
+                                                 const chunk_pool::memory_source& pool_memory) {
   THAW_TRY(options.validate());
   std::unique_ptr<loader> l{new loader(options, dev)};
-  THAW_ASSIGN(l->pool_, chunk_pool::create(options.pool_bytes, options.chunk_bytes, &dev));
+  THAW_ASSIGN(l->pool_,
+              chunk_pool::create(options.pool_bytes, options.chunk_bytes, &dev, pool_memory));
   l->tier_ = std::make_unique<dram_tier>(*l->pool_);
   THAW_ASSIGN(l->reader_,
               ssd_reader::create(ssd_reader_options{options.read_threads, options.verify_threads,
@@ -306,7 +308,103 @@ loader_stats loader::stats() const {
   s.loads = loads_started_.load();
   s.maps = maps_.load();
   s.loads_in_place = loads_in_place_.load();
+  s.pulls = pulls_.load();
+  s.bytes_pulled = bytes_pulled_.load();
   return s;
+}
+
+expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& source,
+                                        std::stop_token stop) {
+  const auto& chunks = ckpt.chunks();
+  const std::string from = "pulling " + ckpt.dir().string() + " from " + source.name();
+  THAW_TRY(tier_->check_fits(ckpt));
+  for (const auto& c : chunks)
+    if (c.bytes > pool_->chunk_bytes())
+      return make_error(errc::invalid_argument,
+                        from + ": its chunks of " + std::to_string(c.bytes) +
+                            " bytes are larger than this node's pool chunks (loader.chunk_bytes " +
+                            std::to_string(pool_->chunk_bytes()) + ")");
+  THAW_ASSIGN(auto lease, tier_->acquire(ckpt, stop));
+  auto& model = lease.model();
+  auto wait_all = [&]() -> status {
+    for (std::size_t i = 0; i < chunks.size(); ++i)
+      THAW_TRY(tier_->wait_segment(model, i, stop));
+    return {};
+  };
+  if (!lease.created()) { // in the tier already, or being read by a load or another pull
+    THAW_TRY(wait_all());
+    return lease;
+  }
+
+  // Every chunk is one read in flight from now until it is verified or the fetch fails.
+  const std::size_t n = chunks.size();
+  std::vector<std::span<std::byte>> destinations(n);
+  for (std::size_t i = 0; i < n; ++i)
+    destinations[i] = model.segment_buffers(i).front().first(chunks[i].bytes);
+  for (std::size_t i = 0; i < n; ++i)
+    if (!tier_->begin_read(model)) { // abandoned meanwhile: end the reads begun
+      for (std::size_t k = 0; k < i; ++k)
+        tier_->end_read(model, k, make_error(errc::cancelled, from + ": abandoned"));
+      return make_error(errc::cancelled, from + ": abandoned");
+    }
+
+  struct progress {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<std::uint64_t> landed;
+    std::vector<bool> ended;   ///< end_read called (verified, or the fetch failed first)
+    std::size_t verifying = 0; ///< handed to the verifiers, not back yet
+  } p;
+  p.landed.assign(n, 0);
+  p.ended.assign(n, false);
+  auto verified = [&](std::size_t i, status result) {
+    tier_->end_read(model, i, std::move(result));
+    std::lock_guard lock{p.mutex};
+    --p.verifying;
+    p.cv.notify_all();
+  };
+  const auto& files = ckpt.info().files;
+  auto on_piece = [&](std::size_t i, std::size_t, std::size_t bytes) {
+    {
+      std::lock_guard lock{p.mutex};
+      p.landed.at(i) += bytes;
+      if (p.landed[i] != chunks[i].bytes)
+        return;
+      p.ended[i] = true;
+      ++p.verifying;
+    }
+    const auto& c = chunks[i];
+    read_request r;
+    r.offset = c.file_offset;
+    r.bytes = c.bytes;
+    r.buffers = {destinations[i]};
+    r.checksum = c.checksum;
+    r.chunk_index = c.file_offset / files.at(c.file).chunk_bytes;
+    r.origin = source.name() + " (" + files.at(c.file).name + ")";
+    reader_->verify_async(std::move(r), [&verified, i](status st) { verified(i, std::move(st)); });
+  };
+  status fetched = source.fetch(destinations, on_piece, stop);
+  {
+    std::unique_lock lock{p.mutex};
+    p.cv.wait(lock, [&] { return p.verifying == 0; });
+    if (fetched && std::find(p.ended.begin(), p.ended.end(), false) != p.ended.end())
+      fetched = make_error(errc::internal, "the source reported success with bytes missing");
+  }
+  if (!fetched) {
+    auto e = with_context(std::move(fetched).err(), from);
+    for (std::size_t i = 0; i < n; ++i)
+      if (!p.ended[i])
+        tier_->end_read(model, i, e);
+    lease.reset(); // the failed model's chunks go back to the pool
+    return e;
+  }
+  if (auto ready = wait_all(); !ready) {
+    lease.reset();
+    return with_context(std::move(ready).err(), from);
+  }
+  pulls_.fetch_add(1);
+  bytes_pulled_.fetch_add(ckpt.total_bytes());
+  return lease;
 }
 
 std::unique_ptr<mapped_model> loader::map(const checkpoint& ckpt) {

@@ -29,7 +29,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
+#include <stop_token>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -52,6 +56,25 @@ struct loader_options {
   [[nodiscard]] static expected<loader_options> from_config(const config& cfg);
   /// Checks the values (`invalid_argument` naming the key).
   [[nodiscard]] status validate() const;
+};
+
+/// The remote tier (ARCHITECTURE.md section 5): a peer that holds a checkpoint's chunks in its
+/// DRAM tier and hands them over, one segment per checkpoint chunk, in chunk order. The
+/// transport implements it (a UCX data plane fetch); the loader only says where bytes go.
+class remote_source {
+public:
+  /// Called as each piece lands: chunk index, offset in the chunk, bytes. Every byte is reported
+  /// exactly once, pieces in any order, on the thread that called fetch().
+  using piece_callback =
+      std::function<void(std::size_t chunk, std::size_t offset, std::size_t bytes)>;
+
+  virtual ~remote_source() = default;
+  /// The peer, for messages.
+  [[nodiscard]] virtual std::string name() const = 0;
+  /// Reads chunk i of the checkpoint into destinations[i] (exactly its bytes) for every chunk,
+  /// blocking until all have landed, an error, or `stop` (`cancelled`).
+  [[nodiscard]] virtual status fetch(std::span<const std::span<std::byte>> destinations,
+                                     const piece_callback& on_piece, std::stop_token stop) = 0;
 };
 
 /// Where a load's bytes came from: the DRAM tier, or the SSD (read by this load or by an
@@ -103,6 +126,8 @@ struct loader_stats {
   std::uint64_t loads = 0;           ///< loads started
   std::uint64_t maps = 0;            ///< starts served in place by map(): no bytes moved
   std::uint64_t loads_in_place = 0;  ///< load_mode::in_place loads that ended mapped
+  std::uint64_t pulls = 0;           ///< models read into the tier from a peer (pull)
+  std::uint64_t bytes_pulled = 0;    ///< their bytes
 };
 
 /// A model run in place from the DRAM tier (loader::map): where each data file's bytes are.
@@ -167,8 +192,10 @@ class loader {
 public:
   /// Allocates the chunk pool (registered with `dev`), starts the reader threads and the copy
   /// lanes. `dev` must outlive the loader and every buffer it hands out.
-  [[nodiscard]] static expected<std::unique_ptr<loader>> create(const loader_options& options,
-                                                                device& dev);
+  /// `pool_memory`, when given, provides the pool's memory (see chunk_pool::memory_source).
+  [[nodiscard]] static expected<std::unique_ptr<loader>>
+  create(const loader_options& options, device& dev,
+         const chunk_pool::memory_source& pool_memory = {});
   /// Cancels loads still running and waits for them.
   ~loader();
   loader(const loader&) = delete;
@@ -191,6 +218,18 @@ public:
   /// tier or not laid out so, or pinning it would leave less than a quarter of the pool to load
   /// other models through: the caller then load()s.
   [[nodiscard]] std::unique_ptr<mapped_model> map(const checkpoint& ckpt);
+
+  /// Reads `ckpt` from a peer into the DRAM tier (the remote tier: no data file is touched, so
+  /// `ckpt` may come from checkpoint::from_manifest) and returns a lease that keeps the model
+  /// pinned there, ready, until the caller lets it go; load() and map() then find it in memory.
+  /// Every chunk is checked against its manifest checksum (loader.verify_checksums) on the
+  /// verifier threads as it lands. When the tier already holds or is reading the model, waits
+  /// for that instead of fetching. Blocks. Errors, with nothing left in the tier: the tier's
+  /// (resource_exhausted, never fits), invalid_argument (a checkpoint chunk larger than a pool
+  /// chunk), the source's (named with the peer), corrupt (a chunk's checksum, naming the peer,
+  /// file and chunk), cancelled (`stop`).
+  [[nodiscard]] expected<dram_tier::lease> pull(const checkpoint& ckpt, remote_source& source,
+                                               std::stop_token stop = {});
 
   [[nodiscard]] loader_stats stats() const;
   [[nodiscard]] loader_queue queued();
@@ -219,6 +258,8 @@ private:
   std::atomic<std::uint64_t> loads_started_{0};
   std::atomic<std::uint64_t> maps_{0};
   std::atomic<std::uint64_t> loads_in_place_{0};
+  std::atomic<std::uint64_t> pulls_{0};
+  std::atomic<std::uint64_t> bytes_pulled_{0};
   std::mutex loads_mutex_;
   std::vector<std::shared_ptr<detail::load_state>> loads_; ///< running or not yet joined
 };

@@ -27,7 +27,8 @@ std::string hex(std::uint64_t v) {
 }
 
 std::string describe(const read_request& r) {
-  return r.file->path().string() + ": chunk " + std::to_string(r.chunk_index) +
+  return (r.file ? r.file->path().string() : r.origin) + ": chunk " +
+         std::to_string(r.chunk_index) +
          " at byte offset " + std::to_string(r.offset);
 }
 
@@ -118,6 +119,16 @@ ssd_reader::~ssd_reader() {
 void ssd_reader::submit(read_request request, completion done) {
   job j{std::move(request), std::move(done)};
   if (!reads_queued_.push(j))
+    j.done(make_error(errc::cancelled, describe(j.request) + ": reader shut down"));
+}
+
+void ssd_reader::verify_async(read_request request, completion done) {
+  if (!needs_verify(request)) {
+    done({});
+    return;
+  }
+  job j{std::move(request), std::move(done)};
+  if (!verifies_queued_.push(j))
     j.done(make_error(errc::cancelled, describe(j.request) + ": reader shut down"));
 }
 

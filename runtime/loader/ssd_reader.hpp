@@ -28,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -72,6 +73,8 @@ struct read_request {
   std::uint64_t chunk_index = 0;
   /// A request whose stop was requested before it is read completes with `cancelled`.
   std::stop_token stop;
+  /// Where the bytes came from, for messages, when there is no `file` (verify_async).
+  std::string origin;
 };
 
 struct ssd_reader_options {
@@ -97,6 +100,11 @@ public:
   /// `corrupt` naming the file, chunk index and byte offset for a checksum mismatch or a file
   /// that ends early ("truncated"), `io_error` for a failed read, `cancelled` if stopped first.
   void submit(read_request request, completion done);
+
+  /// Checks bytes already in `request.buffers` (they came from elsewhere: a peer's DRAM tier)
+  /// against `request.checksum` on a verifier thread: `done` runs exactly once with the result,
+  /// at once when verification is off or there is no checksum. `request.file` may be null.
+  void verify_async(read_request request, completion done);
 
   /// Performs one request on the calling thread (same checks, same counters).
   [[nodiscard]] status read(const read_request& request);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <thread>
@@ -186,6 +187,45 @@ TEST(ChunkPool, ConcurrentAcquireAndReleaseLoseNothing) {
   for (auto& t : threads)
     t.join();
   EXPECT_EQ(p.free_chunks(), 32u);
+}
+
+TEST(ChunkPool, UsesTheMemoryItIsGivenAndLeavesItToItsOwner) {
+  constexpr std::size_t bytes = 8 * 4096;
+  auto* region = static_cast<std::byte*>(std::aligned_alloc(4096, bytes + 4096));
+  ASSERT_NE(region, nullptr);
+  std::uint64_t asked = 0;
+  {
+    auto pool = chunk_pool::create(bytes, 4096, nullptr,
+                                   [&](std::uint64_t n) -> expected<std::span<std::byte>> {
+                                     asked = n;
+                                     return std::span<std::byte>{region, bytes + 4096};
+                                   });
+    ASSERT_TRUE(pool) << pool.err().to_string();
+    EXPECT_EQ(asked, bytes);
+    EXPECT_EQ((*pool)->total_chunks(), 8u);
+    auto c = (*pool)->try_acquire(8);
+    ASSERT_TRUE(c);
+    for (const auto& h : *c) {
+      EXPECT_GE(h.data(), region);
+      EXPECT_LT(h.data(), region + bytes);
+      std::memset(h.data(), 0x5a, h.size());
+    }
+  }
+  // The pool is gone and the region is still the owner's to use (and free).
+  EXPECT_EQ(region[bytes - 1], std::byte{0x5a});
+  std::free(region);
+
+  // A source that gives too little, or fails, fails the pool naming why.
+  auto short_source = chunk_pool::create(bytes, 4096, nullptr, [&](std::uint64_t) {
+    return expected<std::span<std::byte>>{std::span<std::byte>{}};
+  });
+  ASSERT_FALSE(short_source);
+  EXPECT_NE(short_source.err().message.find("memory source"), std::string::npos);
+  auto failing = chunk_pool::create(bytes, 4096, nullptr, [&](std::uint64_t) {
+    return expected<std::span<std::byte>>{make_error(errc::io_error, "no shared memory")};
+  });
+  ASSERT_FALSE(failing);
+  EXPECT_EQ(failing.err().code, errc::io_error);
 }
 
 } // namespace

@@ -727,6 +727,165 @@ TEST_F(Loader, QueuedCountsTheBytesLoadsStillHaveToMove) {
   EXPECT_EQ(q.ssd_bytes + q.dram_bytes, 0u);
 }
 
+// --- the remote tier: pull ---------------------------------------------------------------------
+
+/// A peer that holds a checkpoint's bytes in memory and hands them over in pieces, last chunk
+/// first (the loader must not care about order). It can flip a byte on the way, or fail after
+/// a number of bytes. The UCX source is tested in tests/transport and the cluster tests; this
+/// one lets the loader's side be checked without a network.
+class memory_peer final : public remote_source {
+public:
+  explicit memory_peer(const checkpoint& ckpt) : ckpt_(ckpt), data_(testing::concatenated_data(ckpt)) {}
+  std::string name() const override { return "peer test-peer"; }
+  status fetch(std::span<const std::span<std::byte>> dst, const piece_callback& on_piece,
+               std::stop_token stop) override {
+    ++fetches;
+    const auto& chunks = ckpt_.chunks();
+    if (dst.size() != chunks.size())
+      return make_error(errc::invalid_argument, "destination count");
+    std::uint64_t sent = 0;
+    for (std::size_t i = chunks.size(); i-- > 0;) {
+      const auto& c = chunks[i];
+      if (dst[i].size() != c.bytes)
+        return make_error(errc::invalid_argument, "destination size");
+      for (std::uint64_t off = 0; off < c.bytes; off += piece) {
+        if (stop.stop_requested())
+          return make_error(errc::cancelled, "stopped");
+        if (sent >= fail_after)
+          return make_error(errc::io_error, "connection reset by test-peer");
+        const auto n = std::min<std::uint64_t>(piece, c.bytes - off);
+        std::memcpy(dst[i].data() + off, data_.data() + c.device_offset + off, n);
+        if (flip_at >= c.device_offset + off && flip_at < c.device_offset + off + n)
+          dst[i][flip_at - c.device_offset] ^= std::byte{0x20};
+        sent += n;
+        on_piece(i, off, n);
+      }
+    }
+    return {};
+  }
+
+  std::uint64_t piece = 5000;
+  std::uint64_t flip_at = ~0ull;
+  std::uint64_t fail_after = ~0ull;
+  int fetches = 0;
+
+private:
+  const checkpoint& ckpt_;
+  std::vector<std::byte> data_;
+};
+
+/// `ckpt` as a node without its data files knows it: from its manifest's bytes alone.
+checkpoint without_files(const checkpoint& ckpt, const std::filesystem::path& where) {
+  auto remote = checkpoint::from_manifest(where, ckpt.manifest_bytes());
+  EXPECT_TRUE(remote) << remote.err().to_string();
+  return std::move(*remote);
+}
+
+TEST_F(Loader, PullFillsTheTierFromAPeerAndLoadsThenReadNothing) {
+  const auto local = make(11);
+  const auto ckpt = without_files(local, dir / "not-here");
+  EXPECT_EQ(ckpt.content_id(), local.content_id());
+  EXPECT_EQ(ckpt.chunks().size(), local.chunks().size());
+  memory_peer peer{local};
+  auto l = make_loader(small_options(), dev);
+  {
+    auto lease = l->pull(ckpt, peer);
+    ASSERT_TRUE(lease) << lease.err().to_string();
+    EXPECT_EQ(l->tier().state_of(ckpt.content_id()), dram_state::ready);
+    EXPECT_EQ(l->stats().pulls, 1u);
+    EXPECT_EQ(l->stats().bytes_pulled, ckpt.total_bytes());
+    // Pinned while the lease lives: an eviction leaves it.
+    EXPECT_EQ(l->tier().evict_unpinned(), 0u);
+    // A second pull of a model the tier holds fetches nothing.
+    auto again = l->pull(ckpt, peer);
+    ASSERT_TRUE(again) << again.err().to_string();
+    EXPECT_EQ(peer.fetches, 1);
+  }
+  auto h = l->load(ckpt); // no data file exists: the bytes can only come from the tier
+  ASSERT_TRUE(h);
+  ASSERT_TRUE(h->wait()) << h->wait().err().to_string();
+  EXPECT_EQ(h->progress().source, load_source::dram);
+  EXPECT_EQ(buffer_bytes(*h), testing::concatenated_data(local));
+  EXPECT_EQ(l->stats().ssd_reads, 0u);
+}
+
+TEST_F(Loader, APulledChunkWithAFlippedByteIsCorruptNamingThePeerAndNothingStays) {
+  const auto local = make(12);
+  const auto ckpt = without_files(local, dir / "not-here");
+  memory_peer peer{local};
+  const auto& c = ckpt.chunks().at(3);
+  peer.flip_at = c.device_offset + 77;
+  auto l = make_loader(small_options(), dev);
+  auto lease = l->pull(ckpt, peer);
+  ASSERT_FALSE(lease);
+  EXPECT_EQ(lease.err().code, errc::corrupt);
+  const auto& msg = lease.err().message;
+  EXPECT_NE(msg.find("test-peer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(ckpt.info().files.at(c.file).name), std::string::npos) << msg;
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  EXPECT_FALSE(l->tier().state_of(ckpt.content_id()));
+  EXPECT_EQ(l->pool().free_chunks(), l->pool().total_chunks());
+
+  peer.flip_at = ~0ull; // the peer mends: the next pull succeeds
+  auto retry = l->pull(ckpt, peer);
+  ASSERT_TRUE(retry) << retry.err().to_string();
+}
+
+TEST_F(Loader, APeerThatFailsMidPullLeavesNothingAndCachedModelsStay) {
+  const auto cached = make(13);
+  const auto local = make(14);
+  const auto ckpt = without_files(local, dir / "not-here");
+  auto l = make_loader(small_options(), dev);
+  auto h = l->load(cached);
+  ASSERT_TRUE(h && h->wait());
+  const auto free_before = l->pool().free_chunks();
+
+  memory_peer peer{local};
+  peer.fail_after = ckpt.total_bytes() / 2;
+  auto lease = l->pull(ckpt, peer);
+  ASSERT_FALSE(lease);
+  EXPECT_EQ(lease.err().code, errc::io_error);
+  EXPECT_NE(lease.err().message.find("connection reset by test-peer"), std::string::npos);
+  EXPECT_NE(lease.err().message.find("not-here"), std::string::npos) << lease.err().message;
+  EXPECT_FALSE(l->tier().state_of(ckpt.content_id()));
+  EXPECT_EQ(l->pool().free_chunks(), free_before);
+  EXPECT_EQ(l->tier().state_of(cached.content_id()), dram_state::ready);
+
+  // Stopped before it starts: cancelled, and again nothing stays.
+  std::stop_source stop;
+  stop.request_stop();
+  peer.fail_after = ~0ull;
+  auto cancelled = l->pull(ckpt, peer, stop.get_token());
+  ASSERT_FALSE(cancelled);
+  EXPECT_EQ(cancelled.err().code, errc::cancelled);
+  EXPECT_EQ(l->pool().free_chunks(), free_before);
+}
+
+TEST_F(Loader, PullRefusesChunksLargerThanThePoolsAndModelsLargerThanThePool) {
+  const auto local = make(15); // 64 KiB checkpoint chunks
+  const auto ckpt = without_files(local, dir / "not-here");
+  memory_peer peer{local};
+  auto o = small_options();
+  o.chunk_bytes = 16 << 10;
+  auto small_chunks = make_loader(o, dev);
+  auto r = small_chunks->pull(ckpt, peer);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::invalid_argument);
+  EXPECT_NE(r.err().message.find("loader.chunk_bytes"), std::string::npos) << r.err().message;
+
+  auto tiny_pool = make_loader(small_options(128 << 10), dev);
+  r = tiny_pool->pull(ckpt, peer);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.err().code, errc::resource_exhausted);
+  EXPECT_EQ(peer.fetches, 0);
+}
+
+TEST(CheckpointFromManifest, GarbageManifestBytesAreRefused) {
+  auto r = checkpoint::from_manifest("/nowhere/model", "not a manifest");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.err().message.find("/nowhere/model"), std::string::npos) << r.err().message;
+}
+
 TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   auto empty = config::parse("");
   ASSERT_TRUE(empty);
