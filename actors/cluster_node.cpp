@@ -63,7 +63,8 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
                                                           cluster_options cluster,
                                                           std::string head_host,
                                                           std::uint16_t head_port) {
-  THAW_ASSIGN(auto ctx, node_context::create(node, std::make_shared<metrics::registry>()));
+  // A cluster node lends its DRAM tier to peers and pulls from theirs: it has a data plane.
+  THAW_ASSIGN(auto ctx, node_context::create(node, std::make_shared<metrics::registry>(), true));
   auto p = std::make_unique<impl>();
   p->cfg = make_cluster_system_config(cluster, cluster_role::node);
   p->sys = std::make_unique<caf::actor_system>(*p->cfg);

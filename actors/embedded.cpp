@@ -84,6 +84,12 @@ expected<serve_options> serve_options::from_config(const config& cfg) {
     return make_error(errc::invalid_argument, "config key 'node.threads' must be 1..1024");
   o.node.cpu_slots = static_cast<std::int32_t>(slots);
   o.node.threads = static_cast<std::int32_t>(threads);
+  THAW_ASSIGN(o.node.data_plane, cfg.get_bool("node.data_plane", o.node.data_plane));
+  THAW_ASSIGN(o.node.data_address, cfg.get_string("node.data_address", o.node.data_address));
+  THAW_ASSIGN(auto data_port, cfg.get_int("node.data_port", o.node.data_port));
+  if (data_port < 0 || data_port > 65535)
+    return make_error(errc::invalid_argument, "config key 'node.data_port' must be 0..65535");
+  o.node.data_port = static_cast<std::uint16_t>(data_port);
   // The DRAM tier of a serving node: 1 GiB unless configured.
   config with_default = cfg;
   if (!cfg.contains("loader.pool_bytes"))

@@ -53,6 +53,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<node_status>("node_status");
   cfg.add_message_type<std::vector<node_status>>("std::vector<node_status>");
   cfg.add_message_type<instance_started>("instance_started");
+  cfg.add_message_type<pull_offer>("pull_offer");
   cfg.add_message_type<model_status>("model_status");
   cfg.add_message_type<join_cluster>("join_cluster");
   cfg.add_message_type<rng_state>("rng_state");

@@ -39,6 +39,8 @@ using migrate_atom = caf::atom_constant<caf::atom("migrate")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using load_atom = caf::atom_constant<caf::atom("load")>;
 using prefetch_atom = caf::atom_constant<caf::atom("prefetch")>;
+using pull_atom = caf::atom_constant<caf::atom("pull")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
 
 // --- inspect for the engine's and runtime's value types ---------------------------------------
 
@@ -323,11 +325,34 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
            x.loads_ssd, x.loads_dram, x.starts_in_place, x.queued_ssd_bytes, x.queued_dram_bytes);
 }
 
+/// peer node -> node (the answer to (pull_atom, checkpoint, the puller's pool chunk size)): the
+/// peer holds the checkpoint in
+/// its DRAM tier, pinned and published on its UCX data plane under `key` until the puller sends
+/// (release_atom, key) or goes away. What the puller needs besides the bytes comes along: the
+/// manifest (checkpoint::from_manifest) and the tokenizer.
+struct pull_offer {
+  std::string node;          ///< the peer's name, for messages
+  std::string host;          ///< its data plane's address and port
+  std::uint16_t port = 0;
+  std::string key;
+  std::uint64_t chunk_bytes = 0; ///< the peer's pool chunk size (see remote_source)
+  std::string manifest;      ///< manifest.bin
+  std::string tokenizer_json;
+  std::string tokenizer_config; ///< tokenizer_config.json; empty when the checkpoint has none
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pull_offer& x) {
+  return f(caf::meta::type_name("pull_offer"), x.node, x.host, x.port, x.key, x.chunk_bytes,
+           x.manifest,
+           x.tokenizer_json, x.tokenizer_config);
+}
+
 /// node -> router (through the scheduler): an instance is loaded and serving.
 struct instance_started {
   caf::actor handle;
   std::string node;
-  std::string source;   ///< "ssd" or "dram": where its weights came from
+  std::string source;   ///< "ssd", "dram" or "remote" (a peer's DRAM over UCX): its weights' tier
   double load_seconds = 0;     ///< spawn to ready: the weights, the runner, the tokenizer
   double transfer_seconds = 0; ///< the weights' move alone (what tier bandwidths are made of)
   /// The weights are the DRAM tier's own bytes, copied nowhere (source "dram": they were there
@@ -361,7 +386,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 7;
+inline constexpr std::uint32_t cluster_protocol_version = 8;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

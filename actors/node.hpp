@@ -9,9 +9,20 @@
 /// own: a CPU slot has no device state to own. A CUDA slot will own its device context.
 ///
 /// Messages:
-///   (start_atom, model_spec) -> instance_started | error
+///   (start_atom, model_spec, std::vector<caf::actor> peers) -> instance_started | error
 ///       reserves memory on the slot with the most room (resource_exhausted when none fits),
-///       spawns the instance and answers once it is loaded (or failed: the slot is released)
+///       spawns the instance and answers once it is loaded (or failed: the slot is released).
+///       A checkpoint that is not on this node's disk (a relative path is looked up from the
+///       node's working directory) comes from the remote tier: the node asks the `peers` (the
+///       scheduler lists those holding it in DRAM, then on SSD) in turn to lend it, pulls it
+///       from the first that does into its DRAM tier over UCX, and starts from there (source
+///       "remote"); not_found when none can. A model pulled before and still in the tier starts
+///       from it without asking.
+///   (pull_atom, std::string checkpoint, std::uint64_t pool_chunk_bytes) -> pull_offer | error
+///       a peer asks to pull a checkpoint: it is read into the DRAM tier first if it is only on
+///       disk, pinned, and published on the data plane in the pieces the peer's pool chunks
+///       take, until (release_atom, key) or the peer goes down. unsupported without a data plane.
+///   (release_atom, std::string key) -> void      ends a pull this node served
 ///   (stop_atom, caf::actor instance) -> void     stops it; its slot is released when it exits
 ///   (status_atom) -> node_status
 ///   (prefetch_atom, std::string checkpoint_dir) -> bool | error

@@ -10,6 +10,7 @@
 #include "runtime/common/metrics.hpp"
 #include "runtime/loader/loader.hpp"
 #include "runtime/engine/tokenizer.hpp"
+#include "transport/data_plane.hpp"
 
 #include <cstdint>
 #include <map>
@@ -26,26 +27,42 @@ struct node_options {
   std::uint64_t slot_memory_bytes = 8ull << 30; ///< node.slot_memory_bytes, per CPU slot
   std::int32_t threads = 2;                     ///< node.threads: compute threads per CPU slot
   loader_options loader;                        ///< loader.*: DRAM tier size, chunks, readers
+  /// node.data_plane: a UCX data plane through which peers read this node's DRAM tier and this
+  /// node pulls models it lacks on disk from theirs (the remote tier). Cluster nodes only: an
+  /// embedded `thaw serve` has no peers.
+  bool data_plane = true;
+  std::string data_address = "127.0.0.1"; ///< node.data_address: the data plane's listen address
+  std::uint16_t data_port = 0;            ///< node.data_port: its port; 0 picks a free one
 };
 
 struct node_context {
   node_options options;
   std::unique_ptr<device> dev;
+  /// Null without node.data_plane. When present, the loader's chunk pool is memory it allocated
+  /// (UCX shared memory where it can: a peer on the same host then reads it with one copy), so
+  /// it must outlive the loader: declared first, destroyed last.
+  std::unique_ptr<transport::data_plane> plane;
   std::unique_ptr<loader> ld;
   std::shared_ptr<metrics::registry> metrics;
   /// One compute pool per CPU slot, made with the node: the instances placed in a slot share its
   /// threads (their forward passes take turns), and a cold start creates none.
   std::vector<std::shared_ptr<host::thread_pool>> slot_pools;
 
-  /// Makes the host device and the loader. Errors name the bad option.
+  /// Makes the host device, the data plane when `with_data_plane` and options.data_plane, and
+  /// the loader. Errors name the bad option (or the data plane's failure).
   [[nodiscard]] static expected<std::shared_ptr<node_context>>
-  create(node_options options, std::shared_ptr<metrics::registry> metrics);
+  create(node_options options, std::shared_ptr<metrics::registry> metrics,
+         bool with_data_plane = false);
 
   /// The tokenizer of the checkpoint with `content_id` in `dir`, loaded once per node: parsing
   /// tokenizer.json costs tens of milliseconds of every cold start otherwise. Shared read-only
   /// by the instances of the model (a tokenizer's const methods keep no state). Thread-safe.
   [[nodiscard]] expected<std::shared_ptr<const tokenizer>>
   tokenizer_for(const std::string& content_id, const std::filesystem::path& dir);
+
+  /// Keeps `tok` as the tokenizer of `content_id` (a model pulled from a peer has no
+  /// tokenizer.json on this node's disk); returns the copy kept.
+  std::shared_ptr<const tokenizer> add_tokenizer(const std::string& content_id, tokenizer tok);
 
 private:
   std::mutex tokenizers_mutex_;

@@ -29,6 +29,21 @@ bool in_dram(const node_status& n, const std::string& dir) {
   return std::find(n.dram_models.begin(), n.dram_models.end(), dir) != n.dram_models.end();
 }
 
+/// Nodes a node that lacks checkpoint `dir` on its disk may pull it from: those holding it in
+/// DRAM first, then those that have read it from their SSD.
+template <class State>
+std::vector<caf::actor> peers_holding(const State& st, const std::string& dir) {
+  std::vector<caf::actor> out;
+  for (const auto& [name, n] : st.nodes)
+    if (in_dram(n, dir))
+      out.push_back(n.handle);
+  for (const auto& [name, n] : st.nodes)
+    if (!in_dram(n, dir) &&
+        std::find(n.local_models.begin(), n.local_models.end(), dir) != n.local_models.end())
+      out.push_back(n.handle);
+  return out;
+}
+
 /// Bytes a node's loader has to move, by the tier they come from.
 struct queued_bytes {
   std::uint64_t ssd = 0;
@@ -43,6 +58,7 @@ struct placement {
   std::size_t next = 0;     ///< the candidate asked now is candidates[next - 1]
   std::string refusals;
   caf::actor router;        ///< who asked: the instance will be its
+  bool only_missing = true; ///< every refusal so far said not_found: the checkpoint is nowhere
 };
 
 /// An instance this scheduler placed, for migration decisions: whose it is and how busy.
@@ -161,8 +177,9 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
     return;
   auto& p = it->second;
   if (p.next == p.candidates.size()) {
-    p.rp.deliver(to_caf(make_error(errc::resource_exhausted,
-                                   "no node can start " + p.spec.name + ": " + p.refusals)));
+    const auto code =
+        p.only_missing && !p.refusals.empty() ? errc::not_found : errc::resource_exhausted;
+    p.rp.deliver(to_caf(make_error(code, "no node can start " + p.spec.name + ": " + p.refusals)));
     st.placing.erase(it);
     return;
   }
@@ -174,7 +191,7 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
     auto f = self->state.placing.find(id);
     return f != self->state.placing.end() && f->second.next == asked ? &f->second : nullptr;
   };
-  self->request(node, caf::infinite, start_atom::value, p.spec)
+  self->request(node, caf::infinite, start_atom::value, p.spec, peers_holding(st, p.spec.checkpoint))
       .then(
           [=](instance_started& started) {
             if (auto* q = current()) {
@@ -194,15 +211,18 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
             if (q == nullptr)
               return;
             auto e = from_caf(err);
-            // A node that is gone (CAF's own error) is skipped like a full one. A model that
-            // cannot load (bad checkpoint) fails the same way everywhere.
+            // A node that is gone (CAF's own error) is skipped like a full one, and so is one
+            // that lacks the checkpoint and could not pull it. A model that cannot load (bad
+            // checkpoint) fails the same way everywhere.
             const bool node_lost = err.category() != caf::atom("thaw");
-            if (e.code != errc::resource_exhausted && !node_lost) {
+            const bool skip = e.code == errc::resource_exhausted || e.code == errc::not_found;
+            if (!skip && !node_lost) {
               q->rp.deliver(std::move(err));
               self->state.placing.erase(id);
               return;
             }
             q->refusals += (q->refusals.empty() ? "" : "; ") + e.message;
+            q->only_missing = q->only_missing && e.code == errc::not_found && !node_lost;
             try_next(self, id);
           });
 }

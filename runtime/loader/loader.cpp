@@ -313,17 +313,34 @@ loader_stats loader::stats() const {
   return s;
 }
 
+std::vector<chunk_piece> pull_pieces(std::uint64_t chunk_bytes, std::uint64_t a,
+                                     std::uint64_t b) {
+  std::vector<chunk_piece> out;
+  for (std::uint64_t off = 0; off < chunk_bytes;) {
+    const auto next_a = a > 0 ? (off / a + 1) * a : chunk_bytes;
+    const auto next_b = b > 0 ? (off / b + 1) * b : chunk_bytes;
+    const auto end = std::min({next_a, next_b, chunk_bytes});
+    out.push_back(chunk_piece{off, end - off});
+    off = end;
+  }
+  return out;
+}
+
+std::vector<std::span<std::byte>> pull_destinations(const cached_model& model, std::size_t i,
+                                                    std::uint64_t pool_chunk,
+                                                    std::uint64_t peer_chunk) {
+  const auto buffers = model.segment_buffers(i);
+  std::vector<std::span<std::byte>> out;
+  for (const auto& p : pull_pieces(model.segment_bytes(i), pool_chunk, peer_chunk))
+    out.push_back(buffers.at(p.offset / pool_chunk).subspan(p.offset % pool_chunk, p.bytes));
+  return out;
+}
+
 expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& source,
                                         std::stop_token stop) {
   const auto& chunks = ckpt.chunks();
   const std::string from = "pulling " + ckpt.dir().string() + " from " + source.name();
   THAW_TRY(tier_->check_fits(ckpt));
-  for (const auto& c : chunks)
-    if (c.bytes > pool_->chunk_bytes())
-      return make_error(errc::invalid_argument,
-                        from + ": its chunks of " + std::to_string(c.bytes) +
-                            " bytes are larger than this node's pool chunks (loader.chunk_bytes " +
-                            std::to_string(pool_->chunk_bytes()) + ")");
   THAW_ASSIGN(auto lease, tier_->acquire(ckpt, stop));
   auto& model = lease.model();
   auto wait_all = [&]() -> status {
@@ -338,9 +355,13 @@ expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& s
 
   // Every chunk is one read in flight from now until it is verified or the fetch fails.
   const std::size_t n = chunks.size();
-  std::vector<std::span<std::byte>> destinations(n);
+  std::vector<std::span<std::byte>> destinations; // every piece of every chunk, in order
+  std::vector<std::size_t> chunk_of;              // piece -> chunk
   for (std::size_t i = 0; i < n; ++i)
-    destinations[i] = model.segment_buffers(i).front().first(chunks[i].bytes);
+    for (const auto& d : pull_destinations(model, i, pool_->chunk_bytes(), source.chunk_bytes())) {
+      destinations.push_back(d);
+      chunk_of.push_back(i);
+    }
   for (std::size_t i = 0; i < n; ++i)
     if (!tier_->begin_read(model)) { // abandoned meanwhile: end the reads begun
       for (std::size_t k = 0; k < i; ++k)
@@ -364,7 +385,8 @@ expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& s
     p.cv.notify_all();
   };
   const auto& files = ckpt.info().files;
-  auto on_piece = [&](std::size_t i, std::size_t, std::size_t bytes) {
+  auto on_piece = [&](std::size_t piece, std::size_t, std::size_t bytes) {
+    const std::size_t i = chunk_of.at(piece);
     {
       std::lock_guard lock{p.mutex};
       p.landed.at(i) += bytes;
@@ -377,7 +399,7 @@ expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& s
     read_request r;
     r.offset = c.file_offset;
     r.bytes = c.bytes;
-    r.buffers = {destinations[i]};
+    r.buffers = model.segment_buffers(i);
     r.checksum = c.checksum;
     r.chunk_index = c.file_offset / files.at(c.file).chunk_bytes;
     r.origin = source.name() + " (" + files.at(c.file).name + ")";

@@ -59,23 +59,48 @@ struct loader_options {
 };
 
 /// The remote tier (ARCHITECTURE.md section 5): a peer that holds a checkpoint's chunks in its
-/// DRAM tier and hands them over, one segment per checkpoint chunk, in chunk order. The
-/// transport implements it (a UCX data plane fetch); the loader only says where bytes go.
+/// DRAM tier and hands them over. The transport implements it (a UCX data plane fetch); the
+/// loader only says where bytes go.
+///
+/// Both ends keep a chunk in pool chunks, of their own sizes, so neither holds it in one run:
+/// the bytes move in pieces cut at both ends' pool-chunk boundaries (pull_pieces), each piece
+/// one run on either side. The peer publishes its pieces in that order and the puller fetches
+/// into its own.
 class remote_source {
 public:
-  /// Called as each piece lands: chunk index, offset in the chunk, bytes. Every byte is reported
-  /// exactly once, pieces in any order, on the thread that called fetch().
+  /// Called as each piece lands: its index in the destinations, offset in it, bytes. Every
+  /// byte is reported exactly once, in any order, on the thread that called fetch().
   using piece_callback =
-      std::function<void(std::size_t chunk, std::size_t offset, std::size_t bytes)>;
+      std::function<void(std::size_t piece, std::size_t offset, std::size_t bytes)>;
 
   virtual ~remote_source() = default;
   /// The peer, for messages.
   [[nodiscard]] virtual std::string name() const = 0;
-  /// Reads chunk i of the checkpoint into destinations[i] (exactly its bytes) for every chunk,
-  /// blocking until all have landed, an error, or `stop` (`cancelled`).
+  /// The peer's pool chunk size: where its runs of a checkpoint chunk break.
+  [[nodiscard]] virtual std::uint64_t chunk_bytes() const = 0;
+  /// Reads every piece of the checkpoint (pull_pieces of each chunk in order, both ends' pool
+  /// chunk sizes) into destinations, one per piece, blocking until all have landed, an error,
+  /// or `stop` (`cancelled`).
   [[nodiscard]] virtual status fetch(std::span<const std::span<std::byte>> destinations,
                                      const piece_callback& on_piece, std::stop_token stop) = 0;
 };
+
+/// A piece of a checkpoint chunk: `bytes` at `offset` in the chunk.
+struct chunk_piece {
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+};
+
+/// A chunk of `chunk_bytes` cut at every multiple of `a` and of `b` (two pool chunk sizes): the
+/// pieces a pull moves, the same list at both ends.
+[[nodiscard]] std::vector<chunk_piece> pull_pieces(std::uint64_t chunk_bytes, std::uint64_t a,
+                                                   std::uint64_t b);
+
+/// Where each piece of `model`'s segment `i` lies in the pool (its pool chunks of size
+/// `pool_chunk`), cut by pull_pieces against a peer's `peer_chunk`.
+[[nodiscard]] std::vector<std::span<std::byte>>
+pull_destinations(const cached_model& model, std::size_t i, std::uint64_t pool_chunk,
+                  std::uint64_t peer_chunk);
 
 /// Where a load's bytes came from: the DRAM tier, or the SSD (read by this load or by an
 /// overlapping load of the same model whose read it shares). Decided when loading starts.
@@ -225,9 +250,8 @@ public:
   /// Every chunk is checked against its manifest checksum (loader.verify_checksums) on the
   /// verifier threads as it lands. When the tier already holds or is reading the model, waits
   /// for that instead of fetching. Blocks. Errors, with nothing left in the tier: the tier's
-  /// (resource_exhausted, never fits), invalid_argument (a checkpoint chunk larger than a pool
-  /// chunk), the source's (named with the peer), corrupt (a chunk's checksum, naming the peer,
-  /// file and chunk), cancelled (`stop`).
+  /// (resource_exhausted, never fits), the source's (named with the peer), corrupt (a chunk's
+  /// checksum, naming the peer, file and chunk), cancelled (`stop`).
   [[nodiscard]] expected<dram_tier::lease> pull(const checkpoint& ckpt, remote_source& source,
                                                std::stop_token stop = {});
 

@@ -127,7 +127,7 @@ protected:
     head_ = std::make_unique<testing::child_process>(
         std::vector<std::string>{THAW_BINARY, "head", "--config", (dir_ / "head.toml").string(),
                                  "--log-level", head_settings().empty() ? "warn" : "info"},
-        true);
+        true, cwd_of("head"));
     // "thaw head: http://127.0.0.1:PORT  control 127.0.0.1:PORT"
     const auto line = wait_for_line(*head_, "thaw head: http://127.0.0.1:", 120s);
     ASSERT_FALSE(line.empty()) << "thaw head printed no address";
@@ -146,6 +146,9 @@ protected:
   /// More TOML for a model's [[models]] table, and for the head's configuration.
   virtual std::string model_settings(const std::string& /*model*/) { return {}; }
   virtual std::string head_settings() { return {}; }
+  /// The working directory of "head" or a node (by name): where relative checkpoint paths
+  /// lead. "": the test's own.
+  virtual std::string cwd_of(const std::string& /*who*/) { return {}; }
 
   std::unique_ptr<testing::child_process> start_node(const std::string& name,
                                                      const std::string& node_secret,
@@ -157,7 +160,7 @@ protected:
                                  "--set", "loader.chunk_bytes=\"64KiB\"", "--set",
                                  "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
                                  "--log-level", log_level},
-        true);
+        true, cwd_of(name));
   }
 
   json status() {
@@ -548,6 +551,61 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
         std::fprintf(stderr, "head: %s\n", line->c_str());
   EXPECT_EQ(metric("thaw_loads_total", "model_name=\"tiny\",tier=\"dram\""), 1.0);
   EXPECT_EQ(node_of("tiny"), tiny_home);
+}
+
+/// A third model, "far", deployed by a relative checkpoint path: the head and node-a run where
+/// it is (the test's directory), node-b in a directory of its own without it, as if on another
+/// machine's disk. node-b can only get far's bytes from node-a, over UCX.
+class ClusterRemoteTier : public ClusterProcess {
+protected:
+  void SetUp() override {
+    testing::make_hf(dir_ / "hf-far", "stories15m");
+    testing::import(dir_ / "hf-far", dir_ / "far");
+    std::filesystem::create_directories(dir_ / "b-disk");
+    ClusterProcess::SetUp();
+  }
+  std::string head_settings() override { return "[[models]]\nname = \"far\"\ncheckpoint = \"far\"\n"; }
+  std::string cwd_of(const std::string& who) override {
+    return (who == "node-b" ? dir_ / "b-disk" : dir_.path()).string();
+  }
+};
+
+TEST_F(ClusterRemoteTier, AModelNotOnANodesDiskIsPulledFromAPeersDramMidStream) {
+  std::string prompt;
+  for (int i = 0; i < 5; ++i)
+    prompt += "Once upon a time there was a little girl who liked to play. ";
+  auto [ref_status, reference] = stream_completion(http_port_, "far", 170, nullptr, prompt);
+  ASSERT_EQ(ref_status, 200) << reference.error;
+  // Only node-a has far on its disk: that is where it started, whichever node was asked first.
+  ASSERT_EQ(node_of("far"), "node-a");
+  nodes_[1]->signal(SIGTERM); // node-b again, logging at info level
+  ASSERT_TRUE(nodes_[1]->wait(60s).has_value());
+  ASSERT_TRUE(wait_for_nodes(1));
+  nodes_[1] = start_node("node-b", secret, "info");
+  ASSERT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
+  ASSERT_TRUE(wait_for_nodes(2));
+
+  // Moved mid-stream to node-b, which has no copy: it pulls far from node-a's DRAM tier.
+  std::pair<int, json> report;
+  std::thread mover;
+  auto [st, moved] = stream_completion(
+      http_port_, "far", 170, [&] { mover = std::thread([&] { report = migrate("far", "node-a", "node-b"); }); },
+      prompt);
+  mover.join();
+  ASSERT_EQ(report.first, 200) << report.second.dump();
+  EXPECT_EQ(report.second["moved"], 1) << report.second.dump();
+  EXPECT_EQ(st, 200);
+  EXPECT_TRUE(moved.error.empty()) << moved.error;
+  EXPECT_EQ(moved.text, reference.text) << "the pulled weights gave another stream";
+  EXPECT_EQ(node_of("far"), "node-b");
+  const auto pulled = wait_for_line(*nodes_[1], "pulled far", 10s);
+  EXPECT_NE(pulled.find("from node node-a over UCX"), std::string::npos) << pulled;
+  EXPECT_EQ(metric("thaw_loads_total", "model_name=\"far\",tier=\"remote\""), 1.0);
+  // node-b reports far in its DRAM tier, where a later start finds it.
+  for (auto& n : status()["nodes"])
+    if (n["name"] == "node-b") {
+      EXPECT_EQ(n["dram_models"], json::array({"far"})) << n.dump();
+    }
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {

@@ -20,8 +20,10 @@ namespace thaw::testing {
 
 class child_process {
 public:
-  /// `merge_stderr`: read the child's stderr (its log) through read_line too.
-  explicit child_process(const std::vector<std::string>& argv, bool merge_stderr = false) {
+  /// `merge_stderr`: read the child's stderr (its log) through read_line too. `cwd`: the
+  /// child's working directory ("" : this process's).
+  explicit child_process(const std::vector<std::string>& argv, bool merge_stderr = false,
+                         const std::string& cwd = {}) {
     int out[2];
     if (::pipe(out) != 0)
       return;
@@ -36,6 +38,8 @@ public:
       for (const auto& a : argv)
         args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
+      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
+        ::_exit(126);
       ::execv(args[0], args.data());
       ::_exit(127);
     }

@@ -729,34 +729,43 @@ TEST_F(Loader, QueuedCountsTheBytesLoadsStillHaveToMove) {
 
 // --- the remote tier: pull ---------------------------------------------------------------------
 
-/// A peer that holds a checkpoint's bytes in memory and hands them over in pieces, last chunk
+/// A peer that holds a checkpoint's bytes in memory and hands them over in pieces, last piece
 /// first (the loader must not care about order). It can flip a byte on the way, or fail after
 /// a number of bytes. The UCX source is tested in tests/transport and the cluster tests; this
 /// one lets the loader's side be checked without a network.
 class memory_peer final : public remote_source {
 public:
-  explicit memory_peer(const checkpoint& ckpt) : ckpt_(ckpt), data_(testing::concatenated_data(ckpt)) {}
+  memory_peer(const checkpoint& ckpt, std::uint64_t puller_chunk)
+      : ckpt_(ckpt), data_(testing::concatenated_data(ckpt)), puller_chunk_(puller_chunk) {}
   std::string name() const override { return "peer test-peer"; }
+  std::uint64_t chunk_bytes() const override { return own_chunk; }
   status fetch(std::span<const std::span<std::byte>> dst, const piece_callback& on_piece,
                std::stop_token stop) override {
     ++fetches;
-    const auto& chunks = ckpt_.chunks();
-    if (dst.size() != chunks.size())
+    struct where {
+      std::uint64_t at;    // in the concatenated data
+      std::uint64_t bytes;
+    };
+    std::vector<where> pieces;
+    for (const auto& c : ckpt_.chunks())
+      for (const auto& p : pull_pieces(c.bytes, own_chunk, puller_chunk_))
+        pieces.push_back({c.device_offset + p.offset, p.bytes});
+    if (dst.size() != pieces.size())
       return make_error(errc::invalid_argument, "destination count");
     std::uint64_t sent = 0;
-    for (std::size_t i = chunks.size(); i-- > 0;) {
-      const auto& c = chunks[i];
-      if (dst[i].size() != c.bytes)
+    for (std::size_t i = pieces.size(); i-- > 0;) {
+      if (dst[i].size() != pieces[i].bytes)
         return make_error(errc::invalid_argument, "destination size");
-      for (std::uint64_t off = 0; off < c.bytes; off += piece) {
+      for (std::uint64_t off = 0; off < pieces[i].bytes; off += step) {
         if (stop.stop_requested())
           return make_error(errc::cancelled, "stopped");
         if (sent >= fail_after)
           return make_error(errc::io_error, "connection reset by test-peer");
-        const auto n = std::min<std::uint64_t>(piece, c.bytes - off);
-        std::memcpy(dst[i].data() + off, data_.data() + c.device_offset + off, n);
-        if (flip_at >= c.device_offset + off && flip_at < c.device_offset + off + n)
-          dst[i][flip_at - c.device_offset] ^= std::byte{0x20};
+        const auto n = std::min<std::uint64_t>(step, pieces[i].bytes - off);
+        const auto at = pieces[i].at + off;
+        std::memcpy(dst[i].data() + off, data_.data() + at, n);
+        if (flip_at >= at && flip_at < at + n)
+          dst[i][off + (flip_at - at)] ^= std::byte{0x20};
         sent += n;
         on_piece(i, off, n);
       }
@@ -764,7 +773,8 @@ public:
     return {};
   }
 
-  std::uint64_t piece = 5000;
+  std::uint64_t own_chunk = 16 << 10; ///< the peer's pool chunks
+  std::uint64_t step = 5000;
   std::uint64_t flip_at = ~0ull;
   std::uint64_t fail_after = ~0ull;
   int fetches = 0;
@@ -772,6 +782,7 @@ public:
 private:
   const checkpoint& ckpt_;
   std::vector<std::byte> data_;
+  std::uint64_t puller_chunk_;
 };
 
 /// `ckpt` as a node without its data files knows it: from its manifest's bytes alone.
@@ -786,7 +797,7 @@ TEST_F(Loader, PullFillsTheTierFromAPeerAndLoadsThenReadNothing) {
   const auto ckpt = without_files(local, dir / "not-here");
   EXPECT_EQ(ckpt.content_id(), local.content_id());
   EXPECT_EQ(ckpt.chunks().size(), local.chunks().size());
-  memory_peer peer{local};
+  memory_peer peer{local, small_options().chunk_bytes};
   auto l = make_loader(small_options(), dev);
   {
     auto lease = l->pull(ckpt, peer);
@@ -812,7 +823,7 @@ TEST_F(Loader, PullFillsTheTierFromAPeerAndLoadsThenReadNothing) {
 TEST_F(Loader, APulledChunkWithAFlippedByteIsCorruptNamingThePeerAndNothingStays) {
   const auto local = make(12);
   const auto ckpt = without_files(local, dir / "not-here");
-  memory_peer peer{local};
+  memory_peer peer{local, small_options().chunk_bytes};
   const auto& c = ckpt.chunks().at(3);
   peer.flip_at = c.device_offset + 77;
   auto l = make_loader(small_options(), dev);
@@ -840,7 +851,7 @@ TEST_F(Loader, APeerThatFailsMidPullLeavesNothingAndCachedModelsStay) {
   ASSERT_TRUE(h && h->wait());
   const auto free_before = l->pool().free_chunks();
 
-  memory_peer peer{local};
+  memory_peer peer{local, small_options().chunk_bytes};
   peer.fail_after = ckpt.total_bytes() / 2;
   auto lease = l->pull(ckpt, peer);
   ASSERT_FALSE(lease);
@@ -861,23 +872,46 @@ TEST_F(Loader, APeerThatFailsMidPullLeavesNothingAndCachedModelsStay) {
   EXPECT_EQ(l->pool().free_chunks(), free_before);
 }
 
-TEST_F(Loader, PullRefusesChunksLargerThanThePoolsAndModelsLargerThanThePool) {
+TEST_F(Loader, PullWorksWhateverEitherEndsPoolChunksAndRefusesModelsLargerThanThePool) {
   const auto local = make(15); // 64 KiB checkpoint chunks
   const auto ckpt = without_files(local, dir / "not-here");
-  memory_peer peer{local};
-  auto o = small_options();
-  o.chunk_bytes = 16 << 10;
-  auto small_chunks = make_loader(o, dev);
-  auto r = small_chunks->pull(ckpt, peer);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.err().code, errc::invalid_argument);
-  EXPECT_NE(r.err().message.find("loader.chunk_bytes"), std::string::npos) << r.err().message;
+  const auto want = testing::concatenated_data(local);
+  // Pool chunks smaller and larger than the checkpoint's, at the puller and at the peer.
+  for (std::uint64_t mine : {16u << 10, 48u << 10, 128u << 10})
+    for (std::uint64_t theirs : {12u << 10, 64u << 10, 256u << 10}) {
+      auto o = small_options();
+      o.chunk_bytes = mine;
+      auto l = make_loader(o, dev);
+      memory_peer peer{local, mine};
+      peer.own_chunk = theirs;
+      auto lease = l->pull(ckpt, peer);
+      ASSERT_TRUE(lease) << mine << "/" << theirs << ": " << lease.err().to_string();
+      lease->reset();
+      auto h = l->load(ckpt);
+      ASSERT_TRUE(h && h->wait()) << mine << "/" << theirs;
+      EXPECT_EQ(buffer_bytes(*h), want) << mine << "/" << theirs;
+    }
 
   auto tiny_pool = make_loader(small_options(128 << 10), dev);
-  r = tiny_pool->pull(ckpt, peer);
+  memory_peer peer{local, small_options().chunk_bytes};
+  auto r = tiny_pool->pull(ckpt, peer);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.err().code, errc::resource_exhausted);
   EXPECT_EQ(peer.fetches, 0);
+}
+
+TEST(PullPieces, CutAtBothEndsBoundaries) {
+  auto cuts = [](std::uint64_t n, std::uint64_t a, std::uint64_t b) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> v;
+    for (const auto& p : pull_pieces(n, a, b))
+      v.emplace_back(p.offset, p.bytes);
+    return v;
+  };
+  using v = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  EXPECT_EQ(cuts(100, 40, 100), (v{{0, 40}, {40, 40}, {80, 20}}));
+  EXPECT_EQ(cuts(100, 40, 30), (v{{0, 30}, {30, 10}, {40, 20}, {60, 20}, {80, 10}, {90, 10}}));
+  EXPECT_EQ(cuts(64, 128, 256), (v{{0, 64}}));
+  EXPECT_EQ(cuts(64, 0, 0), (v{{0, 64}}));
 }
 
 TEST(CheckpointFromManifest, GarbageManifestBytesAreRefused) {
