@@ -3,6 +3,7 @@
 #include "actors/instance.hpp"
 #include "gpu/host/host_device.hpp"
 #include "runtime/common/posix.hpp"
+#include "runtime/loader/remote_tier.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -271,29 +272,11 @@ void start_instance(node_ptr self, const model_spec& spec, std::shared_ptr<const
           });
 }
 
-/// The remote tier through a peer's data plane: what loader::pull reads from.
-class peer_source final : public remote_source {
-public:
-  peer_source(transport::data_plane& plane, const pull_offer& offer)
-      : plane_(plane), offer_(offer) {}
-  std::string name() const override {
-    return "node " + offer_.node + " (" + offer_.host + ":" + std::to_string(offer_.port) + ")";
-  }
-  std::uint64_t chunk_bytes() const override { return offer_.chunk_bytes; }
-  status fetch(std::span<const std::span<std::byte>> destinations, const piece_callback& on_piece,
-               std::stop_token stop) override {
-    return plane_.fetch(offer_.host, offer_.port, offer_.key, destinations, on_piece, stop);
-  }
-
-private:
-  transport::data_plane& plane_;
-  const pull_offer& offer_;
-};
-
 /// What a pull worker leaves for the node: the model, pinned in the tier, and its tokenizer.
 struct pulled_model {
   std::shared_ptr<const checkpoint> ckpt;
   std::shared_ptr<dram_tier::lease> lease;
+  double fetch_seconds = 0; ///< the bytes' move alone (loader::pull)
 };
 
 /// A one-shot worker on its own thread (the pull blocks): reads the offered model from the
@@ -309,8 +292,13 @@ caf::behavior pull_worker(caf::event_based_actor* self, std::shared_ptr<node_con
           THAW_ASSIGN(auto ck, checkpoint::from_manifest(dir, offer.manifest));
           THAW_ASSIGN(auto tok, tokenizer::parse(offer.tokenizer_json, offer.tokenizer_config,
                                                  "tokenizer.json from node " + offer.node));
-          peer_source source{*ctx->plane, offer};
+          data_plane_source source{*ctx->plane, remote_location{offer.node, offer.host,
+                                                                offer.port, offer.key,
+                                                                offer.chunk_bytes}};
+          const auto f0 = std::chrono::steady_clock::now();
           THAW_ASSIGN(auto lease, ctx->ld->pull(ck, source));
+          out->fetch_seconds =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
           (void)ctx->add_tokenizer(ck.content_id(), std::move(tok));
           out->ckpt = std::make_shared<const checkpoint>(std::move(ck));
           out->lease = std::make_shared<dram_tier::lease>(std::move(lease));
@@ -355,11 +343,12 @@ void pull_then_start(node_ptr self, model_spec spec, std::vector<caf::actor> pee
                       auto& st2 = self->state;
                       st2.remote_models[spec.checkpoint] =
                           remote_model{out->ckpt, offer.tokenizer_json, offer.tokenizer_config};
+                      const auto bytes = static_cast<double>(out->ckpt->total_bytes());
                       spdlog::info("node {}: pulled {} ({} bytes) from node {} over UCX in "
-                                   "{:.3f} s ({:.2f} GB/s)",
+                                   "{:.3f} s, the bytes in {:.3f} s ({:.2f} GB/s)",
                                    st2.ctx->options.name, spec.checkpoint,
                                    out->ckpt->total_bytes(), offer.node, seconds,
-                                   static_cast<double>(out->ckpt->total_bytes()) / seconds / 1e9);
+                                   out->fetch_seconds, bytes / out->fetch_seconds / 1e9);
                       start_instance(self, spec, out->ckpt, out->lease, rp, seconds);
                     },
                     [=](caf::error& err) {
@@ -380,8 +369,11 @@ caf::result<instance_started> start(node_ptr self, model_spec spec,
     start_instance(self, spec, std::make_shared<const checkpoint>(std::move(*ck)), nullptr, rp);
     return rp;
   }
-  if (ck.err().code != errc::not_found)
-    return to_caf(with_context(std::move(ck).err(), "model " + spec.name));
+  // Errors go through the promise: once made, it holds the request's sender.
+  if (ck.err().code != errc::not_found) {
+    rp.deliver(to_caf(with_context(std::move(ck).err(), "model " + spec.name)));
+    return rp;
+  }
   // Not on this node's disk. Pulled before and still in the DRAM tier: start from there.
   if (auto it = st.remote_models.find(spec.checkpoint); it != st.remote_models.end()) {
     if (auto pin = st.ctx->ld->tier().try_pin_ready(*it->second.ckpt, 0)) {
@@ -391,11 +383,13 @@ caf::result<instance_started> start(node_ptr self, model_spec spec,
     }
   }
   std::erase(peers, caf::actor_cast<caf::actor>(self));
-  if (!st.ctx->plane || peers.empty())
-    return to_caf(with_context(std::move(ck).err(),
-                               "model " + spec.name + " on node " + st.ctx->options.name +
-                                   (st.ctx->plane ? " (no peer holds it)"
-                                                  : " (no data plane to pull it with)")));
+  if (!st.ctx->plane || peers.empty()) {
+    rp.deliver(to_caf(with_context(std::move(ck).err(),
+                                   "model " + spec.name + " on node " + st.ctx->options.name +
+                                       (st.ctx->plane ? " (no peer holds it)"
+                                                      : " (no data plane to pull it with)"))));
+    return rp;
+  }
   pull_then_start(self, std::move(spec), std::move(peers), 0, rp, {});
   return rp;
 }
@@ -422,13 +416,8 @@ expected<pull_offer> offer_pull(node_ptr self, const checkpoint& ckpt, std::stri
   if (!pin)
     return make_error(errc::not_found, "node " + node + " no longer holds " +
                                            ckpt.dir().string() + " in its DRAM tier");
-  std::vector<std::span<const std::byte>> segments;
-  const auto own_chunk = st.ctx->ld->pool().chunk_bytes();
-  for (std::size_t i = 0; i < ckpt.chunks().size(); ++i)
-    for (const auto& piece : pull_destinations(pin->model(), i, own_chunk, puller_chunk))
-      segments.emplace_back(piece);
   auto key = ckpt.content_id() + "#" + std::to_string(++st.next_pull);
-  THAW_TRY(st.ctx->plane->publish(key, std::move(segments)));
+  THAW_TRY(publish_for_pull(*st.ctx->plane, key, pin->model(), st.ctx->ld->pool(), puller_chunk));
   st.serving.emplace(key, served_pull{std::move(*pin), puller});
   self->monitor(caf::actor_cast<caf::actor>(puller));
   pull_offer offer;
@@ -436,7 +425,7 @@ expected<pull_offer> offer_pull(node_ptr self, const checkpoint& ckpt, std::stri
   offer.host = st.ctx->options.data_address;
   offer.port = st.ctx->plane->port();
   offer.key = std::move(key);
-  offer.chunk_bytes = own_chunk;
+  offer.chunk_bytes = st.ctx->ld->pool().chunk_bytes();
   offer.manifest = ckpt.manifest_bytes();
   offer.tokenizer_json = std::move(tokenizer_json);
   offer.tokenizer_config = std::move(tokenizer_config);

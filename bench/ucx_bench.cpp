@@ -2,6 +2,8 @@
 
 #include "bench/timing.hpp"
 #include "bench/ucx_raw_get.hpp"
+#include "gpu/host/host_device.hpp"
+#include "runtime/loader/remote_tier.hpp"
 #include "runtime/common/units.hpp"
 #include "transport/data_plane.hpp"
 
@@ -10,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +21,40 @@ namespace {
 
 constexpr const char* entry_key = "bench";                 // in UCX-allocated memory
 constexpr const char* registered_key = "bench-registered"; // in malloc'd, registered memory
+constexpr const char* model_key = "bench-model";           // a checkpoint in a DRAM tier
+
+/// A loader on the host whose pool `plane` allocates (as a node's is), big enough for `ckpt`.
+expected<std::unique_ptr<loader>> tier_loader(const ucx_bench_options& o, device& dev,
+                                              transport::data_plane& plane,
+                                              const checkpoint& ckpt) {
+  loader_options lo;
+  lo.chunk_bytes = o.pool_chunk_bytes;
+  lo.pool_bytes = (ckpt.total_bytes() / o.pool_chunk_bytes + 2) * o.pool_chunk_bytes;
+  return loader::create(lo, dev, [&plane](std::uint64_t n) { return plane.allocate_memory(n); });
+}
+
+/// The server's side of the remote tier: the checkpoint read into a DRAM tier and published
+/// for a puller with the same pool chunks. Holds it until destroyed.
+struct lent_model {
+  host_device dev;
+  std::unique_ptr<loader> ld;
+  dram_tier::lease pin;
+};
+
+expected<std::unique_ptr<lent_model>> lend(const ucx_bench_options& o,
+                                           transport::data_plane& plane) {
+  auto m = std::make_unique<lent_model>();
+  THAW_ASSIGN(auto ckpt, checkpoint::open(o.checkpoint));
+  THAW_ASSIGN(m->ld, tier_loader(o, m->dev, plane, ckpt));
+  THAW_ASSIGN(auto h, m->ld->load(ckpt, load_mode::tier_only));
+  THAW_TRY(h.wait());
+  auto pin = m->ld->tier().try_pin_ready(ckpt, 0);
+  if (!pin)
+    return make_error(errc::internal, "bench ucx: the model is not ready in the server's tier");
+  m->pin = std::move(*pin);
+  THAW_TRY(publish_for_pull(plane, model_key, m->pin.model(), m->ld->pool(), o.pool_chunk_bytes));
+  return m;
+}
 
 // Cheap, position-dependent bytes, so a misplaced piece fails the check.
 std::byte pattern(std::size_t i) { return static_cast<std::byte>((i >> 12) * 31 + (i & 0xff)); }
@@ -78,6 +115,10 @@ expected<std::unique_ptr<transport::data_plane>> serve(const ucx_bench_options& 
     const auto reg_segments = cut(region, o.segment_bytes);
     THAW_TRY(plane->publish(registered_key, {reg_segments.begin(), reg_segments.end()}));
   }
+  std::unique_ptr<lent_model> lent;
+  if (!o.checkpoint.empty()) {
+    THAW_ASSIGN(lent, lend(o, *plane));
+  }
   THAW_ASSIGN(auto raw, raw_get_target::start(o.bytes));
   fill(raw->region());
   const auto blob = raw->connection_blob();
@@ -89,6 +130,8 @@ expected<std::unique_ptr<transport::data_plane>> serve(const ucx_bench_options& 
   THAW_TRY(write_full(out_fd, &blob_size, sizeof blob_size));
   THAW_TRY(write_full(out_fd, blob.data(), blob.size()));
   THAW_TRY(raw->serve_until_readable(in_fd));
+  plane->unpublish(model_key);
+  lent.reset(); // its pool is the plane's memory
   return plane;
 }
 
@@ -135,7 +178,21 @@ expected<nlohmann::json> measure(const ucx_bench_options& o, std::uint16_t port,
     return {};
   };
 
-  std::vector<double> raw_s, plane_s, registered_s, memcpy_s;
+  // The remote tier: the parent pulls the checkpoint, known by its manifest alone.
+  host_device dev;
+  std::unique_ptr<loader> puller;
+  std::optional<checkpoint> model;
+  if (!o.checkpoint.empty()) {
+    THAW_ASSIGN(auto local, checkpoint::open(o.checkpoint));
+    THAW_ASSIGN(auto remote, checkpoint::from_manifest(o.checkpoint + " (remote)",
+                                                       local.manifest_bytes()));
+    model = std::move(remote);
+    THAW_ASSIGN(puller, tier_loader(o, dev, *plane, *model));
+  }
+  data_plane_source source{*plane, remote_location{"bench-server", "127.0.0.1", port, model_key,
+                                                   o.pool_chunk_bytes}};
+
+  std::vector<double> raw_s, plane_s, registered_s, memcpy_s, pull_s;
   std::vector<std::byte> scratch(o.bytes);
   std::memset(scratch.data(), 1, scratch.size());
   for (int r = 0; r < o.rounds; ++r) {
@@ -159,12 +216,22 @@ expected<nlohmann::json> measure(const ucx_bench_options& o, std::uint16_t port,
       THAW_TRY(check("data_plane::fetch of registered memory"));
     }
 
+    std::string pulled;
+    if (puller) {
+      (void)puller->tier().evict_unpinned();
+      const auto pstart = clock::now();
+      THAW_ASSIGN(auto lease, puller->pull(*model, source));
+      pull_s.push_back(since(pstart));
+      pulled = ", remote tier " + format_rate(model->total_bytes() / pull_s.back());
+    }
+
     const auto mstart = clock::now();
     std::memcpy(scratch.data(), dst.data(), dst.size());
     memcpy_s.push_back(since(mstart));
     say("round " + std::to_string(r + 1) + ": raw " + format_rate(o.bytes / raw_secs) +
-        ", data plane " + format_rate(o.bytes / plane_s.back()));
+        ", data plane " + format_rate(o.bytes / plane_s.back()) + pulled);
   }
+  puller.reset(); // its pool is the plane's memory
   plane->stop();
 
   const double gb = static_cast<double>(o.bytes) / 1e9;
@@ -189,6 +256,21 @@ expected<nlohmann::json> measure(const ucx_bench_options& o, std::uint16_t port,
     out["gbps"]["data_plane_fetch_registered"] = gb / median(registered_s);
     out["ratios"]["data_plane_registered_vs_raw_ucp_get"] = gb / median(registered_s) / raw_gbps;
     out["seconds"]["data_plane_fetch_registered"] = registered_s;
+  }
+  if (model) {
+    const double pull_gbps = static_cast<double>(model->total_bytes()) / 1e9 / median(pull_s);
+    out["checkpoint"] = o.checkpoint;
+    out["checkpoint_bytes"] = model->total_bytes();
+    out["pool_chunk_bytes"] = o.pool_chunk_bytes;
+    out["gbps"]["remote_tier_pull"] = pull_gbps;
+    out["ratios"]["remote_tier_pull_vs_raw_ucp_get"] = pull_gbps / raw_gbps;
+    // Round by round, each pull against the raw gets of the same round.
+    std::vector<double> paired;
+    for (std::size_t i = 0; i < pull_s.size(); ++i)
+      paired.push_back(static_cast<double>(model->total_bytes()) / pull_s[i] /
+                       (static_cast<double>(o.bytes) / raw_s[i]));
+    out["ratios"]["remote_tier_pull_vs_raw_ucp_get_paired"] = median(paired);
+    out["seconds"]["remote_tier_pull"] = pull_s;
   }
   return out;
 }
@@ -266,6 +348,13 @@ std::string format_ucx_bench(const nlohmann::json& r) {
                   "data_plane::fetch, registered mem",
                   g["data_plane_fetch_registered"].get<double>(),
                   r["ratios"]["data_plane_registered_vs_raw_ucp_get"].get<double>());
+    s += line;
+  }
+  if (g.contains("remote_tier_pull")) {
+    std::snprintf(line, sizeof line, "  %-34s %7.2f GB/s  %5.2fx of raw (%.2fx paired)\n",
+                  "remote tier: loader::pull, verified", g["remote_tier_pull"].get<double>(),
+                  r["ratios"]["remote_tier_pull_vs_raw_ucp_get"].get<double>(),
+                  r["ratios"]["remote_tier_pull_vs_raw_ucp_get_paired"].get<double>());
     s += line;
   }
   std::snprintf(line, sizeof line, "  %-34s %7.2f GB/s\n", "memcpy, 1 thread",

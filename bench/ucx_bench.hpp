@@ -8,8 +8,13 @@
 ///   data plane: data_plane::fetch of the published entry (request, pinned RMA reads, release);
 ///   optionally the same fetch of a copy published from malloc'd, registered memory;
 /// into the same pre-touched destination (allocated by the parent's data plane), checking the
-/// bytes each time. It reports the medians in
-/// GB/s and their ratio, and a one-thread memcpy of the same size for scale.
+/// bytes each time; and, given a checkpoint, the remote tier as a node uses it:
+///   remote tier: loader::pull of the checkpoint from the server's DRAM tier (a loader whose
+///     pool the server's data plane allocated, the model read in with load_mode::tier_only and
+///     published with publish_for_pull) into the parent's DRAM tier, checksums verified, the
+///     parent's tier emptied before each round.
+/// It reports the medians in GB/s and their ratios to the raw gets, and a one-thread memcpy of
+/// the same size for scale.
 ///
 /// Transports are UCX's choice (between two processes of one host: CMA or shared memory); the
 /// UCX_TLS in effect, if any, is reported.
@@ -33,6 +38,9 @@ struct ucx_bench_options {
   /// Also fetch a copy published from malloc'd memory registered with register_memory (the slow
   /// path: UCX-emulated gets), reported separately.
   bool registered = true;
+  /// A checkpoint directory: also measure the remote tier's pull of it ("" : not).
+  std::string checkpoint;
+  std::size_t pool_chunk_bytes = std::size_t{16} << 20; ///< both loaders' pool chunks
   std::function<void(const std::string&)> log; ///< progress lines for a person
 };
 

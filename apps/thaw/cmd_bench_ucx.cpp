@@ -23,6 +23,7 @@ struct bench_ucx_args {
   int rounds = 5;
   bool json = false;
   bool skip_registered = false;
+  std::string checkpoint;
 };
 
 int run_bench_ucx(const bench_ucx_args& a) {
@@ -41,6 +42,7 @@ int run_bench_ucx(const bench_ucx_args& a) {
   o.pieces_in_flight = a.in_flight;
   o.rounds = a.rounds;
   o.registered = !a.skip_registered;
+  o.checkpoint = a.checkpoint;
   o.log = [](const std::string& line) { std::fprintf(stderr, "bench ucx: %s\n", line.c_str()); };
   auto result = bench::run_ucx_bench(o);
   if (!result)
@@ -70,6 +72,9 @@ void add_bench_ucx_command(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_flag("--skip-registered", args->skip_registered,
                 "Skip the fetch of malloc'd, registered memory (UCX-emulated gets, slow)");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "Also pull this checkpoint through the remote tier (loader::pull from the other "
+                  "process's DRAM tier)");
   cmd->add_flag("--json", args->json, "Print JSON");
   add_common_options(*cmd, args->common);
   cmd->callback([args] { run_result = run_bench_ucx(*args); });

@@ -7,6 +7,9 @@
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
 #include "runtime/engine/tokenizer.hpp"
+#include "gpu/host/host_device.hpp"
+#include "runtime/loader/remote_tier.hpp"
+#include "tests/support/test_checkpoint.hpp"
 #include "tests/support/test_models.hpp"
 #include "transport/http_client.hpp"
 
@@ -444,6 +447,131 @@ TEST_F(ServeTest, NodePrefetchReadsIntoDramWithoutAnInstanceAndNamesItsErrors) {
   EXPECT_NE(full.err().to_string().find("DRAM tier"), std::string::npos) << full.err().to_string();
   EXPECT_TRUE(ask_status(sys, small).dram_models.empty());
   for (auto* n : {&node, &small})
+    caf::anon_send_exit(*n, caf::exit_reason::user_shutdown);
+}
+
+/// Asks `node` to lend `dir` as `self`: the lender keeps it published while `self` lives.
+expected<pull_offer> ask_pull(caf::scoped_actor& self, const caf::actor& node,
+                              const std::string& dir, std::uint64_t chunk) {
+  expected<pull_offer> out = make_error(errc::internal, "no answer");
+  self->request(node, caf::infinite, pull_atom::value, dir, chunk)
+      .receive([&](pull_offer& o) { out = std::move(o); }, [&](caf::error& e) { out = from_caf(e); });
+  return out;
+}
+
+/// Waits (bounded) until `ctx`'s DRAM tier pins nothing.
+bool wait_unpinned(node_context& ctx) {
+  for (int i = 0; i < 500 && ctx.ld->tier().pinned_chunks() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return ctx.ld->tier().pinned_chunks() == 0;
+}
+
+// The lending side of the remote tier: a node asked for a checkpoint that is only on its SSD
+// reads it into DRAM, pins and publishes it; a puller fetches it over UCX into its own tier
+// (pool chunks of another size) with every checksum checked; release, or the puller's death,
+// unpins it. A node without a data plane, or without the checkpoint, says so.
+TEST_F(ServeTest, ANodeLendsACheckpointFromItsSsdOverUcxUntilReleased) {
+  auto cfg = make_actor_system_config();
+  caf::actor_system sys{*cfg};
+  node_options no;
+  no.name = "lender";
+  no.loader.pool_bytes = 256ull << 20;
+  no.loader.chunk_bytes = 1 << 20;
+  auto made = node_context::create(no, std::make_shared<metrics::registry>(), true);
+  ASSERT_TRUE(made) << made.err().to_string();
+  auto ctx = *made;
+  ASSERT_NE(ctx->plane, nullptr);
+  auto lender = spawn_node(sys, ctx, caf::actor{});
+  ASSERT_TRUE(ask_status(sys, lender).dram_models.empty());
+
+  // The puller: a data plane and a loader whose pool it allocated, as a node has.
+  auto plane = transport::data_plane::start({});
+  ASSERT_TRUE(plane) << plane.err().to_string();
+  host_device dev;
+  loader_options lo;
+  lo.pool_bytes = 256ull << 20;
+  lo.chunk_bytes = 256 << 10;
+  {
+    auto puller = loader::create(lo, dev, [&](std::uint64_t n) { return (*plane)->allocate_memory(n); });
+    ASSERT_TRUE(puller) << puller.err().to_string();
+
+    caf::scoped_actor asker{sys}; // the puller, as the lender sees it
+    auto offer = ask_pull(asker, lender, ckpt(), lo.chunk_bytes);
+    ASSERT_TRUE(offer) << offer.err().to_string();
+    EXPECT_EQ(offer->node, "lender");
+    EXPECT_EQ(offer->chunk_bytes, no.loader.chunk_bytes);
+    EXPECT_FALSE(offer->tokenizer_json.empty());
+    EXPECT_EQ(ask_status(sys, lender).dram_models, std::vector<std::string>{ckpt()})
+        << "read into DRAM from its SSD to be lent";
+    EXPECT_GT(ctx->ld->tier().pinned_chunks(), 0u);
+
+    auto model = checkpoint::from_manifest("pulled", offer->manifest);
+    ASSERT_TRUE(model) << model.err().to_string();
+    data_plane_source source{**plane, remote_location{offer->node, offer->host, offer->port,
+                                                      offer->key, offer->chunk_bytes}};
+    {
+      auto lease = (*puller)->pull(*model, source);
+      ASSERT_TRUE(lease) << lease.err().to_string();
+    }
+    EXPECT_EQ((*puller)->stats().bytes_pulled, model->total_bytes());
+    // The pulled bytes are the checkpoint's: a copy load from the puller's tier matches them.
+    auto h = (*puller)->load(*model);
+    ASSERT_TRUE(h && h->wait());
+    auto local = checkpoint::open(ckpt());
+    ASSERT_TRUE(local);
+    auto buffer = h->take_buffer();
+    ASSERT_TRUE(buffer);
+    const auto* got = static_cast<const std::byte*>((*buffer)->data());
+    EXPECT_EQ(std::vector<std::byte>(got, got + model->total_bytes()),
+              testing::concatenated_data(*local));
+
+    caf::anon_send(lender, release_atom::value, offer->key);
+    EXPECT_TRUE(wait_unpinned(*ctx)) << "release left the model pinned";
+    auto gone = (*plane)->describe(offer->host, offer->port, offer->key);
+    ASSERT_FALSE(gone);
+    EXPECT_EQ(gone.err().code, errc::not_found);
+
+    // A puller that goes away without releasing: the lender notices and unpins.
+    {
+      caf::scoped_actor brief{sys};
+      brief->request(lender, caf::infinite, pull_atom::value, ckpt(), lo.chunk_bytes)
+          .receive([](pull_offer&) {}, [](caf::error& e) { FAIL() << from_caf(e).to_string(); });
+      EXPECT_GT(ctx->ld->tier().pinned_chunks(), 0u);
+    }
+    EXPECT_TRUE(wait_unpinned(*ctx)) << "a dead puller's pull stayed pinned";
+  }
+  (*plane)->stop();
+
+  caf::scoped_actor asker{sys};
+  auto missing = ask_pull(asker, lender, (*dir_ / "no-such-model").string(), lo.chunk_bytes);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.err().code, errc::not_found);
+  EXPECT_NE(missing.err().message.find("no-such-model"), std::string::npos);
+
+  auto plain_ctx = node_context::create(no, std::make_shared<metrics::registry>());
+  ASSERT_TRUE(plain_ctx);
+  auto plain = spawn_node(sys, *plain_ctx, caf::actor{});
+  auto refused = ask_pull(asker, plain, ckpt(), lo.chunk_bytes);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err().code, errc::unsupported);
+  EXPECT_NE(refused.err().message.find("node.data_plane"), std::string::npos);
+
+  // A start of a checkpoint the node does not have, with no peer to pull it from, answers
+  // not_found at once (the scheduler then asks another node).
+  model_spec absent;
+  absent.name = "absent";
+  absent.checkpoint = (*dir_ / "no-such-model").string();
+  for (auto* n : {&lender, &plain}) {
+    std::optional<error> answer;
+    asker->request(*n, std::chrono::seconds(10), start_atom::value, absent,
+                   std::vector<caf::actor>{})
+        .receive([&](instance_started&) { answer = make_error(errc::internal, "started"); },
+                 [&](caf::error& e) { answer = from_caf(e); });
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->code, errc::not_found) << answer->to_string();
+    EXPECT_NE(answer->message.find("no-such-model"), std::string::npos) << answer->message;
+  }
+  for (auto* n : {&lender, &plain})
     caf::anon_send_exit(*n, caf::exit_reason::user_shutdown);
 }
 

@@ -150,6 +150,21 @@ TEST(Cli, BenchUcxComparesTheDataPlaneWithRawGets) {
   r = run("bench ucx --bytes 1MiB --segment nonsense", dir);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.all.find("--segment"), std::string::npos) << r.all;
+
+  // The remote tier: a checkpoint pulled from the other process's DRAM tier, every round.
+  auto ck = tiny_checkpoint(dir, 5, "f32");
+  r = run("bench ucx --bytes 8MiB --segment 1MiB --rounds 2 --skip-registered --json "
+          "--checkpoint " + ck, dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["gbps"]["remote_tier_pull"].get<double>(), 0.0);
+  EXPECT_GT(j["ratios"]["remote_tier_pull_vs_raw_ucp_get_paired"].get<double>(), 0.0);
+  EXPECT_EQ(j["seconds"]["remote_tier_pull"].size(), 2u);
+  EXPECT_GT(j["checkpoint_bytes"].get<std::uint64_t>(), 0u);
+
+  r = run("bench ucx --bytes 1MiB --rounds 1 --checkpoint " + (dir / "absent").string(), dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("absent"), std::string::npos) << r.all;
 }
 
 TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
