@@ -230,6 +230,8 @@ nlohmann::json node_json(const node_status& n) {
           {"dram_bandwidth", n.dram_bandwidth},
           {"loads_ssd", n.loads_ssd},
           {"loads_dram", n.loads_dram},
+          {"remote_bandwidth", n.remote_bandwidth},
+          {"loads_remote", n.loads_remote},
           {"starts_in_place", n.starts_in_place},
           {"queued_ssd_bytes", n.queued_ssd_bytes},
           {"queued_dram_bytes", n.queued_dram_bytes}};

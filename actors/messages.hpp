@@ -302,15 +302,17 @@ struct node_status {
   std::string name;
   caf::actor handle;
   std::vector<std::string> dram_models;  ///< checkpoints held in the DRAM tier (directories)
-  std::vector<std::string> local_models; ///< checkpoints this node has read from its SSD
+  std::vector<std::string> local_models; ///< checkpoints this node has read from its SSD (not pulled)
   std::vector<slot_info> slots;
   std::vector<instance_info> instances;
   std::uint64_t dram_bytes = 0;          ///< DRAM tier capacity
   std::uint64_t dram_used_bytes = 0;
   double ssd_bandwidth = 0;              ///< bytes/s of the last SSD load, 0 when none yet
   double dram_bandwidth = 0;             ///< bytes/s of the last DRAM-tier load
+  double remote_bandwidth = 0;           ///< bytes/s of the last pull from a peer's DRAM (UCX)
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
+  std::uint64_t loads_remote = 0;        ///< starts whose weights were pulled from a peer
   std::uint64_t starts_in_place = 0; ///< instances that run on the DRAM tier's bytes, no copy
   /// The node's loader queue when it reported: bytes still to move from SSD and from DRAM.
   std::uint64_t queued_ssd_bytes = 0;
@@ -322,7 +324,8 @@ typename Inspector::result_type inspect(Inspector& f, node_status& x) {
   return f(caf::meta::type_name("node_status"), x.name, x.handle, x.dram_models,
            x.local_models, x.slots,
            x.instances, x.dram_bytes, x.dram_used_bytes, x.ssd_bandwidth, x.dram_bandwidth,
-           x.loads_ssd, x.loads_dram, x.starts_in_place, x.queued_ssd_bytes, x.queued_dram_bytes);
+           x.remote_bandwidth, x.loads_ssd, x.loads_dram, x.loads_remote, x.starts_in_place,
+           x.queued_ssd_bytes, x.queued_dram_bytes);
 }
 
 /// peer node -> node (the answer to (pull_atom, checkpoint, the puller's pool chunk size)): the

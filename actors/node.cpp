@@ -53,8 +53,10 @@ struct node_state {
   std::unordered_map<std::string, std::string> checkpoint_of_content; // content id -> dir
   double ssd_bandwidth = 0;
   double dram_bandwidth = 0;
+  double remote_bandwidth = 0;
   std::uint64_t loads_ssd = 0;
   std::uint64_t loads_dram = 0;
+  std::uint64_t loads_remote = 0;
   std::uint64_t starts_in_place = 0; ///< instances run on the DRAM tier's bytes (map, in place)
   std::unordered_map<std::string, remote_model> remote_models; ///< by checkpoint (spec string)
   std::unordered_map<std::string, served_pull> serving;        ///< by data plane key
@@ -102,8 +104,10 @@ node_status make_status(node_ptr self) {
   }
   st.ssd_bandwidth = s.ssd_bandwidth;
   st.dram_bandwidth = s.dram_bandwidth;
+  st.remote_bandwidth = s.remote_bandwidth;
   st.loads_ssd = s.loads_ssd;
   st.loads_dram = s.loads_dram;
+  st.loads_remote = s.loads_remote;
   st.starts_in_place = s.starts_in_place;
   const auto queue = s.ctx->ld->queued();
   st.queued_ssd_bytes = queue.ssd_bytes;
@@ -214,10 +218,12 @@ caf::result<bool> prefetch(node_ptr self, const std::string& dir) {
 /// Spawns an instance of `spec` from `ckpt` on the freest slot that fits and delivers its
 /// instance_started (or the error) through `rp`. `hold` (may be empty) keeps the model pinned
 /// in the DRAM tier until the instance is loaded: a pulled model has no data files to fall back
-/// on. `pull_seconds` > 0: the weights were pulled from a peer first, which took that long.
+/// on. `pull_seconds` > 0: the weights were pulled from a peer first, which took that long,
+/// their bytes `fetch_seconds` of it.
 void start_instance(node_ptr self, const model_spec& spec, std::shared_ptr<const checkpoint> ckpt,
                     std::shared_ptr<dram_tier::lease> hold,
-                    caf::typed_response_promise<instance_started> rp, double pull_seconds = 0) {
+                    caf::typed_response_promise<instance_started> rp, double pull_seconds = 0,
+                    double fetch_seconds = 0) {
   auto& st = self->state;
   const auto weight_bytes = ckpt->total_bytes();
   const auto bytes = instance_bytes(weight_bytes, ckpt->config(), spec.kv_blocks);
@@ -247,6 +253,9 @@ void start_instance(node_ptr self, const model_spec& spec, std::shared_ptr<const
               started.source = "remote";
               started.load_seconds += pull_seconds;
               started.transfer_seconds += pull_seconds;
+              ++st2.loads_remote;
+              if (fetch_seconds > 0) // the link's speed, without the pull's fixed costs
+                st2.remote_bandwidth = static_cast<double>(weight_bytes) / fetch_seconds;
             } else if (started.transfer_seconds > 0 &&
                        !(started.mapped && started.source == "dram")) {
               // Bandwidth of this load's transfer (not of the whole start: building the runner
@@ -349,7 +358,8 @@ void pull_then_start(node_ptr self, model_spec spec, std::vector<caf::actor> pee
                                    st2.ctx->options.name, spec.checkpoint,
                                    out->ckpt->total_bytes(), offer.node, seconds,
                                    out->fetch_seconds, bytes / out->fetch_seconds / 1e9);
-                      start_instance(self, spec, out->ckpt, out->lease, rp, seconds);
+                      start_instance(self, spec, out->ckpt, out->lease, rp, seconds,
+                                     out->fetch_seconds);
                     },
                     [=](caf::error& err) {
                       self->send(peer, release_atom::value, offer.key);

@@ -84,7 +84,11 @@ struct scheduler_state {
   // keep it (a node that left and came back is the same node to the estimator).
   std::map<std::string, std::uint32_t> node_index;
   std::map<std::string, std::uint32_t> model_index;
-  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> loads_seen; // ssd, dram
+  /// Loads each node had reported by tier, to learn a bandwidth only from a new load.
+  struct loads_count {
+    std::uint64_t ssd = 0, dram = 0, remote = 0;
+  };
+  std::map<std::string, loads_count> loads_seen;
   sched::placer placer{sched::policy_kind::locality};
   sched::estimators est;
 
@@ -95,13 +99,14 @@ struct scheduler_state {
   /// Folds in the bandwidths a node measured, once per new load of each kind.
   void learn(const node_status& st) {
     const auto idx = intern(node_index, st.name);
-    auto& [ssd, dram] = loads_seen[st.name];
-    if (st.loads_ssd > ssd)
+    auto& seen = loads_seen[st.name];
+    if (st.loads_ssd > seen.ssd)
       est.startup.bandwidths().observe_bandwidth(idx, sched::tier::ssd, st.ssd_bandwidth);
-    if (st.loads_dram > dram)
+    if (st.loads_dram > seen.dram)
       est.startup.bandwidths().observe_bandwidth(idx, sched::tier::dram, st.dram_bandwidth);
-    ssd = st.loads_ssd;
-    dram = st.loads_dram;
+    if (st.loads_remote > seen.remote && st.remote_bandwidth > 0)
+      est.startup.bandwidths().observe_bandwidth(idx, sched::tier::remote, st.remote_bandwidth);
+    seen = {st.loads_ssd, st.loads_dram, st.loads_remote};
   }
 
   /// The cluster as runtime/sched sees it: each instance placed here takes a slot of its node

@@ -65,13 +65,14 @@ int finish(const std::string& command, const expected<json>& r, const client_arg
 
 void print_status(const json& s) {
   for (const auto& n : s["nodes"]) {
-    std::printf("node %s: DRAM tier %s of %s, %llu loads from SSD, %llu from DRAM, %llu starts "
-                "in place\n",
+    std::printf("node %s: DRAM tier %s of %s, %llu loads from SSD, %llu from DRAM, %llu from "
+                "peers, %llu starts in place\n",
                 n["name"].get<std::string>().c_str(),
                 format_bytes(n["dram_used_bytes"].get<std::uint64_t>()).c_str(),
                 format_bytes(n["dram_bytes"].get<std::uint64_t>()).c_str(),
                 static_cast<unsigned long long>(n["loads_ssd"].get<std::uint64_t>()),
                 static_cast<unsigned long long>(n["loads_dram"].get<std::uint64_t>()),
+                static_cast<unsigned long long>(n.value("loads_remote", std::uint64_t{0})),
                 static_cast<unsigned long long>(n.value("starts_in_place", std::uint64_t{0})));
     for (const auto& sl : n["slots"]) {
       std::string models;

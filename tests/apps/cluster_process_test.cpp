@@ -601,10 +601,12 @@ TEST_F(ClusterRemoteTier, AModelNotOnANodesDiskIsPulledFromAPeersDramMidStream) 
   const auto pulled = wait_for_line(*nodes_[1], "pulled far", 10s);
   EXPECT_NE(pulled.find("from node node-a over UCX"), std::string::npos) << pulled;
   EXPECT_EQ(metric("thaw_loads_total", "model_name=\"far\",tier=\"remote\""), 1.0);
-  // node-b reports far in its DRAM tier, where a later start finds it.
+  // node-b reports far in its DRAM tier, where a later start finds it, and the pull's speed.
   for (auto& n : status()["nodes"])
     if (n["name"] == "node-b") {
       EXPECT_EQ(n["dram_models"], json::array({"far"})) << n.dump();
+      EXPECT_EQ(n["loads_remote"], 1) << n.dump();
+      EXPECT_GT(n["remote_bandwidth"].get<double>(), 0.0) << n.dump();
     }
 }
 
