@@ -13,6 +13,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <csignal>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -316,8 +317,14 @@ expected<nlohmann::json> run_ucx_bench(const ucx_bench_options& o) {
     return measure(o, port, blob);
   };
   auto result = run();
+  // The server may have exited already (it failed): the goodbye must not kill this process
+  // with SIGPIPE before it reports why.
+  struct sigaction ignore {}, previous {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, &previous);
   const char bye = 0;
   (void)write_full(to_child[1], &bye, 1);
+  ::sigaction(SIGPIPE, &previous, nullptr);
   ::close(to_child[1]);
   ::close(to_parent[0]);
   int wstatus = 0;
