@@ -98,14 +98,17 @@ struct model_spec {
   /// The checkpoint's size, set by the registry when it validates a deployment (not a setting):
   /// the scheduler's startup and migration estimates are bytes over bandwidths.
   std::uint64_t weight_bytes = 0;
+  /// The deployed checkpoint's content id (checkpoint::content_id), set by the registry likewise:
+  /// a node whose copy at `checkpoint` has other content does not serve it as this model (it
+  /// pulls the deployed one from a peer instead). Empty: not checked.
+  std::string content_id;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, model_spec& x) {
   return f(caf::meta::type_name("model_spec"), x.name, x.checkpoint, x.min_instances,
            x.max_instances, x.target_concurrency, x.keep_alive_ms, x.queue_limit, x.kv_blocks,
-           x.threads, x.chat_template, x.prefetch,
-           x.weight_bytes);
+           x.threads, x.chat_template, x.prefetch, x.weight_bytes, x.content_id);
 }
 
 // --- requests and token events --------------------------------------------------------------
@@ -389,7 +392,7 @@ typename Inspector::result_type inspect(Inspector& f, model_status& x) {
 
 /// The version of the messages above as they cross the network; a node whose version differs
 /// from the head's is refused at registration. Raise it whenever a networked type changes.
-inline constexpr std::uint32_t cluster_protocol_version = 8;
+inline constexpr std::uint32_t cluster_protocol_version = 9;
 
 /// node -> head actor: asks to join the cluster. The head answers with its scheduler (the node
 /// then reports to it with (node_atom, node_status)) or refuses with an error.

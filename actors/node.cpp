@@ -294,11 +294,17 @@ struct pulled_model {
 caf::behavior pull_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx,
                           std::shared_ptr<pulled_model> out) {
   return {
-      [=](pull_atom, const pull_offer& offer, const std::string& dir) -> caf::result<double> {
+      [=](pull_atom, const pull_offer& offer, const std::string& dir,
+          const std::string& content_id) -> caf::result<double> {
         self->quit(); // one job; the answer still goes out
         const auto t0 = std::chrono::steady_clock::now();
         auto run = [&]() -> status {
           THAW_ASSIGN(auto ck, checkpoint::from_manifest(dir, offer.manifest));
+          if (!content_id.empty() && ck.content_id() != content_id)
+            return make_error(errc::not_found, "node " + offer.node + "'s " + dir +
+                                                   " is not the deployed checkpoint (content " +
+                                                   ck.content_id() + ", deployed " +
+                                                   content_id + ")");
           THAW_ASSIGN(auto tok, tokenizer::parse(offer.tokenizer_json, offer.tokenizer_config,
                                                  "tokenizer.json from node " + offer.node));
           data_plane_source source{*ctx->plane, remote_location{offer.node, offer.host,
@@ -345,7 +351,8 @@ void pull_then_start(node_ptr self, model_spec spec, std::vector<caf::actor> pee
           [=](pull_offer& offer) {
             auto out = std::make_shared<pulled_model>();
             auto worker = self->system().spawn<caf::detached>(pull_worker, self->state.ctx, out);
-            self->request(worker, caf::infinite, pull_atom::value, offer, spec.checkpoint)
+            self->request(worker, caf::infinite, pull_atom::value, offer, spec.checkpoint,
+                          spec.content_id)
                 .then(
                     [=](double seconds) {
                       self->send(peer, release_atom::value, offer.key);
@@ -374,7 +381,19 @@ caf::result<instance_started> start(node_ptr self, model_spec spec,
                                     std::vector<caf::actor> peers) {
   auto& st = self->state;
   auto rp = self->make_response_promise<instance_started>();
+  auto deployed = [&](const checkpoint& c) {
+    return spec.content_id.empty() || c.content_id() == spec.content_id;
+  };
   auto ck = checkpoint::open(spec.checkpoint);
+  if (ck && !deployed(*ck)) {
+    // Another model at the same path on this disk: not this one.
+    spdlog::warn("node {}: {} here is not the checkpoint deployed as {} (content {}, deployed "
+                 "{}); pulling the deployed one",
+                 st.ctx->options.name, spec.checkpoint, spec.name, ck->content_id(),
+                 spec.content_id);
+    ck = make_error(errc::not_found, spec.checkpoint + " on node " + st.ctx->options.name +
+                                         " has other content than the deployed checkpoint");
+  }
   if (ck) {
     start_instance(self, spec, std::make_shared<const checkpoint>(std::move(*ck)), nullptr, rp);
     return rp;
@@ -385,7 +404,8 @@ caf::result<instance_started> start(node_ptr self, model_spec spec,
     return rp;
   }
   // Not on this node's disk. Pulled before and still in the DRAM tier: start from there.
-  if (auto it = st.remote_models.find(spec.checkpoint); it != st.remote_models.end()) {
+  if (auto it = st.remote_models.find(spec.checkpoint);
+      it != st.remote_models.end() && deployed(*it->second.ckpt)) {
     if (auto pin = st.ctx->ld->tier().try_pin_ready(*it->second.ckpt, 0)) {
       start_instance(self, spec, it->second.ckpt,
                      std::make_shared<dram_tier::lease>(std::move(*pin)), rp);

@@ -58,6 +58,7 @@ expected<std::shared_ptr<model_frontend>> make_frontend(model_spec& spec) {
   THAW_TRY(check_spec(spec));
   THAW_ASSIGN(auto ck, checkpoint::open(spec.checkpoint));
   spec.weight_bytes = ck.total_bytes();
+  spec.content_id = ck.content_id();
   THAW_ASSIGN(auto tok, tokenizer::load(ck.dir() / "tokenizer.json"));
   auto f = std::make_shared<model_frontend>();
   f->spec = spec;

@@ -149,18 +149,23 @@ protected:
   /// The working directory of "head" or a node (by name): where relative checkpoint paths
   /// lead. "": the test's own.
   virtual std::string cwd_of(const std::string& /*who*/) { return {}; }
+  /// More `--set KEY=VALUE` settings for a node (by name).
+  virtual std::vector<std::string> node_settings(const std::string& /*name*/) { return {}; }
 
   std::unique_ptr<testing::child_process> start_node(const std::string& name,
                                                      const std::string& node_secret,
                                                      const std::string& log_level = "warn") {
-    return std::make_unique<testing::child_process>(
-        std::vector<std::string>{THAW_BINARY, "node", "--head", control_, "--name", name,
-                                 "--set", "cluster.secret=\"" + node_secret + "\"", "--set",
-                                 "node.threads=1", "--set", "loader.pool_bytes=\"128MiB\"",
-                                 "--set", "loader.chunk_bytes=\"64KiB\"", "--set",
-                                 "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
-                                 "--log-level", log_level},
-        true, cwd_of(name));
+    std::vector<std::string> argv{THAW_BINARY, "node", "--head", control_, "--name", name,
+                                  "--set", "cluster.secret=\"" + node_secret + "\"", "--set",
+                                  "node.threads=1", "--set", "loader.pool_bytes=\"128MiB\"",
+                                  "--set", "loader.chunk_bytes=\"64KiB\"", "--set",
+                                  "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
+                                  "--log-level", log_level};
+    for (const auto& kv : node_settings(name)) {
+      argv.push_back("--set");
+      argv.push_back(kv);
+    }
+    return std::make_unique<testing::child_process>(argv, true, cwd_of(name));
   }
 
   json status() {
@@ -554,19 +559,29 @@ TEST_F(ClusterLocalityMigrate, TheSchedulerMovesARunningStreamToStartAModelWhere
 }
 
 /// A third model, "far", deployed by a relative checkpoint path: the head and node-a run where
-/// it is (the test's directory), node-b in a directory of its own without it, as if on another
-/// machine's disk. node-b can only get far's bytes from node-a, over UCX.
+/// it is (the test's directory), node-b in a directory of its own, as if on another machine's
+/// disk, where "far" holds another model (other weights). node-b can only get far's deployed
+/// bytes from node-a, over UCX, into pool chunks of another size than node-a's.
 class ClusterRemoteTier : public ClusterProcess {
 protected:
   void SetUp() override {
     testing::make_hf(dir_ / "hf-far", "stories15m");
     testing::import(dir_ / "hf-far", dir_ / "far");
+    testing::make_hf(dir_ / "hf-other", "stories15m", dtype::f32, 99);
     std::filesystem::create_directories(dir_ / "b-disk");
+    testing::import(dir_ / "hf-other", dir_ / "b-disk" / "far");
     ClusterProcess::SetUp();
   }
-  std::string head_settings() override { return "[[models]]\nname = \"far\"\ncheckpoint = \"far\"\n"; }
+  std::string head_settings() override {
+    return "[[models]]\nname = \"far\"\ncheckpoint = \"far\"\n";
+  }
   std::string cwd_of(const std::string& who) override {
     return (who == "node-b" ? dir_ / "b-disk" : dir_.path()).string();
+  }
+  std::vector<std::string> node_settings(const std::string& name) override {
+    if (name == "node-b")
+      return {"loader.chunk_bytes=\"16KiB\""};
+    return {};
   }
 };
 
