@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <spdlog/spdlog.h>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -281,7 +282,8 @@ void start_instance(node_ptr self, const model_spec& spec, std::shared_ptr<const
           });
 }
 
-/// What a pull worker leaves for the node: the model, pinned in the tier, and its tokenizer.
+/// What a pull worker leaves for the node: the model, pinned in the tier (its tokenizer went
+/// into the node's cache).
 struct pulled_model {
   std::shared_ptr<const checkpoint> ckpt;
   std::shared_ptr<dram_tier::lease> lease;
@@ -424,14 +426,19 @@ caf::result<instance_started> start(node_ptr self, model_spec spec,
   return rp;
 }
 
-/// Ends a pull this node serves: withdraws the key (waiting for a read still in flight, which
-/// the puller's release comes after) and unpins the model.
+/// Ends a pull this node serves: withdraws the key and unpins the model once no read of it is
+/// in flight. That wait runs on a thread of its own (it is short after a release, which comes
+/// after the puller's reads; a puller that hangs mid-read holds it until the data plane gives
+/// up on it), so the node never stalls on it.
 void end_serving(node_ptr self, const std::string& key) {
   auto& st = self->state;
   auto it = st.serving.find(key);
   if (it == st.serving.end())
     return;
-  st.ctx->plane->unpublish(key);
+  std::thread{[ctx = st.ctx, key, pin = std::move(it->second.lease)]() mutable {
+    ctx->plane->unpublish(key);
+    pin.reset(); // before ctx, which may be the last owner of the tier
+  }}.detach();
   st.serving.erase(it);
 }
 
