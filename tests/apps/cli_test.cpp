@@ -161,6 +161,7 @@ TEST(Cli, BenchUcxComparesTheDataPlaneWithRawGets) {
   EXPECT_GT(j["ratios"]["remote_tier_pull_vs_raw_ucp_get_paired"].get<double>(), 0.0);
   EXPECT_EQ(j["seconds"]["remote_tier_pull"].size(), 2u);
   EXPECT_GT(j["checkpoint_bytes"].get<std::uint64_t>(), 0u);
+  EXPECT_GT(j["first_round_gbps"]["remote_tier_pull"].get<double>(), 0.0);
 
   r = run("bench ucx --bytes 1MiB --rounds 1 --checkpoint " + (dir / "absent").string(), dir);
   EXPECT_NE(r.exit_code, 0);
