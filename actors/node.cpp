@@ -7,7 +7,9 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <chrono>
 #include <spdlog/spdlog.h>
@@ -66,7 +68,7 @@ struct node_state {
   static inline const char* name = "node";
 };
 
-using node_ptr = caf::stateful_actor<node_state>*;
+using node_ptr = node_actor::stateful_pointer<node_state>;
 
 node_status make_status(node_ptr self) {
   auto& s = self->state;
@@ -118,7 +120,8 @@ node_status make_status(node_ptr self) {
 
 void report(node_ptr self) {
   if (self->state.scheduler)
-    self->send(self->state.scheduler, node_atom::value, make_status(self));
+    // anon_send: a typed actor may send() only to typed ones; the scheduler needs no sender.
+    caf::anon_send(self->state.scheduler, node_atom::value, make_status(self));
 }
 
 void release(node_ptr self, const caf::actor_addr& addr) {
@@ -357,7 +360,7 @@ void pull_then_start(node_ptr self, model_spec spec, std::vector<caf::actor> pee
                           spec.content_id)
                 .then(
                     [=](double seconds) {
-                      self->send(peer, release_atom::value, offer.key);
+                      caf::anon_send(peer, release_atom::value, offer.key);
                       auto& st2 = self->state;
                       st2.remote_models[spec.checkpoint] =
                           remote_model{out->ckpt, offer.tokenizer_json, offer.tokenizer_config};
@@ -371,7 +374,7 @@ void pull_then_start(node_ptr self, model_spec spec, std::vector<caf::actor> pee
                                      out->fetch_seconds);
                     },
                     [=](caf::error& err) {
-                      self->send(peer, release_atom::value, offer.key);
+                      caf::anon_send(peer, release_atom::value, offer.key);
                       failed(from_caf(err).message);
                     });
           },
@@ -519,7 +522,8 @@ caf::result<pull_offer> serve_pull(node_ptr self, const std::string& dir,
   return rp;
 }
 
-caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::actor scheduler) {
+node_actor::behavior_type node_fn(node_ptr self, std::shared_ptr<node_context> ctx,
+                                  caf::actor scheduler) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
   s.scheduler = std::move(scheduler);
@@ -567,7 +571,7 @@ caf::behavior node_fn(node_ptr self, std::shared_ptr<node_context> ctx, caf::act
 
 caf::actor spawn_node(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
                       caf::actor scheduler) {
-  return sys.spawn(node_fn, std::move(ctx), std::move(scheduler));
+  return caf::actor_cast<caf::actor>(sys.spawn(node_fn, std::move(ctx), std::move(scheduler)));
 }
 
 expected<std::shared_ptr<node_context>> node_context::create(node_options options,

@@ -36,11 +36,27 @@
 #include "actors/node_context.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
 
 namespace thaw {
 
+/// The node's interface (the messages above), checked by the compiler against its behavior.
+using node_actor = caf::typed_actor<
+    caf::replies_to<start_atom, model_spec, std::vector<caf::actor>>::with<instance_started>,
+    caf::reacts_to<stop_atom, caf::actor>,
+    caf::replies_to<status_atom>::with<node_status>,
+    caf::replies_to<prefetch_atom, std::string>::with<bool>,
+    caf::replies_to<pull_atom, std::string, std::uint64_t>::with<pull_offer>,
+    caf::reacts_to<release_atom, std::string>>;
+
 /// Spawns the node; it sends (node_atom, node_status) to `scheduler` (if valid) at once and
-/// after every change.
+/// after every change. The handle is untyped because it travels in node_status to actors that
+/// also take other handles; node_actor is what it answers to.
 [[nodiscard]] caf::actor spawn_node(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
                                     caf::actor scheduler);
 
