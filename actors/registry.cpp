@@ -5,7 +5,9 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -24,7 +26,7 @@ struct registry_state {
   static inline const char* name = "registry";
 };
 
-using registry_ptr = caf::stateful_actor<registry_state>*;
+using registry_ptr = registry_actor::stateful_pointer<registry_state>;
 
 status check_spec(const model_spec& s) {
   auto bad = [](std::string m) { return make_error(errc::invalid_argument, std::move(m)); };
@@ -107,8 +109,8 @@ void prefetch(registry_ptr self, const std::string& name, std::int32_t attempt) 
             });
 }
 
-caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
-                          std::shared_ptr<metrics::registry> metrics) {
+registry_actor::behavior_type registry_fn(registry_ptr self, caf::actor scheduler,
+                                          std::shared_ptr<metrics::registry> metrics) {
   self->state.scheduler = std::move(scheduler);
   self->state.metrics = std::move(metrics);
   self->set_exit_handler([=](caf::exit_msg& msg) {
@@ -136,7 +138,7 @@ caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
         model_frontend_ptr frontend = std::move(*f);
         st.models[spec.name] = frontend;
         for (auto& sub : st.subscribers)
-          self->send(sub, deploy_atom::value, frontend);
+          caf::anon_send(sub, deploy_atom::value, frontend);
         spdlog::info("registry: deployed {} from {} (context {} tokens, instances {}..{})",
                      spec.name, spec.checkpoint, frontend->max_context, spec.min_instances,
                      spec.max_instances);
@@ -152,10 +154,10 @@ caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
         auto it = st.models.find(name);
         if (it == st.models.end())
           return to_caf(make_error(errc::not_found, "model " + name + " is not deployed"));
-        self->send(it->second->router, stop_atom::value);
+        caf::anon_send(it->second->router, stop_atom::value);
         st.models.erase(it);
         for (auto& sub : st.subscribers)
-          self->send(sub, delete_atom::value, name);
+          caf::anon_send(sub, delete_atom::value, name);
         spdlog::info("registry: deleted {}", name);
         return true;
       },
@@ -168,7 +170,7 @@ caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
       [=](sub_atom, const caf::actor& sub) -> bool {
         self->state.subscribers.push_back(sub);
         for (const auto& [name, f] : self->state.models)
-          self->send(sub, deploy_atom::value, f);
+          caf::anon_send(sub, deploy_atom::value, f);
         return true;
       },
   };
@@ -178,7 +180,8 @@ caf::behavior registry_fn(registry_ptr self, caf::actor scheduler,
 
 caf::actor spawn_registry(caf::actor_system& sys, caf::actor scheduler,
                           std::shared_ptr<metrics::registry> metrics) {
-  return sys.spawn(registry_fn, std::move(scheduler), std::move(metrics));
+  return caf::actor_cast<caf::actor>(
+      sys.spawn(registry_fn, std::move(scheduler), std::move(metrics)));
 }
 
 } // namespace thaw

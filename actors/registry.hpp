@@ -21,10 +21,24 @@
 #include "runtime/engine/tokenizer.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
+#include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace thaw {
+
+/// The registry's interface (the messages above), checked by the compiler against its behavior.
+/// (prefetch_atom, name, attempt) is its own retry timer.
+using registry_actor = caf::typed_actor<
+    caf::replies_to<deploy_atom, model_spec>::with<model_spec>,
+    caf::reacts_to<prefetch_atom, std::string, std::int32_t>,
+    caf::replies_to<delete_atom, std::string>::with<bool>,
+    caf::replies_to<list_atom>::with<std::vector<model_spec>>,
+    caf::replies_to<sub_atom, caf::actor>::with<bool>>;
 
 /// A model as the gateway sees it. Local to the head: shared, immutable.
 struct model_frontend {

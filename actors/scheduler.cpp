@@ -7,6 +7,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <algorithm>
 #include <map>
@@ -172,7 +173,7 @@ struct scheduler_state {
   static inline const char* name = "scheduler";
 };
 
-using scheduler_ptr = caf::stateful_actor<scheduler_state>*;
+using scheduler_ptr = scheduler_actor::stateful_pointer<scheduler_state>;
 
 /// Asks placement `id`'s next candidate; delivers the first success or every refusal.
 void try_next(scheduler_ptr self, std::uint64_t id) {
@@ -279,7 +280,7 @@ void migrate_then_place(scheduler_ptr self, caf::typed_response_promise<instance
           });
 }
 
-caf::behavior scheduler_fn(scheduler_ptr self, scheduler_options options) {
+scheduler_actor::behavior_type scheduler_fn(scheduler_ptr self, scheduler_options options) {
   self->state.placer = sched::placer{options.policy, options.seed};
   self->state.est.startup = sched::startup_estimator{options.bandwidth};
   spdlog::info("scheduler: placement policy {}", sched::to_string(options.policy));
@@ -426,7 +427,7 @@ expected<scheduler_options> scheduler_options::from_config(const config& cfg) {
 }
 
 caf::actor spawn_scheduler(caf::actor_system& sys, scheduler_options options) {
-  return sys.spawn(scheduler_fn, std::move(options));
+  return caf::actor_cast<caf::actor>(sys.spawn(scheduler_fn, std::move(options)));
 }
 
 } // namespace thaw

@@ -29,8 +29,24 @@
 #include "runtime/sched/policy.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
 
 namespace thaw {
+
+/// The scheduler's interface (the messages above), checked by the compiler against its behavior.
+using scheduler_actor = caf::typed_actor<
+    caf::reacts_to<node_atom, node_status>,
+    caf::replies_to<place_atom, model_spec>::with<instance_started>,
+    caf::replies_to<place_atom, model_spec, std::string>::with<instance_started>,
+    caf::reacts_to<migrate_atom, std::int64_t, double>,
+    caf::reacts_to<load_atom, caf::actor, std::int32_t, std::int64_t>,
+    caf::replies_to<prefetch_atom, std::string>::with<std::string>,
+    caf::replies_to<status_atom>::with<std::vector<node_status>>>;
 
 /// How the scheduler places instances.
 ///   [placement]
@@ -48,6 +64,8 @@ struct scheduler_options {
   [[nodiscard]] static expected<scheduler_options> from_config(const config& cfg);
 };
 
+/// The handle is untyped for the actors that take it beside others (nodes, routers, the
+/// gateway); scheduler_actor is what it answers to.
 [[nodiscard]] caf::actor spawn_scheduler(caf::actor_system& sys, scheduler_options options = {});
 
 } // namespace thaw
