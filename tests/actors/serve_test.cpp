@@ -210,8 +210,9 @@ TEST_F(ServeTest, BadInputGetsClearErrorsAndTheServerCarriesOn) {
   expect_error(get("/v1/nothing"), 404, "/v1/nothing");
   auto big = client_->request("POST", "/v1/completions", std::string(2 << 20, 'x'),
                               {{"content-type", "application/json"}});
-  if (big) // the server may close the connection after a 413
+  if (big) { // the server may close the connection after a 413
     EXPECT_EQ(big->status, 413);
+  }
   auto c = http::client::connect("127.0.0.1", server_->port());
   ASSERT_TRUE(c);
   client_ = std::move(*c);
