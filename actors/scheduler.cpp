@@ -30,18 +30,22 @@ bool in_dram(const node_status& n, const std::string& dir) {
   return std::find(n.dram_models.begin(), n.dram_models.end(), dir) != n.dram_models.end();
 }
 
-/// Nodes a node that lacks checkpoint `dir` on its disk may pull it from: those holding it in
-/// DRAM first, then those that have read it from their SSD.
+/// Nodes a node that lacks checkpoint `dir` on its disk may pull it from, most likely first:
+/// those holding it in DRAM, then those that have read it from their SSD, then the rest (whose
+/// disks may have it although they never read it; a node without it says so at once).
 template <class State>
-std::vector<caf::actor> peers_holding(const State& st, const std::string& dir) {
+std::vector<caf::actor> peers_holding(const State& st, const std::string& dir,
+                                      const caf::actor& target) {
+  auto on_ssd = [&](const node_status& n) {
+    return std::find(n.local_models.begin(), n.local_models.end(), dir) != n.local_models.end();
+  };
   std::vector<caf::actor> out;
-  for (const auto& [name, n] : st.nodes)
-    if (in_dram(n, dir))
-      out.push_back(n.handle);
-  for (const auto& [name, n] : st.nodes)
-    if (!in_dram(n, dir) &&
-        std::find(n.local_models.begin(), n.local_models.end(), dir) != n.local_models.end())
-      out.push_back(n.handle);
+  for (int rank = 0; rank < 3; ++rank)
+    for (const auto& [name, n] : st.nodes) {
+      const int r = in_dram(n, dir) ? 0 : on_ssd(n) ? 1 : 2;
+      if (r == rank && n.handle != target)
+        out.push_back(n.handle);
+    }
   return out;
 }
 
@@ -197,7 +201,7 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
     auto f = self->state.placing.find(id);
     return f != self->state.placing.end() && f->second.next == asked ? &f->second : nullptr;
   };
-  self->request(node, caf::infinite, start_atom::value, p.spec, peers_holding(st, p.spec.checkpoint))
+  self->request(node, caf::infinite, start_atom::value, p.spec, peers_holding(st, p.spec.checkpoint, node))
       .then(
           [=](instance_started& started) {
             if (auto* q = current()) {

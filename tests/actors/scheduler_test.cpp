@@ -127,15 +127,18 @@ protected:
 
 TEST_F(SchedulerPlacement, ANodeWithoutTheCheckpointIsSkippedAndTheStartNamesWhoHoldsIt) {
   auto lacking = add_node("lacking", make_error(errc::not_found, "models/m: not on this disk"));
+  auto other = add_node("other", make_error(errc::resource_exhausted, "full"));
   auto holder = add_node("holder", std::nullopt, {"models/m"});
-  // Asked for "lacking" by name: it gets the holder as the peer to pull from.
+  // Asked for "lacking" by name: its peers to pull from, the holder (m in DRAM) first, then
+  // the rest, whose disks might have it.
   auto by_name = place("lacking");
   ASSERT_FALSE(by_name);
   EXPECT_EQ(by_name.err().code, errc::not_found) << by_name.err().to_string();
   {
     std::lock_guard lock{lacking->mutex};
-    ASSERT_EQ(lacking->peers.size(), 1u);
-    EXPECT_EQ(lacking->peers[0], nodes_[1]);
+    ASSERT_EQ(lacking->peers.size(), 2u);
+    EXPECT_EQ(lacking->peers[0], nodes_[2]);
+    EXPECT_EQ(lacking->peers[1], nodes_[1]);
   }
   // Placed freely: whichever is asked first, the start lands on the holder.
   auto placed = place();

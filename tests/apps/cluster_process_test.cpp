@@ -589,13 +589,14 @@ TEST_F(ClusterRemoteTier, AModelNotOnANodesDiskIsPulledFromAPeersDramMidStream) 
   std::string prompt;
   for (int i = 0; i < 5; ++i)
     prompt += "Once upon a time there was a little girl who liked to play. ";
-  auto [ref_status, reference] = stream_completion(http_port_, "far", 170, nullptr, prompt);
-  ASSERT_EQ(ref_status, 200) << reference.error;
-  // Only node-a has far on its disk: that is where it started, whichever node was asked first.
-  ASSERT_EQ(node_of("far"), "node-a");
-  nodes_[1]->signal(SIGTERM); // node-b again, logging at info level
+  // The reference with node-a alone (node-b could pull far from node-a's SSD and run it), then
+  // node-b again, logging at info level.
+  nodes_[1]->signal(SIGTERM);
   ASSERT_TRUE(nodes_[1]->wait(60s).has_value());
   ASSERT_TRUE(wait_for_nodes(1));
+  auto [ref_status, reference] = stream_completion(http_port_, "far", 170, nullptr, prompt);
+  ASSERT_EQ(ref_status, 200) << reference.error;
+  ASSERT_EQ(node_of("far"), "node-a");
   nodes_[1] = start_node("node-b", secret, "info");
   ASSERT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
   ASSERT_TRUE(wait_for_nodes(2));
@@ -623,6 +624,37 @@ TEST_F(ClusterRemoteTier, AModelNotOnANodesDiskIsPulledFromAPeersDramMidStream) 
       EXPECT_EQ(n["loads_remote"], 1) << n.dump();
       EXPECT_GT(n["remote_bandwidth"].get<double>(), 0.0) << n.dump();
     }
+}
+
+/// As ClusterRemoteTier, but node-a's slot is too small for any instance: node-a can only lend.
+class ClusterRemoteTierFullLender : public ClusterRemoteTier {
+protected:
+  std::vector<std::string> node_settings(const std::string& name) override {
+    if (name == "node-a")
+      return {"node.slot_memory_bytes=\"1MiB\""};
+    return ClusterRemoteTier::node_settings(name);
+  }
+};
+
+TEST_F(ClusterRemoteTierFullLender, ANodeThatCannotRunAModelLendsItFromItsDiskThroughItsDram) {
+  // far is on node-a's disk only, and node-a has no room to run it: node-b, whose own "far" is
+  // another model, pulls it through node-a, which reads it from its SSD into its DRAM tier to
+  // lend it.
+  auto [st, out] = stream_completion(http_port_, "far", 8);
+  ASSERT_EQ(st, 200) << out.error;
+  EXPECT_TRUE(out.error.empty()) << out.error;
+  EXPECT_EQ(out.tokens, 8);
+  EXPECT_EQ(node_of("far"), "node-b");
+  EXPECT_EQ(metric("thaw_loads_total", "model_name=\"far\",tier=\"remote\""), 1.0);
+  for (auto& n : status()["nodes"]) {
+    if (n["name"] == "node-a") {
+      EXPECT_EQ(n["dram_models"], json::array({"far"})) << n.dump();
+    }
+    if (n["name"] == "node-b") {
+      EXPECT_EQ(n["loads_remote"], 1) << n.dump();
+      EXPECT_EQ(n["loads_ssd"], 0) << n.dump(); // its own, other "far" was not used
+    }
+  }
 }
 
 TEST_F(ClusterProcess, AHungNodeIsDroppedAndStopsWhenItWakes) {
