@@ -19,7 +19,9 @@
 /// none is needed. Frames travel on an endpoint with peer error handling (TCP in UCX 1.13, so a
 /// refused or dead peer is noticed at once); the gets on a second endpoint without it, so that on
 /// one host UCX may read memory from `allocate_memory` directly through System V / POSIX shared
-/// memory (about the raw ucp_get_nbx rate, `thaw bench ucx`). Gets UCX cannot do directly
+/// memory (about the raw ucp_get_nbx rate, `thaw bench ucx`); the first read of a peer's memory
+/// also maps it into this process, which a fetch does ahead of its copies on a thread of its own
+/// (data_plane_fetch.cpp: populate_ahead). Gets UCX cannot do directly
 /// (registered memory, or other hosts over TCP) are emulated with messages; the fetcher then asks
 /// the server to poll for the rest of the fetch, which keeps them at a usable, lower rate.
 
