@@ -63,7 +63,14 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
                                                           cluster_options cluster,
                                                           std::string head_host,
                                                           std::uint16_t head_port) {
-  // A cluster node lends its DRAM tier to peers and pulls from theirs: it has a data plane.
+  // A cluster node lends its DRAM tier to peers and pulls from theirs: it has a data plane,
+  // by default on the interface this machine reaches the head through.
+  if (node.data_plane && node.data_address.empty()) {
+    auto local = transport::local_address_towards(head_host, head_port);
+    if (!local)
+      return with_context(std::move(local).err(), "node.data_address (not set)");
+    node.data_address = std::move(*local);
+  }
   THAW_ASSIGN(auto ctx, node_context::create(node, std::make_shared<metrics::registry>(), true));
   auto p = std::make_unique<impl>();
   p->cfg = make_cluster_system_config(cluster, cluster_role::node);

@@ -591,6 +591,8 @@ expected<std::shared_ptr<node_context>> node_context::create(node_options option
   chunk_pool::memory_source pool_memory;
   if (with_data_plane && ctx->options.data_plane) {
     transport::data_plane_options dp;
+    if (ctx->options.data_address.empty())
+      ctx->options.data_address = "127.0.0.1";
     dp.address = ctx->options.data_address;
     dp.port = ctx->options.data_port;
     auto plane = transport::data_plane::start(dp);

@@ -31,7 +31,9 @@ struct node_options {
   /// node pulls models it lacks on disk from theirs (the remote tier). Cluster nodes only: an
   /// embedded `thaw serve` has no peers.
   bool data_plane = true;
-  std::string data_address = "127.0.0.1"; ///< node.data_address: the data plane's listen address
+  /// node.data_address: where the data plane listens and what peers are told to reach; ""
+  /// (default): the address this machine reaches the head from (127.0.0.1 without a head).
+  std::string data_address;
   std::uint16_t data_port = 0;            ///< node.data_port: its port; 0 picks a free one
 };
 

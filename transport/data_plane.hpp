@@ -66,6 +66,12 @@ struct fetch_info {
 using piece_callback =
     std::function<void(std::size_t segment, std::size_t offset, std::size_t bytes)>;
 
+/// The address of this host's interface that reaches host:port: the source address the kernel
+/// picks for it (a UDP socket is connected, nothing is sent). What a node listens on and
+/// advertises to its peers when node.data_address is not set. Errors: io_error naming host:port.
+[[nodiscard]] expected<std::string> local_address_towards(const std::string& host,
+                                                          std::uint16_t port);
+
 class data_plane {
 public:
   /// Creates the UCX context and worker, starts the progress thread and listens on

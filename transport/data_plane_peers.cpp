@@ -5,11 +5,14 @@
 #include "transport/data_plane_impl.hpp"
 #include "transport/ucx_check.hpp"
 
+#include <arpa/inet.h>
+#include <cerrno>
 #include <cstring>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <utility>
 
 namespace thaw::transport {
@@ -32,10 +35,11 @@ void on_send_done(void* request, ucs_status_t status, void* user_data) {
 }
 
 // Resolves host:port for a client endpoint (numeric or a name).
-expected<sockaddr_storage> resolve(const std::string& host, std::uint16_t port, socklen_t& len) {
+expected<sockaddr_storage> resolve(const std::string& host, std::uint16_t port, socklen_t& len,
+                                   int socktype = SOCK_STREAM) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_socktype = socktype;
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
@@ -49,6 +53,33 @@ expected<sockaddr_storage> resolve(const std::string& host, std::uint16_t port, 
 }
 
 } // namespace
+
+expected<std::string> local_address_towards(const std::string& host, std::uint16_t port) {
+  socklen_t len = 0;
+  THAW_ASSIGN(auto to, resolve(host, port, len, SOCK_DGRAM));
+  const std::string where = host + ":" + std::to_string(port);
+  const int fd = ::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return make_error(errc::io_error, "the local address towards " + where + ": socket: " +
+                                          std::strerror(errno));
+  sockaddr_storage local{};
+  socklen_t local_len = sizeof local;
+  const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), len) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok)
+    return make_error(errc::io_error,
+                      "the local address towards " + where + ": " + std::strerror(err));
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* addr = local.ss_family == AF_INET6
+                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+  if (::inet_ntop(local.ss_family, addr, text, sizeof text) == nullptr)
+    return make_error(errc::io_error, "the local address towards " + where + ": inet_ntop: " +
+                                          std::strerror(errno));
+  return std::string{text};
+}
 
 status impl::send_frame(ucp_ep_h ep, unsigned am_id, std::vector<std::byte> bytes,
                         bool want_reply_ep, const std::string& peer_name) {

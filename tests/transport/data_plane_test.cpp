@@ -355,4 +355,16 @@ TEST(data_plane, two_processes_fetch_then_dead_peer_is_an_io_error) {
 }
 
 } // namespace
+TEST(LocalAddressTowards, IsTheSourceAddressTheKernelPicksAndNamesBadHosts) {
+  auto loop = local_address_towards("127.0.0.1", 7070);
+  ASSERT_TRUE(loop) << loop.err().to_string();
+  EXPECT_EQ(*loop, "127.0.0.1");
+  auto named = local_address_towards("localhost", 7070);
+  ASSERT_TRUE(named) << named.err().to_string();
+  EXPECT_TRUE(*named == "127.0.0.1" || *named == "::1") << *named;
+  auto bad = local_address_towards("no-such-host.invalid", 7070);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("no-such-host.invalid"), std::string::npos);
+}
+
 } // namespace thaw::transport
