@@ -436,10 +436,10 @@ protected:
     EXPECT_TRUE(nodes_[1]->wait(60s).has_value());
     EXPECT_TRUE(wait_for_nodes(1));
     // A prompt of ~75 of the model's 256 positions, whose prefill on the target takes long
-    // enough to kill a node meanwhile, and a stream long enough that the migration (a cold start
-    // on the freshly restarted node-b, tokenizer included) reaches the target while it runs: the
-    // target held the request 120-300 ms after the first token, and 100 tokens had left too
-    // little margin once decode got faster (one run in a full ctest -j2 saw the stream end first).
+    // enough to kill a node meanwhile, and a stream long enough that the migration reaches the
+    // target while it runs. node-b is warmed first (below), so the migration's start there is
+    // a start from its DRAM tier with the tokenizer parsed, not a cold one: the race between
+    // the stream's end and the target's hold no longer hinges on a cold start's time.
     std::string prompt;
     for (int i = 0; i < 5; ++i)
       prompt += "Once upon a time there was a little girl who liked to play. ";
@@ -449,6 +449,11 @@ protected:
     nodes_[1] = start_node("node-b", secret, "info");
     EXPECT_FALSE(wait_for_line(*nodes_[1], "joined", 60s).empty());
     EXPECT_TRUE(wait_for_nodes(2));
+    // Warm node-b: big there and back with no stream running (each moves at once).
+    EXPECT_EQ(migrate("big", "node-a", "node-b").first, 200);
+    EXPECT_EQ(migrate("big", "node-b", "node-a").first, 200);
+    EXPECT_TRUE(wait_not_running("big", "node-b"));
+    EXPECT_EQ(node_of("big"), "node-a");
     std::thread mover, killer;
     auto [st, stream] = stream_completion(
         http_port_, "big", stream_tokens,
