@@ -5,6 +5,8 @@
 #include "transport/data_plane_impl.hpp"
 #include "transport/ucx_check.hpp"
 
+#include "runtime/common/posix.hpp"
+
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
@@ -12,7 +14,6 @@
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <utility>
 
 namespace thaw::transport {
@@ -57,27 +58,22 @@ expected<sockaddr_storage> resolve(const std::string& host, std::uint16_t port, 
 expected<std::string> local_address_towards(const std::string& host, std::uint16_t port) {
   socklen_t len = 0;
   THAW_ASSIGN(auto to, resolve(host, port, len, SOCK_DGRAM));
-  const std::string where = host + ":" + std::to_string(port);
-  const int fd = ::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return make_error(errc::io_error, "the local address towards " + where + ": socket: " +
-                                          std::strerror(errno));
+  const std::string what = "the local address towards " + host + ":" + std::to_string(port);
+  unique_fd fd{::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  if (fd.get() < 0)
+    return unexpected(posix_error(errno, "socket()", what, __FILE__, __LINE__));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), len) != 0)
+    return unexpected(posix_error(errno, "connect()", what, __FILE__, __LINE__));
   sockaddr_storage local{};
   socklen_t local_len = sizeof local;
-  const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), len) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok)
-    return make_error(errc::io_error,
-                      "the local address towards " + where + ": " + std::strerror(err));
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
+    return unexpected(posix_error(errno, "getsockname()", what, __FILE__, __LINE__));
   char text[INET6_ADDRSTRLEN] = {};
   const void* addr = local.ss_family == AF_INET6
                          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
                          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
   if (::inet_ntop(local.ss_family, addr, text, sizeof text) == nullptr)
-    return make_error(errc::io_error, "the local address towards " + where + ": inet_ntop: " +
-                                          std::strerror(errno));
+    return unexpected(posix_error(errno, "inet_ntop()", what, __FILE__, __LINE__));
   return std::string{text};
 }
 
