@@ -305,7 +305,8 @@ struct node_status {
   std::string name;
   caf::actor handle;
   std::vector<std::string> dram_models;  ///< checkpoints held in the DRAM tier (directories)
-  std::vector<std::string> local_models; ///< checkpoints this node has read from its SSD (not pulled)
+  /// Checkpoints this node has read from its SSD (not those it pulled from a peer).
+  std::vector<std::string> local_models;
   std::vector<slot_info> slots;
   std::vector<instance_info> instances;
   std::uint64_t dram_bytes = 0;          ///< DRAM tier capacity

@@ -201,7 +201,8 @@ void try_next(scheduler_ptr self, std::uint64_t id) {
     auto f = self->state.placing.find(id);
     return f != self->state.placing.end() && f->second.next == asked ? &f->second : nullptr;
   };
-  self->request(node, caf::infinite, start_atom::value, p.spec, peers_holding(st, p.spec.checkpoint, node))
+  self->request(node, caf::infinite, start_atom::value, p.spec,
+                peers_holding(st, p.spec.checkpoint, node))
       .then(
           [=](instance_started& started) {
             if (auto* q = current()) {

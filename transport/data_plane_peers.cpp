@@ -69,9 +69,10 @@ expected<std::string> local_address_towards(const std::string& host, std::uint16
   if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
     return unexpected(posix_error(errno, "getsockname()", what, __FILE__, __LINE__));
   char text[INET6_ADDRSTRLEN] = {};
-  const void* addr = local.ss_family == AF_INET6
-                         ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
-                         : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+  const void* addr =
+      local.ss_family == AF_INET6
+          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
   if (::inet_ntop(local.ss_family, addr, text, sizeof text) == nullptr)
     return unexpected(posix_error(errno, "inet_ntop()", what, __FILE__, __LINE__));
   return std::string{text};

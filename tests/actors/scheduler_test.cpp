@@ -59,7 +59,8 @@ struct start_seen {
 caf::behavior scripted_node(caf::event_based_actor* self, std::string name,
                             std::optional<error> refusal, std::shared_ptr<start_seen> seen) {
   return {
-      [=](start_atom, model_spec&, std::vector<caf::actor>& peers) -> caf::result<instance_started> {
+      [=](start_atom, model_spec&,
+          std::vector<caf::actor>& peers) -> caf::result<instance_started> {
         {
           std::lock_guard lock{seen->mutex};
           ++seen->starts;

@@ -456,7 +456,8 @@ expected<pull_offer> ask_pull(caf::scoped_actor& self, const caf::actor& node,
                               const std::string& dir, std::uint64_t chunk) {
   expected<pull_offer> out = make_error(errc::internal, "no answer");
   self->request(node, caf::infinite, pull_atom::value, dir, chunk)
-      .receive([&](pull_offer& o) { out = std::move(o); }, [&](caf::error& e) { out = from_caf(e); });
+      .receive([&](pull_offer& o) { out = std::move(o); },
+               [&](caf::error& e) { out = from_caf(e); });
   return out;
 }
 
@@ -493,7 +494,8 @@ TEST_F(ServeTest, ANodeLendsACheckpointFromItsSsdOverUcxUntilReleased) {
   lo.pool_bytes = 256ull << 20;
   lo.chunk_bytes = 256 << 10;
   {
-    auto puller = loader::create(lo, dev, [&](std::uint64_t n) { return (*plane)->allocate_memory(n); });
+    auto puller =
+        loader::create(lo, dev, [&](std::uint64_t n) { return (*plane)->allocate_memory(n); });
     ASSERT_TRUE(puller) << puller.err().to_string();
 
     caf::scoped_actor asker{sys}; // the puller, as the lender sees it

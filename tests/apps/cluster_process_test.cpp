@@ -610,8 +610,8 @@ TEST_F(ClusterRemoteTier, AModelNotOnANodesDiskIsPulledFromAPeersDramMidStream) 
   std::pair<int, json> report;
   std::thread mover;
   auto [st, moved] = stream_completion(
-      http_port_, "far", 170, [&] { mover = std::thread([&] { report = migrate("far", "node-a", "node-b"); }); },
-      prompt);
+      http_port_, "far", 170,
+      [&] { mover = std::thread([&] { report = migrate("far", "node-a", "node-b"); }); }, prompt);
   mover.join();
   ASSERT_EQ(report.first, 200) << report.second.dump();
   EXPECT_EQ(report.second["moved"], 1) << report.second.dump();
