@@ -43,7 +43,7 @@ struct incoming_sequence {
 struct instance_state {
   std::shared_ptr<node_context> ctx;
   model_spec spec;
-  std::size_t slot = 0; ///< the node's slot: whose compute threads to use
+  std::shared_ptr<host::thread_pool> pool; ///< its slot's compute threads
   // Destroyed bottom-up: engine before runner before weights (the runner reads them).
   std::unique_ptr<checkpoint> ckpt;
   std::unique_ptr<device_buffer> weights; ///< a loaded copy, or
@@ -111,7 +111,7 @@ status load(instance_state& s) {
   if (s.spec.threads > 0 && s.spec.threads != s.ctx->options.threads)
     ro.threads = s.spec.threads; // a pool of its own
   else
-    ro.pool = s.ctx->slot_pools.at(s.slot);
+    ro.pool = s.pool;
   ro.kv_device = s.ctx->dev.get();
   THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, files, ro));
   THAW_ASSIGN(s.tok, s.ctx->tokenizer_for(s.ckpt->content_id(), s.ckpt->dir()));
@@ -352,11 +352,12 @@ void run_step(instance_actor_ptr self) {
 }
 
 caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context> ctx,
-                          model_spec spec, std::shared_ptr<checkpoint> ckpt, std::size_t slot) {
+                          model_spec spec, std::shared_ptr<checkpoint> ckpt,
+                          std::shared_ptr<host::thread_pool> pool) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
   s.ckpt = std::make_unique<checkpoint>(std::move(*ckpt));
-  s.slot = slot;
+  s.pool = std::move(pool);
   s.spec = std::move(spec);
   if (auto r = load(s); !r) {
     s.load_error = with_context(std::move(r).err(), "loading " + s.spec.name);
@@ -487,9 +488,10 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
 } // namespace
 
 caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                          model_spec spec, checkpoint ckpt, std::size_t slot) {
+                          model_spec spec, checkpoint ckpt,
+                          std::shared_ptr<host::thread_pool> pool) {
   return sys.spawn<caf::detached>(instance_fn, std::move(ctx), std::move(spec),
-                                  std::make_shared<checkpoint>(std::move(ckpt)), slot);
+                                  std::make_shared<checkpoint>(std::move(ckpt)), std::move(pool));
 }
 
 std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -38,11 +38,12 @@
 namespace thaw {
 
 /// Spawns an instance of `spec`, whose checkpoint the caller has opened as `ckpt`, on `ctx`'s
-/// device (detached). Its weights and KV cache count against the slot the node reserved for
-/// it, and it computes on `slot`'s compute threads (its own pool when the spec asks for another
-/// thread count).
+/// device (detached). Its weights and KV cache count against the slot that reserved them for
+/// it (slot.hpp), and it computes on that slot's `pool` (a pool of its own when the spec asks
+/// for another thread count).
 [[nodiscard]] caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                                        model_spec spec, checkpoint ckpt, std::size_t slot);
+                                        model_spec spec, checkpoint ckpt,
+                                        std::shared_ptr<host::thread_pool> pool);
 
 /// Bytes an instance of this checkpoint needs in a slot: its weights plus its KV cache.
 [[nodiscard]] std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -41,6 +41,10 @@ using load_atom = caf::atom_constant<caf::atom("load")>;
 using prefetch_atom = caf::atom_constant<caf::atom("prefetch")>;
 using pull_atom = caf::atom_constant<caf::atom("pull")>;
 using release_atom = caf::atom_constant<caf::atom("release")>;
+using open_atom = caf::atom_constant<caf::atom("open")>;
+using lend_atom = caf::atom_constant<caf::atom("lend")>;
+using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+using changed_atom = caf::atom_constant<caf::atom("changed")>;
 
 // --- inspect for the engine's and runtime's value types ---------------------------------------
 

@@ -1,5 +1,5 @@
 #pragma once
-/// What a node's actors share: the device, the slots' compute threads, the loader (its chunk
+/// What a node's actors share: the device, the loader (its chunk
 /// pool is the node's DRAM tier, its SSD readers the SSD tier), the metrics registry and the
 /// node's settings. Owned by the node (shared_ptr, so that instances on detached threads keep it
 /// alive until they exit). The loader and the metrics registry are thread-safe; the rest is
@@ -46,9 +46,6 @@ struct node_context {
   std::unique_ptr<transport::data_plane> plane;
   std::unique_ptr<loader> ld;
   std::shared_ptr<metrics::registry> metrics;
-  /// One compute pool per CPU slot, made with the node: the instances placed in a slot share its
-  /// threads (their forward passes take turns), and a cold start creates none.
-  std::vector<std::shared_ptr<host::thread_pool>> slot_pools;
 
   /// Makes the host device, the data plane when `with_data_plane` and options.data_plane, and
   /// the loader. Errors name the bad option (or the data plane's failure).
