@@ -27,6 +27,9 @@
 #include "actors/node_context.hpp"
 #include "runtime/common/config.hpp"
 
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -61,6 +64,12 @@ struct cluster_options {
 [[nodiscard]] status make_cluster_certificates(const std::filesystem::path& dir);
 
 /// Which end of the control connection a process is: picks its certificate in cluster.dir.
+/// The head actor's interface: the one actor the head publishes on its control port. A node
+/// asks it to join (the answer is the scheduler's handle). CAF checks it at the handshake: keep
+/// it unchanged, so that a node of another protocol version reaches the head and gets its
+/// refusal naming both versions (join_cluster carries the version).
+using head_actor = caf::typed_actor<caf::replies_to<join_cluster>::with<caf::actor>>;
+
 enum class cluster_role : std::uint8_t { head, node };
 
 /// An actor system configured for the cluster: make_actor_system_config() plus heartbeats, and

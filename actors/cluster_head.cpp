@@ -8,7 +8,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
-#include <caf/event_based_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/publish.hpp>
 #include <caf/scoped_actor.hpp>
@@ -31,7 +31,8 @@ bool same_secret(const std::string& a, const std::string& b) {
 }
 
 /// The published head actor: admits a node only with the right protocol version and secret.
-caf::behavior head_fn(caf::event_based_actor* self, std::string secret, caf::actor scheduler) {
+head_actor::behavior_type head_fn(head_actor::pointer self, std::string secret,
+                                  caf::actor scheduler) {
   return {
       [=](join_cluster& j) -> caf::result<caf::actor> {
         const auto peer = caf::to_string(self->current_sender() ? self->current_sender()->node()
@@ -86,7 +87,8 @@ struct head_server::impl {
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> sys;
   std::shared_ptr<metrics::registry> metrics;
-  caf::actor scheduler, registry, gateway, head;
+  caf::actor scheduler, registry, gateway;
+  head_actor head;
   std::unique_ptr<http::server> http;
   std::uint16_t control_port = 0;
   bool stopped = false;
@@ -147,9 +149,11 @@ void head_server::stop() {
     impl_->http->stop();
   if (impl_->control_port != 0)
     (void)impl_->sys->middleman().unpublish(impl_->head, impl_->control_port);
-  for (auto* a : {&impl_->head, &impl_->gateway, &impl_->registry, &impl_->scheduler})
+  caf::anon_send_exit(impl_->head, caf::exit_reason::user_shutdown);
+  for (auto* a : {&impl_->gateway, &impl_->registry, &impl_->scheduler})
     caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
-  impl_->head = impl_->gateway = impl_->registry = impl_->scheduler = caf::actor{};
+  impl_->head = nullptr;
+  impl_->gateway = impl_->registry = impl_->scheduler = caf::actor{};
   impl_->sys.reset();
 }
 

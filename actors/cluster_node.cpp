@@ -6,7 +6,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
-#include <caf/event_based_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/remote_actor.hpp>
 #include <caf/scoped_actor.hpp>
@@ -27,8 +27,11 @@ struct failure_slot {
 
 /// Monitors the head; when it goes (closed connection, or silent past cluster.timeout), the
 /// node can do nothing useful: record why, so the process stops.
-caf::behavior watcher_fn(caf::event_based_actor* self, caf::actor head, std::string where,
-                         std::shared_ptr<failure_slot> slot) {
+/// It handles no message of its own: its down handler is its work.
+using watcher_actor = caf::typed_actor<caf::reacts_to<tick_atom>>;
+
+watcher_actor::behavior_type watcher_fn(watcher_actor::pointer self, head_actor head,
+                                        std::string where, std::shared_ptr<failure_slot> slot) {
   self->monitor(head);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto e = make_error(errc::io_error, "lost the head at " + where + ": " +
@@ -83,14 +86,20 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
   // The head may still be starting: retry until the connect timeout.
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds{cluster.connect_ms};
-  caf::actor head;
+  head_actor head;
   for (;;) {
-    auto h = cluster.tls ? caf::openssl::remote_actor(sys, head_host, head_port)
-                         : sys.middleman().remote_actor(head_host, head_port);
+    auto h = cluster.tls ? caf::openssl::remote_actor<head_actor>(sys, head_host, head_port)
+                         : sys.middleman().remote_actor<head_actor>(head_host, head_port);
     if (h) {
       head = std::move(*h);
       break;
     }
+    if (h.error() == caf::sec::unexpected_actor_messaging_interface)
+      // A head of cluster protocol 9 or older published an untyped actor.
+      return make_error(errc::unsupported,
+                        "the head at " + where + " does not speak this node's cluster protocol " +
+                            "(version " + std::to_string(cluster_protocol_version) + "): " +
+                            sys.render(h.error()));
     if (std::chrono::steady_clock::now() >= deadline)
       return make_error(
           errc::io_error,
@@ -115,7 +124,7 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
     return with_context(std::move(*refused), "joining the cluster at " + where);
   if (!scheduler)
     return make_error(errc::internal, "the head at " + where + " answered without a scheduler");
-  s.watcher = sys.spawn(watcher_fn, head, where, s.failure);
+  s.watcher = caf::actor_cast<caf::actor>(sys.spawn(watcher_fn, head, where, s.failure));
   s.node = spawn_node(sys, std::move(ctx), scheduler);
   spdlog::info("node: {} joined the cluster at {} ({})", node.name, where,
                cluster.tls ? "TLS" : "plain TCP, no TLS");

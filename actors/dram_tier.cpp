@@ -3,7 +3,6 @@
 #include "runtime/loader/remote_tier.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -52,8 +51,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 /// The model's tokenizer is parsed too (the node's copy, see node_context::tokenizer_for), so
 /// that the first start after a prefetch does not spend tens of milliseconds on it. Answers
 /// the load's seconds.
-caf::behavior prefetch_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx,
-                             std::shared_ptr<const checkpoint> ckpt) {
+/// A one-shot worker's interface: one job, answered with its seconds.
+template <class... Job>
+using worker_actor = caf::typed_actor<typename caf::replies_to<Job...>::template with<double>>;
+
+using prefetch_worker_actor = worker_actor<prefetch_atom>;
+
+prefetch_worker_actor::behavior_type prefetch_worker(prefetch_worker_actor::pointer self,
+                                                     std::shared_ptr<node_context> ctx,
+                                                     std::shared_ptr<const checkpoint> ckpt) {
   return {
       [=](prefetch_atom) -> caf::result<double> {
         self->quit(); // one job; the answer still goes out
@@ -210,8 +216,11 @@ struct pull_result {
 /// A one-shot worker on its own thread (the pull blocks): reads the offered model from the
 /// peer into this node's DRAM tier over UCX and parses its tokenizer into the node's cache.
 /// Answers the pull's seconds; the result is left in `out`.
-caf::behavior pull_worker(caf::event_based_actor* self, std::shared_ptr<node_context> ctx,
-                          std::shared_ptr<pull_result> out) {
+using pull_worker_actor = worker_actor<pull_atom, pull_offer, std::string, std::string>;
+
+pull_worker_actor::behavior_type pull_worker(pull_worker_actor::pointer self,
+                                             std::shared_ptr<node_context> ctx,
+                                             std::shared_ptr<pull_result> out) {
   return {
       [=](pull_atom, const pull_offer& offer, const std::string& dir,
           const std::string& content_id) -> caf::result<double> {

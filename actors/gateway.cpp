@@ -192,7 +192,7 @@ void migrate_model(gateway_ptr self, http_call& hc, const std::string& name) {
   if (f == self->state.models.end())
     return send_error(self, *r, api::from_error(make_error(errc::not_found,
                                                            "model " + name + " is not deployed")));
-  self->request(f->second->router, caf::infinite, migrate_atom::value,
+  self->request(as_router(f->second->router), caf::infinite, migrate_atom::value,
                 j["from"].get<std::string>(), j["to"].get<std::string>(), max_gap)
       .then(
           [=](migration_report& rep) {
@@ -261,7 +261,7 @@ void cluster_status(gateway_ptr self, http_call& hc) {
                 if (--*left == 0)
                   r->send(200, "application/json", out->dump());
               };
-              self->request(router, std::chrono::seconds(5), status_atom::value)
+              self->request(as_router(router), std::chrono::seconds(5), status_atom::value)
                   .then(
                       [=](model_status& m) {
                         (*out)["models"].push_back({{"name", m.name},
@@ -370,12 +370,12 @@ gateway_metrics make_metrics(std::shared_ptr<metrics::registry> reg) {
   return m;
 }
 
-caf::behavior gateway_fn(gateway_ptr self, gateway_options options, caf::actor registry,
+gateway_actor::behavior_type gateway_fn(gateway_ptr self, gateway_options options, caf::actor registry,
                          caf::actor scheduler, std::shared_ptr<metrics::registry> reg) {
   auto& s = self->state;
   s.options = std::move(options);
-  s.registry = std::move(registry);
-  s.scheduler = std::move(scheduler);
+  s.registry = caf::actor_cast<registry_actor>(registry);
+  s.scheduler = caf::actor_cast<scheduler_actor>(scheduler);
   s.m = make_metrics(std::move(reg));
   return {
       [=](http_call& hc) { route(self, hc); },
@@ -391,8 +391,9 @@ caf::behavior gateway_fn(gateway_ptr self, gateway_options options, caf::actor r
 
 caf::actor spawn_gateway(caf::actor_system& sys, gateway_options options, caf::actor registry,
                          caf::actor scheduler, std::shared_ptr<metrics::registry> metrics) {
-  return sys.spawn(gw::gateway_fn, std::move(options), std::move(registry), std::move(scheduler),
-                   std::move(metrics));
+  return caf::actor_cast<caf::actor>(sys.spawn(gw::gateway_fn, std::move(options),
+                                               std::move(registry), std::move(scheduler),
+                                               std::move(metrics)));
 }
 
 http::handler gateway_handler(caf::actor gateway) {

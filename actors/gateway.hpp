@@ -8,7 +8,7 @@
 /// Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
 /// GET /metrics, POST /admin/models, DELETE /admin/models/{name}, GET /admin/status.
 ///
-/// Messages:
+/// Messages (gateway_actor below):
 ///   (http_call)                        from the HTTP server's handler
 ///   (call_gone)                        the client of a call disconnected
 ///   (token_event)                      from routers
@@ -20,6 +20,8 @@
 #include "transport/http_server.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <memory>
 #include <string>
@@ -49,6 +51,13 @@ struct http_call {
 struct call_gone {
   std::uint64_t id = 0;
 };
+
+/// The gateway's interface (the messages above), checked by the compiler against its behavior.
+/// Its handle travels as caf::actor (a request's sink, the registry's subscriber).
+using gateway_actor =
+    caf::typed_actor<caf::reacts_to<http_call>, caf::reacts_to<call_gone>,
+                     caf::reacts_to<token_event>, caf::reacts_to<deploy_atom, model_frontend_ptr>,
+                     caf::reacts_to<delete_atom, std::string>>;
 
 [[nodiscard]] caf::actor spawn_gateway(caf::actor_system& sys, gateway_options options,
                                        caf::actor registry, caf::actor scheduler,

@@ -29,7 +29,7 @@ void drop_call(gateway_ptr self, std::uint64_t call_id, bool cancel_running) {
     s.m.waiting->get({model}).add(-1);
   for (auto id : call.request_ids) {
     if (s.by_request.erase(id) != 0 && cancel_running)
-      self->send(call.model->router, cancel_request{id});
+      self->send(as_router(call.model->router), cancel_request{id});
   }
   s.calls.erase(it);
 }
@@ -117,7 +117,7 @@ void start_completion(gateway_ptr self, api::endpoint kind, http_call& hc) {
     call.choices[i].index = static_cast<std::int32_t>(i);
     call.request_ids.push_back(rid);
     s.by_request[rid] = {call_id, static_cast<std::int32_t>(i)};
-    self->send(model->router,
+    self->send(as_router(model->router),
                submit_request{rid, std::move(er.requests[i]), caf::actor_cast<caf::actor>(self)});
   }
   s.m.waiting->get({model->spec.name}).add(1);

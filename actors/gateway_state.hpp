@@ -2,9 +2,12 @@
 // The gateway's state and the functions its two source files share (internal to actors/).
 
 #include "actors/gateway.hpp"
+#include "actors/router.hpp"
+#include "actors/scheduler.hpp"
 #include "runtime/api/openai.hpp"
 
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <chrono>
 #include <map>
@@ -48,8 +51,8 @@ struct gateway_metrics {
 
 struct gateway_state {
   gateway_options options;
-  caf::actor registry;
-  caf::actor scheduler;
+  registry_actor registry;
+  scheduler_actor scheduler;
   gateway_metrics m;
   std::map<std::string, model_frontend_ptr> models;
   std::unordered_map<std::uint64_t, completion_call> calls; // by call id
@@ -61,7 +64,10 @@ struct gateway_state {
   static inline const char* name = "gateway";
 };
 
-using gateway_ptr = caf::stateful_actor<gateway_state>*;
+using gateway_ptr = gateway_actor::stateful_pointer<gateway_state>;
+
+/// A model's router (its handle is untyped in model_frontend) as its interface.
+inline router_actor as_router(const caf::actor& a) { return caf::actor_cast<router_actor>(a); }
 
 /// Answers with an OpenAI-form error (and counts it).
 void send_error(gateway_ptr self, http::responder& r, const api::api_error& e);

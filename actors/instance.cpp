@@ -4,8 +4,9 @@
 #include "runtime/engine/tokenizer.hpp"
 
 #include <caf/actor_system.hpp>
-#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <chrono>
 #include <set>
@@ -79,7 +80,18 @@ struct instance_state {
   static inline const char* name = "instance";
 };
 
-using instance_actor_ptr = caf::stateful_actor<instance_state>*;
+using instance_actor_ptr = instance_actor::stateful_pointer<instance_state>;
+
+/// Sends to `dest`, an untyped actor (the router, or the sink a request names), as this
+/// instance: the router tells instances apart by the sender of their events. (A typed actor's
+/// send() takes typed receivers only.)
+template <class... Ts>
+void tell(instance_actor_ptr self, const caf::actor& dest, Ts&&... xs) {
+  caf::unsafe_send_as(self, dest, std::forward<Ts>(xs)...);
+}
+
+/// Another instance (a migration's source or target), as its interface.
+instance_actor peer(const caf::actor& a) { return caf::actor_cast<instance_actor>(a); }
 
 /// The weights: on a host device, in place in the node's DRAM tier (loader::map when the model
 /// is ready there; else a load_mode::in_place load, which reads it there first): no copy, and
@@ -180,7 +192,7 @@ void abort_migration(instance_actor_ptr self, std::string reason) {
   spdlog::warn("instance {}: migration aborted, {} sequences stay here: {}", self->state.spec.name,
                m.remaining.size(), reason);
   for (auto id : m.remaining)
-    self->send(m.order.target, migrate_drop{id});
+    self->send(peer(m.order.target), migrate_drop{id});
   m.report.kept += static_cast<std::int32_t>(m.remaining.size());
   m.report.aborted = true;
   m.report.reason = std::move(reason);
@@ -196,7 +208,7 @@ void ack_caught_up(instance_actor_ptr self) {
       continue;
     if (auto up = s.eng->held_caught_up(in.seq_id); up && *up) {
       in.acked = true;
-      self->send(in.source, migrate_ack{id, in.tokens, false, {}});
+      self->send(peer(in.source), migrate_ack{id, in.tokens, false, {}});
     }
   }
 }
@@ -236,7 +248,7 @@ void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
   // a CPU), the target never closes a gap below a couple of tokens: after max_rounds the
   // handoff goes ahead with whatever gap is left (the pause grows by its prefill).
   if (gap > m.order.max_gap && ++m.rounds[a.request_id] < migrate_order::max_rounds) {
-    self->send(m.order.target, migrate_state{a.request_id, std::move(*st), false, {}});
+    self->send(peer(m.order.target), migrate_state{a.request_id, std::move(*st), false, {}});
     return;
   }
   // The handoff: this copy stops between two steps, so every token it sampled has already gone
@@ -246,8 +258,8 @@ void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
   auto sink = req->second.reply_to;
   s.by_sequence.erase(req->second.seq_id);
   s.requests.erase(req);
-  self->send(m.order.target, migrate_state{a.request_id, std::move(*st), true, sink});
-  self->send(sink, migrate_handoff{a.request_id, m.order.target, next_index});
+  self->send(peer(m.order.target), migrate_state{a.request_id, std::move(*st), true, sink});
+  tell(self, sink, migrate_handoff{a.request_id, m.order.target, next_index});
   const auto now = std::chrono::steady_clock::now();
   std::erase_if(s.forwarded,
                 [&](const auto& f) { return now - f.second.second > std::chrono::minutes(1); });
@@ -263,10 +275,10 @@ void on_migrate_state(instance_actor_ptr self, migrate_state& m) {
   auto source = caf::actor_cast<caf::actor>(self->current_sender());
   auto refuse = [&](error e) {
     if (m.final) // the source let go already: the request ends with the reason
-      self->send(m.sink, failure_event(m.request_id,
+      tell(self, m.sink, failure_event(m.request_id,
                                        with_context(std::move(e), "taking over a migrated request")));
     else
-      self->send(source, migrate_ack{m.request_id, 0, true, std::move(e)});
+      self->send(peer(source), migrate_ack{m.request_id, 0, true, std::move(e)});
   };
   if (s.load_error)
     return refuse(*s.load_error);
@@ -330,13 +342,13 @@ void run_step(instance_actor_ptr self) {
     const auto request_id = it->second;
     auto& req = s.requests.at(request_id);
     const bool last = ev.finish != finish_reason::none;
-    self->send(req.reply_to, to_event(request_id, req.next_seq++, std::move(ev)));
+    tell(self, req.reply_to, to_event(request_id, req.next_seq++, std::move(ev)));
     if (last) {
       finished = true;
       s.by_sequence.erase(it);
       s.requests.erase(request_id);
       if (s.out.active && s.out.remaining.erase(request_id) != 0) {
-        self->send(s.out.order.target, migrate_drop{request_id});
+        self->send(peer(s.out.order.target), migrate_drop{request_id});
         ++s.out.report.finished_on_source;
         finish_migration(self);
       }
@@ -351,7 +363,7 @@ void run_step(instance_actor_ptr self) {
   schedule_step(self);
 }
 
-caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context> ctx,
+instance_actor::behavior_type instance_fn(instance_actor_ptr self, std::shared_ptr<node_context> ctx,
                           model_spec spec, std::shared_ptr<checkpoint> ckpt,
                           std::shared_ptr<host::thread_pool> pool) {
   auto& s = self->state;
@@ -402,12 +414,12 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
         auto& st = self->state;
         auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
         if (st.load_error) {
-          self->send(reply_to, failure_event(r.request_id, *st.load_error));
+          tell(self, reply_to, failure_event(r.request_id, *st.load_error));
           return;
         }
         if (st.requests.count(r.request_id) != 0) {
-          self->send(reply_to,
-                     failure_event(r.request_id, make_error(errc::already_exists,
+          tell(self, reply_to,
+               failure_event(r.request_id, make_error(errc::already_exists,
                                                             "request id " +
                                                                 std::to_string(r.request_id) +
                                                                 " is already running here")));
@@ -417,7 +429,7 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
         auto id = r.state.generated.empty() ? st.eng->add(std::move(r.state.request))
                                             : st.eng->import_state(std::move(r.state));
         if (!id) {
-          self->send(reply_to, failure_event(r.request_id, std::move(id).err()));
+          tell(self, reply_to, failure_event(r.request_id, std::move(id).err()));
           return;
         }
         st.requests[r.request_id] = live_request{*id, 0, reply_to};
@@ -429,11 +441,11 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
         auto it = st.requests.find(c.request_id);
         if (it == st.requests.end()) {
           if (auto f = st.forwarded.find(c.request_id); f != st.forwarded.end())
-            self->send(f->second.first, c);
+            self->send(peer(f->second.first), c);
           return;
         }
         if (st.out.active && st.out.remaining.erase(c.request_id) != 0) {
-          self->send(st.out.order.target, migrate_drop{c.request_id});
+          self->send(peer(st.out.order.target), migrate_drop{c.request_id});
           finish_migration(self);
         }
         (void)st.eng->cancel(it->second.seq_id);
@@ -462,7 +474,7 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
           st.out.report.tokens_sent += total_tokens(*state);
           ++st.out.report.rounds;
           st.out.remaining.insert(id);
-          self->send(o.target, migrate_state{id, std::move(*state), false, {}});
+          self->send(peer(o.target), migrate_state{id, std::move(*state), false, {}});
         }
         spdlog::info("instance {}: migrating {} sequences", st.spec.name, st.out.remaining.size());
         self->delayed_send(self, std::chrono::milliseconds(o.timeout_ms), timeout_atom::value,
@@ -487,7 +499,7 @@ caf::behavior instance_fn(instance_actor_ptr self, std::shared_ptr<node_context>
 
 } // namespace
 
-caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
+instance_actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
                           model_spec spec, checkpoint ckpt,
                           std::shared_ptr<host::thread_pool> pool) {
   return sys.spawn<caf::detached>(instance_fn, std::move(ctx), std::move(spec),

@@ -10,12 +10,14 @@
 ///     |                                                                        (KV freed)
 ///     +--load fails--> answers `ready` with the error, then quits
 ///
-/// Messages (untyped actor; the sender of a request gets its events):
+/// Messages (instance_actor below; the sender of a request gets its events, sent with the
+/// instance as their sender, which is how a router tells its instances' events apart):
 ///   (ready_atom)              -> instance_started | error      once loaded
 ///   (instance_request)        -> token_events to the sender, the last with finish != none;
 ///                                a request the engine rejects gets one failed event
 ///   (cancel_request)          -> drops the sequence, frees its KV blocks; no more events
 ///   (step_atom)               internal: one engine step, then again while there is work
+///   (timeout_atom, n)         internal: migration number n's deadline
 ///   (migrate_atom, migrate_order) -> migration_report
 ///                             as a migration's source: every sequence goes to the target in
 ///                             rounds (messages.hpp) until it lags by at most max_gap tokens,
@@ -32,18 +34,31 @@
 #include "actors/node_context.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <memory>
 
 namespace thaw {
 
+/// The instance's interface (the messages above), checked by the compiler against its
+/// behavior. Its handle travels as caf::actor (in instance_started, migrate_order, ...).
+using instance_actor = caf::typed_actor<
+    caf::replies_to<ready_atom>::with<instance_started>, caf::reacts_to<instance_request>,
+    caf::reacts_to<cancel_request>, caf::reacts_to<step_atom>,
+    caf::replies_to<migrate_atom, migrate_order>::with<migration_report>,
+    caf::reacts_to<timeout_atom, std::uint64_t>,
+    caf::reacts_to<migrate_atom, stop_atom, std::string>, caf::reacts_to<migrate_state>,
+    caf::reacts_to<migrate_ack>, caf::reacts_to<migrate_drop>>;
+
 /// Spawns an instance of `spec`, whose checkpoint the caller has opened as `ckpt`, on `ctx`'s
 /// device (detached). Its weights and KV cache count against the slot that reserved them for
 /// it (slot.hpp), and it computes on that slot's `pool` (a pool of its own when the spec asks
 /// for another thread count).
-[[nodiscard]] caf::actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                                        model_spec spec, checkpoint ckpt,
-                                        std::shared_ptr<host::thread_pool> pool);
+[[nodiscard]] instance_actor spawn_instance(caf::actor_system& sys,
+                                            std::shared_ptr<node_context> ctx, model_spec spec,
+                                            checkpoint ckpt,
+                                            std::shared_ptr<host::thread_pool> pool);
 
 /// Bytes an instance of this checkpoint needs in a slot: its weights plus its KV cache.
 [[nodiscard]] std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -49,7 +49,7 @@ void fail_request(router_ptr self, std::uint64_t id, error e) {
     return;
   auto ev = failure_event(id, std::move(e));
   ev.seq = it->second.next_seq;
-  self->send(it->second.sink, std::move(ev));
+  tell(self, it->second.sink, std::move(ev));
   if (it->second.instance)
     release_slot(self, it->second.instance);
   else
@@ -73,7 +73,7 @@ void dispatch(router_ptr self, instance_entry &inst, std::uint64_t id) {
   ++inst.in_flight;
   r.instance = inst.handle;
   r.early.clear();
-  self->send(inst.handle, instance_request{id, r.log});
+  self->send(as_instance(inst.handle), instance_request{id, r.log});
   report_load(self, inst.handle);
 }
 
@@ -157,7 +157,7 @@ void commit(router_ptr self, request_entry &r, token_event &&ev) {
   ev.seq = r.next_seq++;
   ev.stop_pending
       .clear(); // the client needs neither the resume state nor its size
-  self->send(r.sink, std::move(ev));
+  tell(self, r.sink, std::move(ev));
 }
 
 void on_event(router_ptr self, token_event &ev) {
@@ -197,7 +197,7 @@ void on_cancel(router_ptr self, std::uint64_t id) {
   if (it == s.requests.end())
     return;
   if (it->second.instance) {
-    self->send(it->second.instance, cancel_request{id});
+    self->send(as_instance(it->second.instance), cancel_request{id});
     release_slot(self, it->second.instance);
   } else {
     s.queue.erase(std::remove(s.queue.begin(), s.queue.end(), id),
@@ -256,16 +256,16 @@ void on_submit(router_ptr self, submit_request &r) {
     ++s.arrivals;
   }
   if (s.stopping) {
-    self->send(r.sink,
-               failure_event(r.request_id, make_error(errc::not_found,
+    tell(self, r.sink,
+         failure_event(r.request_id, make_error(errc::not_found,
                                                       "model " + s.spec.name +
                                                           " was deleted")));
     return;
   }
   const auto outstanding = s.requests.size();
   if (static_cast<std::int64_t>(outstanding) >= s.spec.queue_limit) {
-    self->send(
-        r.sink,
+    tell(
+        self, r.sink,
         failure_event(
             r.request_id,
             make_error(errc::resource_exhausted,
@@ -276,8 +276,8 @@ void on_submit(router_ptr self, submit_request &r) {
     return;
   }
   if (s.requests.count(r.request_id) != 0) {
-    self->send(
-        r.sink,
+    tell(
+        self, r.sink,
         failure_event(r.request_id,
                       make_error(errc::already_exists,
                                  "request id " + std::to_string(r.request_id) +
@@ -318,11 +318,11 @@ void stop(router_ptr self) {
   self->quit();
 }
 
-caf::behavior router_fn(router_ptr self, model_spec spec, caf::actor scheduler,
+router_actor::behavior_type router_fn(router_ptr self, model_spec spec, caf::actor scheduler,
                         std::shared_ptr<metrics::registry> metrics) {
   auto &s = self->state;
   s.spec = std::move(spec);
-  s.scheduler = std::move(scheduler);
+  s.scheduler = caf::actor_cast<scheduler_actor>(scheduler);
   s.metrics = std::move(metrics);
   self->set_down_handler(
       [=](const caf::down_msg &dm) { on_instance_down(self, dm); });
@@ -426,8 +426,8 @@ void start_instance(router_ptr self) {
 caf::actor spawn_router(caf::actor_system &sys, model_spec spec,
                         caf::actor scheduler,
                         std::shared_ptr<metrics::registry> metrics) {
-  return sys.spawn(router_impl::router_fn, std::move(spec),
-                   std::move(scheduler), std::move(metrics));
+  return caf::actor_cast<caf::actor>(sys.spawn(router_impl::router_fn, std::move(spec),
+                                               std::move(scheduler), std::move(metrics)));
 }
 
 } // namespace thaw

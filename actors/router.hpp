@@ -17,7 +17,7 @@
 ///     drains (no new requests), hands each sequence over (instance.hpp) and, when all are
 ///     moved, stops, freeing its slot. If the target fails first, the source keeps serving.
 ///
-/// Messages:
+/// Messages (router_actor below):
 ///   (submit_request)             events go to submit_request::sink
 ///   (cancel_request)             drops a queued or running request; frees its KV blocks
 ///   (token_event)                from instances
@@ -31,10 +31,24 @@
 #include "runtime/common/metrics.hpp"
 
 #include <caf/fwd.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 namespace thaw {
+
+/// The router's interface (the messages above), checked by the compiler against its behavior.
+/// Its handle travels as caf::actor (the gateway's model table, a request's sink).
+using router_actor = caf::typed_actor<
+    caf::reacts_to<submit_request>, caf::reacts_to<cancel_request>, caf::reacts_to<token_event>,
+    caf::reacts_to<migrate_handoff>, caf::reacts_to<tick_atom>,
+    caf::replies_to<status_atom>::with<model_status>,
+    caf::replies_to<migrate_atom, std::string, std::string, std::int32_t>::with<
+        migration_report>,
+    caf::reacts_to<stop_atom>>;
 
 [[nodiscard]] caf::actor spawn_router(caf::actor_system& sys, model_spec spec,
                                       caf::actor scheduler,

@@ -62,7 +62,7 @@ void on_instance_down(router_ptr self, const caf::down_msg &dm) {
   auto &s = self->state;
   if (s.migrating && s.migration_target &&
       s.migration_target.address() == dm.source)
-    self->send(s.migration_source, migrate_atom::value, stop_atom::value,
+    self->send(as_instance(s.migration_source), migrate_atom::value, stop_atom::value,
                "the target instance was lost: " +
                    (dm.reason ? self->system().render(dm.reason)
                               : std::string{"stopped"}));
@@ -184,7 +184,7 @@ void migrate(router_ptr self, caf::typed_response_promise<migration_report> rp,
             inst->draining = true;
             migrate_order order{started.handle, max_gap, 30'000};
             const auto ordered_at = clock_type::now();
-            self->request(source, caf::infinite, migrate_atom::value, order)
+            self->request(as_instance(source), caf::infinite, migrate_atom::value, order)
                 .then(
                     [=](migration_report &rep) mutable {
                       auto &st2 = self->state;

@@ -2,10 +2,15 @@
 /// The router's state and the functions its two files share (router.cpp: admission, events,
 /// scaling; router_recovery.cpp: failover and live migration). Internal to actors/.
 
+#include "actors/instance.hpp"
 #include "actors/messages.hpp"
+#include "actors/router.hpp"
+#include "actors/scheduler.hpp"
 #include "runtime/common/metrics.hpp"
 
+#include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include <chrono>
 #include <deque>
@@ -46,7 +51,7 @@ struct request_entry {
 
 struct router_state {
   model_spec spec;
-  caf::actor scheduler;
+  scheduler_actor scheduler;
   std::shared_ptr<metrics::registry> metrics;
   std::vector<instance_entry> instances;
   std::int32_t starting = 0;
@@ -74,7 +79,19 @@ struct router_state {
   static inline const char* name = "router";
 };
 
-using router_ptr = caf::stateful_actor<router_state>*;
+using router_ptr = router_actor::stateful_pointer<router_state>;
+
+/// Sends to `dest`, an untyped actor (a request's sink), as the router. (A typed actor's send()
+/// takes typed receivers only.)
+template <class... Ts>
+void tell(router_ptr self, const caf::actor& dest, Ts&&... xs) {
+  caf::unsafe_send_as(self, dest, std::forward<Ts>(xs)...);
+}
+
+/// An instance's handle as its interface.
+inline instance_actor as_instance(const caf::actor& a) {
+  return caf::actor_cast<instance_actor>(a);
+}
 
 /// A failover resumes a request at most this many times; then it fails (a request that kills
 /// every instance it touches must not take the cluster down with it).

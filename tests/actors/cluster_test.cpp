@@ -8,8 +8,10 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include <gtest/gtest.h>
 
@@ -66,7 +68,8 @@ protected:
     head_ = std::move(*head);
     cfg_ = make_cluster_system_config(cluster_, cluster_role::node);
     sys_ = std::make_unique<caf::actor_system>(*cfg_);
-    auto remote = sys_->middleman().remote_actor("127.0.0.1", head_->control_port());
+    auto remote =
+        sys_->middleman().remote_actor<head_actor>("127.0.0.1", head_->control_port());
     ASSERT_TRUE(remote) << sys_->render(remote.error());
     remote_ = *remote;
   }
@@ -85,7 +88,7 @@ protected:
   std::unique_ptr<head_server> head_;
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> sys_;
-  caf::actor remote_;
+  head_actor remote_;
 };
 
 TEST_F(HeadAdmission, AnotherProtocolVersionIsRefusedWithBothVersions) {
@@ -106,6 +109,35 @@ TEST_F(HeadAdmission, AWrongOrEmptySecretIsRefusedTheRightOneGetsTheScheduler) {
   auto ok = join({cluster_protocol_version, "the-secret", "n"});
   ASSERT_TRUE(ok) << ok.err().to_string();
   EXPECT_TRUE(*ok);
+}
+
+TEST(NodeJoin, AHeadOfAnotherProtocolIsNamedNotRetried) {
+  // What a head of protocol 9 or older published: an untyped actor.
+  cluster_options cluster;
+  cluster.port = 0;
+  cluster.secret = "the-secret";
+  auto cfg = make_cluster_system_config(cluster, cluster_role::head);
+  caf::actor_system sys{*cfg};
+  auto old_head = sys.spawn([]() -> caf::behavior {
+    return {[](join_cluster&) -> caf::actor { return {}; }};
+  });
+  auto port = sys.middleman().publish(old_head, 0, "127.0.0.1", true);
+  ASSERT_TRUE(port) << sys.render(port.error());
+
+  node_options node;
+  node.name = "new-node";
+  node.data_plane = false;
+  node.loader.pool_bytes = 1 << 20;
+  node.loader.chunk_bytes = 64 << 10;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto joined = node_server::start(node, cluster, "127.0.0.1", *port);
+  ASSERT_FALSE(joined);
+  EXPECT_EQ(joined.err().code, errc::unsupported) << joined.err().to_string();
+  EXPECT_NE(joined.err().message.find("cluster protocol"), std::string::npos)
+      << joined.err().message;
+  // Refused at once, not after cluster.connect_timeout's retries.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(cluster.connect_ms));
+  caf::anon_send_exit(old_head, caf::exit_reason::user_shutdown);
 }
 
 } // namespace

@@ -248,6 +248,20 @@ TEST_F(NodeParts, ConcurrentStartsAreEachPlacedOnAFreeSlot) {
   ASSERT_FALSE(third);
   EXPECT_EQ(third.err().code, errc::resource_exhausted);
   EXPECT_NE(third.err().message.find("freest slot"), std::string::npos) << third.err().message;
+
+  // An instance killed outright (a kill passes along links) frees its slot; the node lives on.
+  caf::anon_send_exit(out[0]->handle, caf::exit_reason::kill);
+  std::size_t left = 2;
+  for (int i = 0; i < 500 && left != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    auto now = ask<node_status>(node, status_atom::value);
+    ASSERT_TRUE(now) << "the node went with its instance: " << now.err().to_string();
+    left = now->instances.size();
+  }
+  EXPECT_EQ(left, 1u);
+  auto fourth =
+      ask<instance_started>(node, start_atom::value, spec(), std::vector<caf::actor>{});
+  EXPECT_TRUE(fourth) << fourth.err().to_string();
 }
 
 } // namespace
