@@ -23,18 +23,8 @@
 namespace thaw {
 namespace {
 
-class NodeParts : public ::testing::Test {
+class NodeParts : public testing::tiny_model_suite {
 protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::temp_dir();
-    testing::make_hf(*dir_ / "hf", "tiny");
-    testing::import(*dir_ / "hf", *dir_ / "tiny");
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
-  }
-
   void SetUp() override {
     cfg_ = make_actor_system_config();
     sys_ = std::make_unique<caf::actor_system>(*cfg_);
@@ -44,8 +34,6 @@ protected:
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     sys_.reset();
   }
-
-  static std::string ckpt() { return (*dir_ / "tiny").string(); }
 
   static model_spec spec() {
     model_spec m;
@@ -90,7 +78,6 @@ protected:
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> sys_;
   std::vector<caf::actor> spawned_;
-  static inline testing::temp_dir* dir_ = nullptr;
 };
 
 TEST_F(NodeParts, ASlotRefusesWhatDoesNotFitAndFreesTheBytesOfAKilledInstance) {
@@ -158,7 +145,7 @@ TEST_F(NodeParts, TheSsdTierOpensChecksContentAndLends) {
   EXPECT_NE(other.err().message.find("other content"), std::string::npos) << other.err().message;
 
   auto missing =
-      ask<disk_checkpoint>(ssd, open_atom::value, (*dir_ / "absent").string(), std::string{});
+      ask<disk_checkpoint>(ssd, open_atom::value, (dir() / "absent").string(), std::string{});
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.err().code, errc::not_found);
 
@@ -197,7 +184,7 @@ TEST_F(NodeParts, TheDramTierPrefetchesAndNamesWhyItCannotFetch) {
 
   // Nothing to pull with (this context has no data plane): not_found, naming both reasons.
   auto m = spec();
-  m.checkpoint = (*dir_ / "elsewhere").string();
+  m.checkpoint = (dir() / "elsewhere").string();
   auto fetched = ask<dram_model>(dram, fetch_atom::value, m, std::vector<caf::actor>{},
                                  std::string{"not on this disk"});
   ASSERT_FALSE(fetched);

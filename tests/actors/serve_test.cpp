@@ -28,20 +28,8 @@ namespace {
 
 using json = nlohmann::json;
 
-class ServeTest : public ::testing::Test {
+class ServeTest : public testing::tiny_model_suite {
 protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::temp_dir();
-    testing::make_hf(*dir_ / "hf", "tiny");
-    testing::import(*dir_ / "hf", *dir_ / "tiny");
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
-  }
-
-  static std::string ckpt() { return (*dir_ / "tiny").string(); }
-
   void start(serve_options o = {}, std::uint64_t pool_bytes = 64ull << 20) {
     o.http.port = 0;
     o.node.loader.pool_bytes = pool_bytes;
@@ -104,7 +92,6 @@ protected:
     return out;
   }
 
-  static inline testing::temp_dir* dir_ = nullptr;
   std::unique_ptr<embedded_server> server_;
   std::unique_ptr<http::client> client_;
 };
@@ -436,7 +423,7 @@ TEST_F(ServeTest, NodePrefetchReadsIntoDramWithoutAnInstanceAndNamesItsErrors) {
   EXPECT_GT(st.dram_used_bytes, 0u);
   EXPECT_TRUE(ask_prefetch(sys, node, ckpt())); // there already: true at once
 
-  auto missing = ask_prefetch(sys, node, (*dir_ / "no-such-model").string());
+  auto missing = ask_prefetch(sys, node, (dir() / "no-such-model").string());
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.err().code, errc::not_found) << missing.err().to_string();
 
@@ -546,7 +533,7 @@ TEST_F(ServeTest, ANodeLendsACheckpointFromItsSsdOverUcxUntilReleased) {
   (*plane)->stop();
 
   caf::scoped_actor asker{sys};
-  auto missing = ask_pull(asker, lender, (*dir_ / "no-such-model").string(), lo.chunk_bytes);
+  auto missing = ask_pull(asker, lender, (dir() / "no-such-model").string(), lo.chunk_bytes);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.err().code, errc::not_found);
   EXPECT_NE(missing.err().message.find("no-such-model"), std::string::npos);
@@ -563,7 +550,7 @@ TEST_F(ServeTest, ANodeLendsACheckpointFromItsSsdOverUcxUntilReleased) {
   // not_found at once (the scheduler then asks another node).
   model_spec absent;
   absent.name = "absent";
-  absent.checkpoint = (*dir_ / "no-such-model").string();
+  absent.checkpoint = (dir() / "no-such-model").string();
   for (auto* n : {&lender, &plain}) {
     std::optional<error> answer;
     asker->request(*n, std::chrono::seconds(10), start_atom::value, absent,

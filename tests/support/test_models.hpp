@@ -37,4 +37,25 @@ inline void import(const std::filesystem::path& hf, const std::filesystem::path&
   ASSERT_TRUE(s) << s.err().to_string();
 }
 
+/// A test suite over the `tiny` model, made once for the suite: its Hugging Face directory is
+/// dir()/"hf" and its checkpoint ckpt() (dir()/"tiny").
+class tiny_model_suite : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    dir_ = new temp_dir();
+    make_hf(*dir_ / "hf", "tiny");
+    import(*dir_ / "hf", *dir_ / "tiny");
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  static const temp_dir& dir() { return *dir_; }
+  static std::string ckpt() { return (*dir_ / "tiny").string(); }
+
+private:
+  static inline temp_dir* dir_ = nullptr;
+};
+
 } // namespace thaw::testing
