@@ -1,11 +1,14 @@
 #include "actors/cluster.hpp"
 
+#include "actors/openssl_error_queue.hpp"
+
 #include <caf/actor_system_config.hpp>
 #include <caf/openssl/manager.hpp>
 
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,9 +58,8 @@ expected<cluster_options> cluster_options::from_config(const config& cfg) {
     THAW_ASSIGN(o.secret, read_secret_file(std::filesystem::path{o.dir} / "secret"));
   }
   const bool has_ca = !o.dir.empty() && std::filesystem::exists(std::filesystem::path{o.dir} / "ca.pem");
-  // Off unless asked for: with CAF 0.17.6's OpenSSL module a peer that fails the TLS handshake
-  // makes the head drop the nodes already connected (see cluster.hpp).
-  THAW_ASSIGN(o.tls, cfg.get_bool("cluster.tls", false));
+  // On by default where `thaw cluster init` made the certificates.
+  THAW_ASSIGN(o.tls, cfg.get_bool("cluster.tls", has_ca));
   if (o.tls && !has_ca)
     return make_error(errc::invalid_argument,
                       "cluster.tls: TLS needs cluster.dir with the certificates `thaw cluster "
@@ -113,6 +115,10 @@ std::unique_ptr<caf::actor_system_config> make_cluster_system_config(const clust
   if (o.tls) {
     const std::filesystem::path dir{o.dir};
     const char* stem = role == cluster_role::head ? "head" : "node";
+    // CAF's module needs this program's fix to its error handling (openssl_error_queue.hpp).
+    if (!openssl_error_queue_fixed())
+      spdlog::warn("cluster.tls: OpenSSL's calls are not wrapped; one failed TLS handshake may "
+                   "drop the connected peers");
     cfg->load<caf::openssl::manager>();
     cfg->openssl_cafile = (dir / "ca.pem").string();
     cfg->openssl_certificate = (dir / (std::string{stem} + ".pem")).string();

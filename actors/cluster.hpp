@@ -11,13 +11,13 @@
 /// the scheduler and the routers, as a killed node's do at once; a node whose head goes away
 /// stops and says so.
 ///
-/// TLS (cluster.tls = true, with cluster.dir holding the certificates `thaw cluster init`
+/// TLS (cluster.tls; on by default when cluster.dir holds the certificates `thaw cluster init`
 /// makes): the control connections run over CAF's OpenSSL module and both sides accept only a
-/// peer whose certificate the cluster's CA signed. It is off by default because CAF 0.17.6's
-/// module has a flaw we cannot fix from outside: when any peer fails the TLS handshake (a
-/// foreign certificate, a port scanner), the head also drops the nodes already connected. Off,
-/// the connection is plain TCP: the secret keeps strangers out of the cluster but does not hide
-/// the traffic.
+/// peer whose certificate the cluster's CA signed. A peer that fails the handshake is logged
+/// by the side that refused it and leaves the other connections be (CAF 0.17.6 needs this
+/// program's fix for that: openssl_error_queue.hpp). Without TLS (cluster.secret alone, or
+/// cluster.tls = false) the connection is plain TCP: the secret keeps strangers out of the
+/// cluster but does not hide the traffic.
 ///
 /// Service order (CONVENTIONS.md rule 8): start() brings everything up, stop() takes it down in
 /// reverse; both servers stop in their destructors.
@@ -46,7 +46,7 @@ struct cluster_options {
   std::int64_t heartbeat_ms = 1000;   ///< cluster.heartbeat: seconds between heartbeats
   std::int64_t timeout_ms = 10000;    ///< cluster.timeout: silence before a peer counts as lost
   std::int64_t connect_ms = 10000;    ///< cluster.connect_timeout: a node's wait for the head
-  /// cluster.tls: TLS with the certificates in `dir` (default off; see above).
+  /// cluster.tls: TLS with the certificates in `dir` (default: on when `dir` has them).
   bool tls = false;
   std::string dir; ///< cluster.dir
 

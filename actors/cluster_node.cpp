@@ -107,7 +107,8 @@ expected<std::unique_ptr<node_server>> node_server::start(node_options node,
               " ms (cluster.connect_timeout): " + sys.render(h.error()) +
               (cluster.tls ? " (TLS: the head accepts only certificates from its own `thaw "
                              "cluster init`)"
-                           : " (if the head runs TLS, set cluster.tls and cluster.dir)"));
+                           : " (if the head runs TLS, set cluster.dir to the cluster's "
+                             "certificates)"));
     std::this_thread::sleep_for(std::chrono::milliseconds{200});
   }
 

@@ -81,7 +81,8 @@ using dram_tier_actor = caf::typed_actor<
     caf::replies_to<fetch_atom, model_spec, std::vector<caf::actor>, std::string>::with<
         dram_model>,
     caf::replies_to<pull_atom, std::string, std::uint64_t>::with<pull_offer>,
-    caf::reacts_to<release_atom, std::string>, caf::replies_to<status_atom>::with<dram_tier_report>>;
+    caf::reacts_to<release_atom, std::string>,
+    caf::replies_to<status_atom>::with<dram_tier_report>>;
 
 /// Spawns the tier of `ctx`'s loader; it opens checkpoints through `ssd`.
 [[nodiscard]] dram_tier_actor spawn_dram_tier(caf::actor_system& sys,

@@ -370,8 +370,9 @@ gateway_metrics make_metrics(std::shared_ptr<metrics::registry> reg) {
   return m;
 }
 
-gateway_actor::behavior_type gateway_fn(gateway_ptr self, gateway_options options, caf::actor registry,
-                         caf::actor scheduler, std::shared_ptr<metrics::registry> reg) {
+gateway_actor::behavior_type gateway_fn(gateway_ptr self, gateway_options options,
+                                        caf::actor registry, caf::actor scheduler,
+                                        std::shared_ptr<metrics::registry> reg) {
   auto& s = self->state;
   s.options = std::move(options);
   s.registry = caf::actor_cast<registry_actor>(registry);

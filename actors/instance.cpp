@@ -275,8 +275,9 @@ void on_migrate_state(instance_actor_ptr self, migrate_state& m) {
   auto source = caf::actor_cast<caf::actor>(self->current_sender());
   auto refuse = [&](error e) {
     if (m.final) // the source let go already: the request ends with the reason
-      tell(self, m.sink, failure_event(m.request_id,
-                                       with_context(std::move(e), "taking over a migrated request")));
+      tell(self, m.sink,
+           failure_event(m.request_id,
+                         with_context(std::move(e), "taking over a migrated request")));
     else
       self->send(peer(source), migrate_ack{m.request_id, 0, true, std::move(e)});
   };
@@ -363,9 +364,10 @@ void run_step(instance_actor_ptr self) {
   schedule_step(self);
 }
 
-instance_actor::behavior_type instance_fn(instance_actor_ptr self, std::shared_ptr<node_context> ctx,
-                          model_spec spec, std::shared_ptr<checkpoint> ckpt,
-                          std::shared_ptr<host::thread_pool> pool) {
+instance_actor::behavior_type instance_fn(instance_actor_ptr self,
+                                          std::shared_ptr<node_context> ctx, model_spec spec,
+                                          std::shared_ptr<checkpoint> ckpt,
+                                          std::shared_ptr<host::thread_pool> pool) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
   s.ckpt = std::make_unique<checkpoint>(std::move(*ckpt));

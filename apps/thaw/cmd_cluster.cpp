@@ -186,8 +186,8 @@ void add_cluster_commands(CLI::App& app) {
                 "  head.pem, head.key       for the head\n"
                 "  node.pem, node.key       for the nodes\n"
                 "  ca.key                   keep it offline: it signs certificates\n"
-                "Set cluster.dir = \"%s\" on the head and the nodes (and cluster.tls = true "
-                "for TLS).\n",
+                "Set cluster.dir = \"%s\" on the head and the nodes: their connections then "
+                "run over TLS.\n",
                 dir->c_str(), dir->c_str());
     run_result = 0;
   });

@@ -41,11 +41,16 @@ TEST(ClusterOptions, ASecretIsRequiredAndComesFromTheKeyOrTheDirectory) {
   auto again = init_cluster_dir(dir / "c");
   ASSERT_FALSE(again);
   EXPECT_EQ(again.err().code, errc::already_exists);
+  // The certificates there: TLS unless turned off.
   const auto from_dir = cluster_options::from_config(
-      parse("[cluster]\ndir = \"" + (dir / "c").string() + "\"\ntls = true\n"));
+      parse("[cluster]\ndir = \"" + (dir / "c").string() + "\"\n"));
   ASSERT_TRUE(from_dir) << from_dir.err().to_string();
   EXPECT_EQ(from_dir->secret.size(), 64u);
   EXPECT_TRUE(from_dir->tls);
+  const auto plain = cluster_options::from_config(
+      parse("[cluster]\ndir = \"" + (dir / "c").string() + "\"\ntls = false\n"));
+  ASSERT_TRUE(plain) << plain.err().to_string();
+  EXPECT_FALSE(plain->tls);
 
   auto no_certs = cluster_options::from_config(parse("[cluster]\nsecret = \"s\"\ntls = true\n"));
   ASSERT_FALSE(no_certs);

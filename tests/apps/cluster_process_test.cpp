@@ -696,7 +696,7 @@ TEST_F(ClusterProcess, NodesStopWhenTheHeadGoesAway) {
 /// With the directory `thaw cluster init` makes, the control connections run over TLS: a node
 /// with the cluster's certificates joins and serves; one with another cluster's certificates
 /// cannot connect, even with the right secret.
-TEST(ClusterTls, NodesWithTheClustersCertificatesJoinOthersCannotConnect) {
+TEST(ClusterTls, NodesWithTheClustersCertificatesJoinOthersAreRefusedAndTheClusterCarriesOn) {
   testing::temp_dir dir;
   testing::make_hf(dir / "hf", "tiny");
   testing::import(dir / "hf", dir / "tiny");
@@ -710,44 +710,35 @@ TEST(ClusterTls, NodesWithTheClustersCertificatesJoinOthersCannotConnect) {
   EXPECT_EQ(std::filesystem::status(dir / "cluster" / "node.key").permissions() &
                 std::filesystem::perms::others_read,
             std::filesystem::perms::none);
+  // TLS is on by default where cluster.dir holds the certificates.
   const std::string cluster_dir = "cluster.dir=\"" + (dir / "cluster").string() + "\"";
   testing::child_process head({THAW_BINARY, "head", "--port", "0", "--control-port", "0",
-                               "--set", cluster_dir, "--set", "cluster.tls=true", "--set",
-                               "cluster.heartbeat=0.5", "--set", "cluster.timeout=3",
-                               "--log-level", "warn"});
+                               "--set", cluster_dir, "--set", "cluster.heartbeat=0.5", "--set",
+                               "cluster.timeout=3", "--log-level", "warn"},
+                              true);
   const auto line = wait_for_line(head, "thaw head: http://127.0.0.1:", 120s);
   ASSERT_FALSE(line.empty());
   const auto http_port = static_cast<std::uint16_t>(std::stoi(line.substr(line.find("1:") + 2)));
   const auto control = line.substr(line.find("control ") + 8);
   auto node_args = [&](const std::string& cdir) {
     return std::vector<std::string>{
-        THAW_BINARY, "node", "--head", control, "--set", cdir, "--set", "cluster.tls=true",
+        THAW_BINARY, "node", "--head", control, "--set", cdir,
         "--set", "node.threads=1", "--set", "loader.pool_bytes=\"64MiB\"", "--set",
         "loader.chunk_bytes=\"64KiB\"",
         "--set", "cluster.heartbeat=0.5", "--set", "cluster.timeout=3", "--set",
         "cluster.connect_timeout=3", "--log-level", "warn"};
   };
-  // Another cluster's certificates, with this cluster's secret: TLS refuses the connection.
-  // (Tried before the good node joins: with CAF 0.17.6 a failed handshake also drops the nodes
-  // already connected, see actors/cluster.hpp.)
-  std::string secret_text;
-  std::getline(std::ifstream{dir / "cluster" / "secret"}, secret_text);
-  auto foreign_args = node_args("cluster.dir=\"" + (dir / "other").string() + "\"");
-  foreign_args.insert(foreign_args.end(), {"--set", "cluster.secret=\"" + secret_text + "\""});
-  testing::child_process foreign(foreign_args, true);
-  EXPECT_FALSE(wait_for_line(foreign, "cannot reach the head", 60s).empty());
-  const auto code = foreign.wait(30s);
-  ASSERT_TRUE(code.has_value());
-  EXPECT_NE(*code, 0);
-
   testing::child_process node(node_args(cluster_dir), true);
   ASSERT_FALSE(wait_for_line(node, "joined", 60s).empty());
 
   auto c = http::client::connect("127.0.0.1", http_port);
   ASSERT_TRUE(c);
+  auto node_count = [&] {
+    return json::parse((*c)->request("GET", "/admin/status")->body)["nodes"].size();
+  };
   std::size_t nodes = 0;
   for (int i = 0; i < 300 && nodes != 1; ++i, std::this_thread::sleep_for(100ms))
-    nodes = json::parse((*c)->request("GET", "/admin/status")->body)["nodes"].size();
+    nodes = node_count();
   EXPECT_EQ(nodes, 1u);
   json body = {{"model", "tiny"}, {"prompt", "Hello"}, {"max_tokens", 5}, {"ignore_eos", true}};
   // Deployed through the admin API this time; the instance starts on the TLS-joined node.
@@ -761,10 +752,31 @@ TEST(ClusterTls, NodesWithTheClustersCertificatesJoinOthersCannotConnect) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["usage"]["completion_tokens"], 5);
+
+  // With the node connected: one with another cluster's certificates (and this cluster's
+  // secret), then one without TLS. The head refuses both at the handshake and logs why.
+  std::string secret_text;
+  std::getline(std::ifstream{dir / "cluster" / "secret"}, secret_text);
+  auto foreign_args = node_args("cluster.dir=\"" + (dir / "other").string() + "\"");
+  foreign_args.insert(foreign_args.end(), {"--set", "cluster.secret=\"" + secret_text + "\""});
+  auto plain_args = node_args("cluster.secret=\"" + secret_text + "\"");
+  for (auto* args : {&foreign_args, &plain_args}) {
+    testing::child_process stranger(*args, true);
+    EXPECT_FALSE(wait_for_line(stranger, "cannot reach the head", 60s).empty());
+    const auto code = stranger.wait(30s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_NE(*code, 0);
+    EXPECT_FALSE(wait_for_line(head, "TLS: refused a connection", 30s).empty());
+  }
+  // The connected node stays (CAF 0.17.6 alone dropped it: openssl_error_queue.hpp), past the
+  // heartbeat timeout, and serves a stream from start to end.
+  std::this_thread::sleep_for(4s);
+  EXPECT_EQ(node_count(), 1u);
   auto [code2, s2] = stream_completion(http_port, "tiny", 40);
   EXPECT_EQ(code2, 200);
   EXPECT_EQ(s2.tokens, 40);
   EXPECT_TRUE(s2.done);
+  EXPECT_FALSE(node.wait(100ms).has_value()) << "the node exited";
 }
 
 } // namespace
