@@ -63,51 +63,55 @@ void with_slots(node_ptr self, F f) {
             [=](caf::error&) mutable { one_done(); });
 }
 
-/// Gathers the node's status from its slots and tiers and calls `f` with it. Gathers started
-/// in turn end in turn (each part answers in the order it was asked).
+/// The node's status from its parts' reports.
+node_status compose(node_ptr self, std::vector<slot_report> slots, const ssd_tier_report& disk,
+                    const dram_tier_report& mem) {
+  const auto& s = self->state;
+  node_status st;
+  st.name = s.ctx->options.name;
+  st.handle = caf::actor_cast<caf::actor>(self);
+  for (const auto& id : mem.ready) {
+    if (auto it = mem.pulled.find(id); it != mem.pulled.end())
+      st.dram_models.push_back(it->second);
+    else if (auto d = disk.dirs.find(id); d != disk.dirs.end())
+      st.dram_models.push_back(d->second);
+  }
+  for (const auto& [id, dir] : disk.dirs)
+    st.local_models.push_back(dir);
+  st.dram_bytes = mem.bytes;
+  st.dram_used_bytes = mem.used_bytes;
+  for (auto& r : slots) {
+    st.slots.push_back(std::move(r.info));
+    for (auto& inst : r.instances)
+      st.instances.push_back(std::move(inst));
+  }
+  st.ssd_bandwidth = s.ssd_bandwidth;
+  st.dram_bandwidth = s.dram_bandwidth;
+  st.remote_bandwidth = s.remote_bandwidth;
+  st.loads_ssd = s.loads_ssd;
+  st.loads_dram = s.loads_dram;
+  st.loads_remote = s.loads_remote;
+  st.starts_in_place = s.starts_in_place;
+  const auto queue = s.ctx->ld->queued();
+  st.queued_ssd_bytes = queue.ssd_bytes;
+  st.queued_dram_bytes = queue.dram_bytes;
+  return st;
+}
+
+/// Gathers the node's status from its slots and tiers and calls `f` with it (a part that
+/// fails to answer is left out). Gathers started in turn end in turn (each part answers in the
+/// order it was asked).
 template <class F>
 void with_status(node_ptr self, F f) {
   with_slots(self, [=](std::vector<slot_report> slots) mutable {
+    auto with_disk = [=](ssd_tier_report disk) mutable {
+      self->request(self->state.dram, caf::infinite, status_atom::value)
+          .then([=](dram_tier_report& mem) mutable { f(compose(self, slots, disk, mem)); },
+                [=](caf::error&) mutable { f(compose(self, slots, disk, {})); });
+    };
     self->request(self->state.ssd, caf::infinite, status_atom::value)
-        .then(
-            [=](ssd_tier_report& disk) mutable {
-              self->request(self->state.dram, caf::infinite, status_atom::value)
-                  .then(
-                      [=](dram_tier_report& mem) mutable {
-                        const auto& s = self->state;
-                        node_status st;
-                        st.name = s.ctx->options.name;
-                        st.handle = caf::actor_cast<caf::actor>(self);
-                        for (const auto& id : mem.ready) {
-                          if (auto it = mem.pulled.find(id); it != mem.pulled.end())
-                            st.dram_models.push_back(it->second);
-                          else if (auto d = disk.dirs.find(id); d != disk.dirs.end())
-                            st.dram_models.push_back(d->second);
-                        }
-                        for (const auto& [id, dir] : disk.dirs)
-                          st.local_models.push_back(dir);
-                        st.dram_bytes = mem.bytes;
-                        st.dram_used_bytes = mem.used_bytes;
-                        for (auto& r : slots) {
-                          st.slots.push_back(std::move(r.info));
-                          for (auto& inst : r.instances)
-                            st.instances.push_back(std::move(inst));
-                        }
-                        st.ssd_bandwidth = s.ssd_bandwidth;
-                        st.dram_bandwidth = s.dram_bandwidth;
-                        st.remote_bandwidth = s.remote_bandwidth;
-                        st.loads_ssd = s.loads_ssd;
-                        st.loads_dram = s.loads_dram;
-                        st.loads_remote = s.loads_remote;
-                        st.starts_in_place = s.starts_in_place;
-                        const auto queue = s.ctx->ld->queued();
-                        st.queued_ssd_bytes = queue.ssd_bytes;
-                        st.queued_dram_bytes = queue.dram_bytes;
-                        f(std::move(st));
-                      },
-                      [](caf::error&) {});
-            },
-            [](caf::error&) {});
+        .then([=](ssd_tier_report& disk) mutable { with_disk(std::move(disk)); },
+              [=](caf::error&) mutable { with_disk({}); });
   });
 }
 
