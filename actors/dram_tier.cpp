@@ -239,7 +239,7 @@ pull_worker_actor::behavior_type pull_worker(pull_worker_actor::pointer self,
                                                                 offer.port, offer.key,
                                                                 offer.chunk_bytes}};
           const auto f0 = std::chrono::steady_clock::now();
-          THAW_ASSIGN(auto lease, ctx->ld->pull(ck, source));
+          THAW_ASSIGN(auto lease, ctx->ld->pull(ck, source, {}, ctx->options.pull_room_wait));
           out->fetch_seconds = seconds_since(f0);
           (void)ctx->add_tokenizer(ck.content_id(), std::move(tok));
           out->ckpt = std::make_shared<const checkpoint>(std::move(ck));

@@ -12,6 +12,7 @@
 #include "runtime/engine/tokenizer.hpp"
 #include "transport/data_plane.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,6 +36,9 @@ struct node_options {
   /// (default): the address this machine reaches the head from (127.0.0.1 without a head).
   std::string data_address;
   std::uint16_t data_port = 0;            ///< node.data_port: its port; 0 picks a free one
+  /// node.pull_room_wait: how long a pull waits for room in the DRAM tier while models in use
+  /// fill it; then the start fails (resource_exhausted), and the scheduler tries another node.
+  std::chrono::milliseconds pull_room_wait{30'000};
 };
 
 struct node_context {

@@ -87,16 +87,20 @@ status dram_tier::check_fits(const checkpoint& ckpt) const {
 }
 
 expected<dram_tier::lease> dram_tier::try_acquire(const checkpoint& ckpt) {
-  return acquire_impl(ckpt, nullptr);
+  return acquire_impl(ckpt, nullptr, std::nullopt);
 }
 
-expected<dram_tier::lease> dram_tier::acquire(const checkpoint& ckpt, std::stop_token stop) {
-  return acquire_impl(ckpt, &stop);
+expected<dram_tier::lease>
+dram_tier::acquire(const checkpoint& ckpt, std::stop_token stop,
+                   std::optional<std::chrono::steady_clock::time_point> deadline) {
+  return acquire_impl(ckpt, &stop, deadline);
 }
 
-expected<dram_tier::lease> dram_tier::acquire_impl(const checkpoint& ckpt,
-                                                   const std::stop_token* stop) {
+expected<dram_tier::lease>
+dram_tier::acquire_impl(const checkpoint& ckpt, const std::stop_token* stop,
+                        std::optional<std::chrono::steady_clock::time_point> deadline) {
   THAW_TRY(check_fits(ckpt));
+  const auto waiting_since = std::chrono::steady_clock::now();
   const std::size_t need = chunks_needed(ckpt, pool_);
   std::unique_lock lock{mutex_};
   for (;;) {
@@ -127,16 +131,26 @@ expected<dram_tier::lease> dram_tier::acquire_impl(const checkpoint& ckpt,
       models_.emplace(m->content_id_, m);
       l.model_ = std::move(m);
       l.created_ = true;
-    } else if (stop != nullptr) {
+    } else if (stop != nullptr && (!deadline || std::chrono::steady_clock::now() < *deadline)) {
       // Any release, finished read or eviction may have made room: wake on the next one.
       const std::uint64_t seen = generation_;
-      cv_.wait(lock, *stop, [&] { return generation_ != seen; });
+      auto changed = [&] { return generation_ != seen; };
+      if (deadline)
+        cv_.wait_until(lock, *stop, *deadline, changed);
+      else
+        cv_.wait(lock, *stop, changed);
       continue;
     } else {
+      std::string waited;
+      if (deadline) {
+        const auto s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                     waiting_since).count();
+        waited = " (still so after waiting " + std::to_string(static_cast<int>(s + 0.5)) + " s)";
+      }
       return make_error(errc::resource_exhausted,
                         "model " + model_name(ckpt) + " needs " + std::to_string(need) +
                             " chunks; only " + std::to_string(pool_.free_chunks()) +
-                            " are free and the rest hold models in use");
+                            " are free and the rest hold models in use" + waited);
     }
     l.tier_ = this;
     l.was_ready_ = l.model_->state_ == dram_state::ready;

@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <chrono>
 #include <optional>
 #include <span>
 #include <stop_token>
@@ -126,8 +127,11 @@ public:
   /// nothing and returns `resource_exhausted` ("in use").
   [[nodiscard]] expected<lease> try_acquire(const checkpoint& ckpt);
   /// As try_acquire, but waits while pinned models leave too little room; `cancelled` when
-  /// `stop` is requested first. A model too big for the pool fails at once.
-  [[nodiscard]] expected<lease> acquire(const checkpoint& ckpt, std::stop_token stop);
+  /// `stop` is requested first. A model too big for the pool fails at once. With a `deadline`,
+  /// the wait ends there with try_acquire's `resource_exhausted` (saying how long it waited).
+  [[nodiscard]] expected<lease>
+  acquire(const checkpoint& ckpt, std::stop_token stop,
+          std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
   // The filling side, used by whoever reads a created entry.
   /// Registers a read about to write into `m`; false when `m` is no longer loading (failed or
@@ -175,7 +179,8 @@ public:
   [[nodiscard]] chunk_pool& pool() noexcept { return pool_; }
 
 private:
-  expected<lease> acquire_impl(const checkpoint& ckpt, const std::stop_token* stop);
+  expected<lease> acquire_impl(const checkpoint& ckpt, const std::stop_token* stop,
+                               std::optional<std::chrono::steady_clock::time_point> deadline);
   void release(const std::shared_ptr<cached_model>& m) noexcept;
   void fail_locked(cached_model& m, error e);
   void maybe_free_locked(cached_model& m);

@@ -337,11 +337,15 @@ std::vector<std::span<std::byte>> pull_destinations(const cached_model& model, s
 }
 
 expected<dram_tier::lease> loader::pull(const checkpoint& ckpt, remote_source& source,
-                                        std::stop_token stop) {
+                                        std::stop_token stop,
+                                        std::optional<std::chrono::milliseconds> room_wait) {
   const auto& chunks = ckpt.chunks();
   const std::string from = "pulling " + ckpt.dir().string() + " from " + source.name();
   THAW_TRY(tier_->check_fits(ckpt));
-  THAW_ASSIGN(auto lease, tier_->acquire(ckpt, stop));
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  if (room_wait)
+    deadline = std::chrono::steady_clock::now() + *room_wait;
+  THAW_ASSIGN(auto lease, tier_->acquire(ckpt, stop, deadline));
   auto& model = lease.model();
   auto wait_all = [&]() -> status {
     for (std::size_t i = 0; i < chunks.size(); ++i)

@@ -28,9 +28,11 @@
 #include "runtime/loader/ssd_reader.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -252,8 +254,11 @@ public:
   /// for that instead of fetching. Blocks. Errors, with nothing left in the tier: the tier's
   /// (resource_exhausted, never fits), the source's (named with the peer), corrupt (a chunk's
   /// checksum, naming the peer, file and chunk), cancelled (`stop`).
-  [[nodiscard]] expected<dram_tier::lease> pull(const checkpoint& ckpt, remote_source& source,
-                                               std::stop_token stop = {});
+  /// While models in use leave the tier too little room, waits for it up to `room_wait`
+  /// (then resource_exhausted), or until `stop` without one.
+  [[nodiscard]] expected<dram_tier::lease>
+  pull(const checkpoint& ckpt, remote_source& source, std::stop_token stop = {},
+       std::optional<std::chrono::milliseconds> room_wait = std::nullopt);
 
   [[nodiscard]] loader_stats stats() const;
   [[nodiscard]] loader_queue queued();

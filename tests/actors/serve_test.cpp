@@ -679,5 +679,23 @@ TEST(ServeOptions, HttpOutputLimitsComeFromTheConfig) {
   EXPECT_NE(bad.err().message.find("http.write_timeout"), std::string::npos) << bad.err().message;
 }
 
+TEST(ServeOptions, HowLongAPullWaitsForRoomComesFromTheConfig) {
+  auto parse = [](const char* text) {
+    auto c = config::parse(text);
+    EXPECT_TRUE(c) << text;
+    return serve_options::from_config(*c);
+  };
+  auto d = parse("");
+  ASSERT_TRUE(d) << d.err().to_string();
+  EXPECT_EQ(d->node.pull_room_wait, std::chrono::seconds(30));
+  auto o = parse("[node]\npull_room_wait = \"2m\"\n");
+  ASSERT_TRUE(o) << o.err().to_string();
+  EXPECT_EQ(o->node.pull_room_wait, std::chrono::minutes(2));
+  auto bad = parse("[node]\npull_room_wait = -1\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("node.pull_room_wait"), std::string::npos)
+      << bad.err().message;
+}
+
 } // namespace
 } // namespace thaw

@@ -872,6 +872,45 @@ TEST_F(Loader, APeerThatFailsMidPullLeavesNothingAndCachedModelsStay) {
   EXPECT_EQ(l->pool().free_chunks(), free_before);
 }
 
+TEST_F(Loader, APullWaitsForRoomWhileModelsInUseFillTheTierButNotPastItsDeadline) {
+  const auto cached = make(16);
+  const auto local = make(17);
+  const auto ckpt = without_files(local, dir / "not-here");
+  const std::uint64_t chunk = small_options().chunk_bytes;
+  // Room for one model, not two.
+  const auto pool = (cached.total_bytes() * 3 / 2 + chunk - 1) / chunk * chunk;
+  auto l = make_loader(small_options(pool), dev);
+  {
+    auto h = l->load(cached);
+    ASSERT_TRUE(h && h->wait());
+  }
+  auto pin = l->tier().try_pin_ready(cached, 0); // in use, as by a running instance
+  ASSERT_TRUE(pin);
+  memory_peer peer{local, chunk};
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto refused = l->pull(ckpt, peer, {}, 200ms);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err().code, errc::resource_exhausted);
+  EXPECT_NE(refused.err().message.find("in use"), std::string::npos) << refused.err().message;
+  EXPECT_NE(refused.err().message.find("after waiting"), std::string::npos)
+      << refused.err().message;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms); // it did wait
+  EXPECT_EQ(peer.fetches, 0);
+  EXPECT_EQ(l->tier().state_of(cached.content_id()), dram_state::ready);
+
+  // The model in use is let go while a pull waits: the pull goes on (evicting it).
+  std::thread release{[&] {
+    std::this_thread::sleep_for(100ms);
+    pin.reset();
+  }};
+  auto pulled = l->pull(ckpt, peer, {}, 60s);
+  release.join();
+  ASSERT_TRUE(pulled) << pulled.err().to_string();
+  EXPECT_EQ(l->tier().state_of(ckpt.content_id()), dram_state::ready);
+  EXPECT_FALSE(l->tier().state_of(cached.content_id()));
+}
+
 TEST_F(Loader, PullWorksWhateverEitherEndsPoolChunksAndRefusesModelsLargerThanThePool) {
   const auto local = make(15); // 64 KiB checkpoint chunks
   const auto ckpt = without_files(local, dir / "not-here");
