@@ -115,12 +115,20 @@ void with_status(node_ptr self, F f) {
   });
 }
 
-void report(node_ptr self) {
-  if (!self->state.scheduler)
+/// Sends the scheduler the node's status, then calls `then` (if any): an answer sent from
+/// there reaches the scheduler after the status it reflects (one mailbox, in order), so that
+/// whoever it goes on to sees the node as it is.
+void report(node_ptr self, std::function<void()> then = {}) {
+  if (!self->state.scheduler) {
+    if (then)
+      then();
     return;
+  }
   with_status(self, [=](node_status st) {
     // anon_send: a typed actor may send() only to typed ones; the scheduler needs no sender.
     caf::anon_send(self->state.scheduler, node_atom::value, std::move(st));
+    if (then)
+      then();
   });
 }
 
@@ -198,8 +206,7 @@ void place(node_ptr self, model_spec spec, slot_load load,
             .then(
                 [=](instance_started& started) mutable {
                   learn(self, started, weight_bytes, pull_seconds, fetch_seconds);
-                  report(self);
-                  rp.deliver(std::move(started));
+                  report(self, [=]() mutable { rp.deliver(started); });
                 },
                 [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
       }
@@ -246,9 +253,10 @@ caf::result<bool> prefetch(node_ptr self, const std::string& dir) {
             // A plain SSD read (or a share of one): its bandwidth is as good as a start's.
             if (done.seconds > 0) {
               self->state.ssd_bandwidth = static_cast<double>(done.bytes) / done.seconds;
-              report(self);
+              report(self, [=]() mutable { rp.deliver(true); });
+            } else {
+              rp.deliver(true);
             }
-            rp.deliver(true);
           },
           [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
   return rp;
