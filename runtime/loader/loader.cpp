@@ -125,6 +125,10 @@ const char* to_string(load_phase p) noexcept {
   return "?";
 }
 
+int default_verify_threads(unsigned cores) {
+  return std::clamp(static_cast<int>(cores / 4), 1, 4);
+}
+
 expected<loader_options> loader_options::from_config(const config& cfg) {
   loader_options o;
   THAW_ASSIGN(o.pool_bytes, cfg.get_bytes("loader.pool_bytes", o.pool_bytes));

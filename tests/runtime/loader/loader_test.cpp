@@ -959,6 +959,14 @@ TEST(CheckpointFromManifest, GarbageManifestBytesAreRefused) {
   EXPECT_NE(r.err().message.find("/nowhere/model"), std::string::npos) << r.err().message;
 }
 
+TEST(LoaderOptions, OneVerifierPerFourCoresFromOneToFour) {
+  EXPECT_EQ(default_verify_threads(0), 1); // unknown
+  EXPECT_EQ(default_verify_threads(2), 1);
+  EXPECT_EQ(default_verify_threads(8), 2);
+  EXPECT_EQ(default_verify_threads(12), 3);
+  EXPECT_EQ(default_verify_threads(64), 4);
+}
+
 TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   auto empty = config::parse("");
   ASSERT_TRUE(empty);
@@ -967,7 +975,7 @@ TEST(LoaderOptions, ReadFromConfigWithDefaults) {
   EXPECT_EQ(d->chunk_bytes, 16u << 20);
   EXPECT_EQ(d->read_threads, 3);
   EXPECT_EQ(d->copy_lanes, 2);
-  EXPECT_EQ(d->verify_threads, 2);
+  EXPECT_EQ(d->verify_threads, default_verify_threads());
   EXPECT_TRUE(d->verify_checksums);
 
   auto cfg = config::parse("[loader]\npool_bytes = \"64MiB\"\nchunk_bytes = \"4MiB\"\n"
