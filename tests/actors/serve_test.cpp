@@ -660,12 +660,14 @@ TEST_F(ServeTest, ABurstOfRequestsToAColdModelIsAllServed) {
   EXPECT_LE(json::parse(get("/admin/status").body)["models"][0]["instances"], 2);
 }
 
+/// serve_options from a TOML text.
+expected<serve_options> parse(const char* text) {
+  auto c = config::parse(text);
+  EXPECT_TRUE(c) << text;
+  return serve_options::from_config(*c);
+}
+
 TEST(ServeOptions, HttpOutputLimitsComeFromTheConfig) {
-  auto parse = [](const char* text) {
-    auto c = config::parse(text);
-    EXPECT_TRUE(c) << text;
-    return serve_options::from_config(*c);
-  };
   auto d = parse("");
   ASSERT_TRUE(d) << d.err().to_string();
   EXPECT_EQ(d->http.max_pending_output_bytes, 8u << 20);
@@ -680,11 +682,6 @@ TEST(ServeOptions, HttpOutputLimitsComeFromTheConfig) {
 }
 
 TEST(ServeOptions, HowLongAPullWaitsForRoomComesFromTheConfig) {
-  auto parse = [](const char* text) {
-    auto c = config::parse(text);
-    EXPECT_TRUE(c) << text;
-    return serve_options::from_config(*c);
-  };
   auto d = parse("");
   ASSERT_TRUE(d) << d.err().to_string();
   EXPECT_EQ(d->node.pull_room_wait, std::chrono::seconds(30));
