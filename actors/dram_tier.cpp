@@ -46,17 +46,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// A one-shot worker on its own thread (the load blocks): reads `ckpt` into the DRAM tier
-/// (load_mode::tier_only: nothing on the device), where the model stays, ready and unpinned.
-/// The model's tokenizer is parsed too (the node's copy, see node_context::tokenizer_for), so
-/// that the first start after a prefetch does not spend tens of milliseconds on it. Answers
-/// the load's seconds.
 /// A one-shot worker's interface: one job, answered with its seconds.
 template <class... Job>
 using worker_actor = caf::typed_actor<typename caf::replies_to<Job...>::template with<double>>;
 
 using prefetch_worker_actor = worker_actor<prefetch_atom>;
 
+/// A one-shot worker on its own thread (the load blocks): reads `ckpt` into the DRAM tier
+/// (load_mode::tier_only: nothing on the device), where the model stays, ready and unpinned.
+/// The model's tokenizer is parsed too (the node's copy, see node_context::tokenizer_for), so
+/// that the first start after a prefetch does not spend tens of milliseconds on it. Answers
+/// the load's seconds.
 prefetch_worker_actor::behavior_type prefetch_worker(prefetch_worker_actor::pointer self,
                                                      std::shared_ptr<node_context> ctx,
                                                      std::shared_ptr<const checkpoint> ckpt) {
@@ -79,36 +79,42 @@ prefetch_worker_actor::behavior_type prefetch_worker(prefetch_worker_actor::poin
 
 using prefetch_done = std::function<void(expected<prefetched>)>;
 
+/// Reads `ck`, opened from `dir` on this node's disk, into the tier and calls `done` with the
+/// outcome: at once (seconds 0) when it is there already.
+void read_in(dram_tier_ptr self, std::shared_ptr<const checkpoint> ck, const std::string& dir,
+             prefetch_done done) {
+  auto& st = self->state;
+  const auto node = st.ctx->options.name;
+  auto failed = [=](error e) { done(with_context(std::move(e), "prefetch on node " + node)); };
+  auto& tier = st.ctx->ld->tier();
+  if (tier.state_of(ck->content_id()) == dram_state::ready) {
+    done(prefetched{ck->total_bytes(), 0});
+    return;
+  }
+  // Refused up front, naming both sizes, when the tier could never hold it.
+  if (auto fits = tier.check_fits(*ck); !fits) {
+    failed(with_context(std::move(fits).err(), "the DRAM tier is too small"));
+    return;
+  }
+  auto worker = self->system().spawn<caf::detached>(prefetch_worker, st.ctx, ck);
+  self->request(worker, caf::infinite, prefetch_atom::value)
+      .then(
+          [=](double seconds) {
+            spdlog::info("node {}: prefetched {} ({} bytes) into DRAM in {:.3f} s", node, dir,
+                         ck->total_bytes(), seconds);
+            done(prefetched{ck->total_bytes(), seconds});
+          },
+          [=](caf::error& err) { failed(from_caf(err)); });
+}
+
 /// Reads `dir` into the tier (see dram_tier.hpp) and calls `done` with the outcome.
 void prefetch(dram_tier_ptr self, const std::string& dir, prefetch_done done) {
   const auto node = self->state.ctx->options.name;
-  auto failed = [=](error e) { done(with_context(std::move(e), "prefetch on node " + node)); };
   self->request(self->state.ssd, caf::infinite, open_atom::value, dir, std::string{})
-      .then(
-          [=](disk_checkpoint& found) {
-            auto& st = self->state;
-            auto ck = found.ckpt;
-            auto& tier = st.ctx->ld->tier();
-            if (tier.state_of(ck->content_id()) == dram_state::ready) {
-              done(prefetched{ck->total_bytes(), 0});
-              return;
-            }
-            // Refused up front, naming both sizes, when the tier could never hold it.
-            if (auto fits = tier.check_fits(*ck); !fits) {
-              failed(with_context(std::move(fits).err(), "the DRAM tier is too small"));
-              return;
-            }
-            auto worker = self->system().spawn<caf::detached>(prefetch_worker, st.ctx, ck);
-            self->request(worker, caf::infinite, prefetch_atom::value)
-                .then(
-                    [=](double seconds) {
-                      spdlog::info("node {}: prefetched {} ({} bytes) into DRAM in {:.3f} s",
-                                   node, dir, ck->total_bytes(), seconds);
-                      done(prefetched{ck->total_bytes(), seconds});
-                    },
-                    [=](caf::error& err) { failed(from_caf(err)); });
-          },
-          [=](caf::error& err) { failed(from_caf(err)); });
+      .then([=](disk_checkpoint& found) { read_in(self, found.ckpt, dir, done); },
+            [=](caf::error& err) {
+              done(with_context(from_caf(err), "prefetch on node " + node));
+            });
 }
 
 // --- lending --------------------------------------------------------------------------------
@@ -186,13 +192,8 @@ caf::result<pull_offer> serve_pull(dram_tier_ptr self, const std::string& dir,
   self->request(st.ssd, caf::infinite, lend_atom::value, dir)
       .then(
           [=](disk_checkpoint& found) mutable {
-            if (self->state.ctx->ld->tier().state_of(found.ckpt->content_id()) ==
-                dram_state::ready) {
-              answer(found);
-              return;
-            }
-            // On this node's SSD only: read it in first (a prefetch), then lend it.
-            prefetch(self, dir, [=](expected<prefetched> done) mutable {
+            // Read in first if it is on this node's SSD only, then lent.
+            read_in(self, found.ckpt, dir, [=](expected<prefetched> done) mutable {
               if (done)
                 answer(found);
               else
