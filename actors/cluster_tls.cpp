@@ -5,6 +5,8 @@
 
 #include "actors/cluster.hpp"
 
+#include "actors/openssl_error_queue.hpp"
+
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -33,21 +35,8 @@ struct x509_free {
 using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
 using x509_ptr = std::unique_ptr<X509, x509_free>;
 
-/// The OpenSSL error queue as text, for messages (and emptied, so it does not leak into the
-/// next call's report).
-std::string ssl_errors() {
-  std::string out;
-  while (auto code = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    out += out.empty() ? "" : "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
-
 error ssl_error(const std::string& what) {
-  return make_error(errc::internal, what + ": " + ssl_errors());
+  return make_error(errc::internal, what + ": " + take_openssl_errors());
 }
 
 expected<pkey_ptr> make_key() {
@@ -115,7 +104,7 @@ status write_pem(const std::filesystem::path& file, bool secret, Write&& write) 
   const bool ok = write(f) == 1;
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed)
-    return make_error(errc::io_error, file.string() + ": cannot write: " + ssl_errors());
+    return make_error(errc::io_error, file.string() + ": cannot write: " + take_openssl_errors());
   return {};
 }
 

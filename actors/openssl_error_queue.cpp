@@ -3,10 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include <arpa/inet.h>
-#include <cstdint>
+#include "runtime/common/posix.hpp"
+
 #include <dlfcn.h>
-#include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <string>
 #include <sys/socket.h>
@@ -35,18 +34,8 @@ std::string peer_of(SSL* ssl) {
   const int fd = SSL_get_fd(ssl);
   if (fd < 0 || ::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
     return "?";
-  char host[INET6_ADDRSTRLEN] = "?";
-  std::uint16_t port = 0;
-  if (addr.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (addr.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  }
-  return std::string{host} + ":" + std::to_string(port);
+  const auto host = socket_host(addr);
+  return host.empty() ? "?" : host + ":" + std::to_string(socket_port(addr));
 }
 
 /// After a call on `ssl` returned `ret`: a failure that is not a wait for the socket ends the
@@ -60,19 +49,24 @@ int forget_failure(SSL* ssl, int ret) {
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
     return ret;
   if (e == SSL_ERROR_SSL && !SSL_is_init_finished(ssl)) {
-    std::string why;
-    while (const auto code = ERR_get_error()) {
-      char buf[256];
-      ERR_error_string_n(code, buf, sizeof buf);
-      why += (why.empty() ? "" : "; ") + std::string{buf};
-    }
-    spdlog::warn("TLS: refused a connection with {}: {}", peer_of(ssl), why);
+    spdlog::warn("TLS: refused a connection with {}: {}", peer_of(ssl), take_openssl_errors());
   }
   ERR_clear_error();
   return ret;
 }
 
 } // namespace
+
+std::string take_openssl_errors() {
+  std::string out;
+  while (const auto code = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof buf);
+    out += out.empty() ? "" : "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown OpenSSL error" : out;
+}
 
 bool openssl_error_queue_fixed() {
   return ::dlsym(RTLD_DEFAULT, "SSL_read") != ::dlsym(RTLD_NEXT, "SSL_read");

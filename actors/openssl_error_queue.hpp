@@ -14,7 +14,13 @@
 /// longer speaks for the others. A failed handshake is logged with OpenSSL's reasons and the
 /// peer's address. thaw makes no other use of these calls.
 
+#include <string>
+
 namespace thaw {
+
+/// OpenSSL's error queue of this thread as text ("; " between entries), emptied so that it does
+/// not speak for the next call; "unknown OpenSSL error" when it held nothing.
+[[nodiscard]] std::string take_openssl_errors();
 
 /// True when this process's SSL_read and SSL_accept are the wrappers (the dynamic linker
 /// bound them ahead of libssl's). Referencing it also keeps the wrappers in the link.

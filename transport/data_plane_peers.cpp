@@ -7,7 +7,6 @@
 
 #include "runtime/common/posix.hpp"
 
-#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <netdb.h>
@@ -68,14 +67,11 @@ expected<std::string> local_address_towards(const std::string& host, std::uint16
   socklen_t local_len = sizeof local;
   if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
     return unexpected(posix_error(errno, "getsockname()", what, __FILE__, __LINE__));
-  char text[INET6_ADDRSTRLEN] = {};
-  const void* addr =
-      local.ss_family == AF_INET6
-          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
-          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
-  if (::inet_ntop(local.ss_family, addr, text, sizeof text) == nullptr)
-    return unexpected(posix_error(errno, "inet_ntop()", what, __FILE__, __LINE__));
-  return std::string{text};
+  auto text = socket_host(local);
+  if (text.empty())
+    return make_error(errc::io_error, what + ": address family " +
+                                          std::to_string(local.ss_family) + " is not IP");
+  return text;
 }
 
 status impl::send_frame(ucp_ep_h ep, unsigned am_id, std::vector<std::byte> bytes,

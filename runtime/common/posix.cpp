@@ -1,13 +1,36 @@
 #include "runtime/common/posix.hpp"
 
+#include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <random>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace thaw {
+
+std::string socket_host(const sockaddr_storage& address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* host = nullptr;
+  if (address.ss_family == AF_INET)
+    host = &reinterpret_cast<const sockaddr_in*>(&address)->sin_addr;
+  else if (address.ss_family == AF_INET6)
+    host = &reinterpret_cast<const sockaddr_in6*>(&address)->sin6_addr;
+  if (host == nullptr || ::inet_ntop(address.ss_family, host, text, sizeof text) == nullptr)
+    return {};
+  return text;
+}
+
+std::uint16_t socket_port(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET)
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  if (address.ss_family == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  return 0;
+}
 
 error posix_error(int err, std::string_view call, std::string_view subject, const char* file,
                   int line) {

@@ -10,7 +10,14 @@
 #include <string>
 #include <string_view>
 
+struct sockaddr_storage;
+
 namespace thaw {
+
+/// The host part of an IPv4 or IPv6 socket address as text ("" for another family).
+[[nodiscard]] std::string socket_host(const sockaddr_storage& address);
+/// Its port (0 for another family).
+[[nodiscard]] std::uint16_t socket_port(const sockaddr_storage& address);
 
 /// An error for a failed POSIX call: maps errno to errc (ENOENT -> not_found, ENOSPC/EFBIG ->
 /// no_space, else io_error) and records the call, the subject (usually a path), file and line.

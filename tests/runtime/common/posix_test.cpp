@@ -3,10 +3,36 @@
 #include "tests/support/temp_dir.hpp"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 namespace thaw {
 namespace {
+
+TEST(Posix, SocketAddressesAsText) {
+  sockaddr_storage v4{};
+  auto* a = reinterpret_cast<sockaddr_in*>(&v4);
+  a->sin_family = AF_INET;
+  a->sin_port = htons(7070);
+  ASSERT_EQ(::inet_pton(AF_INET, "10.1.2.3", &a->sin_addr), 1);
+  EXPECT_EQ(socket_host(v4), "10.1.2.3");
+  EXPECT_EQ(socket_port(v4), 7070);
+
+  sockaddr_storage v6{};
+  auto* b = reinterpret_cast<sockaddr_in6*>(&v6);
+  b->sin6_family = AF_INET6;
+  b->sin6_port = htons(443);
+  ASSERT_EQ(::inet_pton(AF_INET6, "fe80::1", &b->sin6_addr), 1);
+  EXPECT_EQ(socket_host(v6), "fe80::1");
+  EXPECT_EQ(socket_port(v6), 443);
+
+  sockaddr_storage unix_socket{};
+  unix_socket.ss_family = AF_UNIX;
+  EXPECT_EQ(socket_host(unix_socket), "");
+  EXPECT_EQ(socket_port(unix_socket), 0);
+}
 
 TEST(Posix, MissingFileIsNotFoundAndNamesThePath) {
   testing::temp_dir dir;
