@@ -90,7 +90,9 @@ expected<serve_options> serve_options::from_config(const config& cfg) {
   if (data_port < 0 || data_port > 65535)
     return make_error(errc::invalid_argument, "config key 'node.data_port' must be 0..65535");
   o.node.data_port = static_cast<std::uint16_t>(data_port);
-  THAW_ASSIGN(auto room_wait, cfg.get_seconds("node.pull_room_wait", 30.0));
+  THAW_ASSIGN(auto room_wait,
+              cfg.get_seconds("node.pull_room_wait",
+                              std::chrono::duration<double>(o.node.pull_room_wait).count()));
   if (room_wait < 0)
     return make_error(errc::invalid_argument, "config key 'node.pull_room_wait' must be >= 0");
   o.node.pull_room_wait = std::chrono::milliseconds(static_cast<std::int64_t>(room_wait * 1000));

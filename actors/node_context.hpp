@@ -1,9 +1,8 @@
 #pragma once
-/// What a node's actors share: the device, the loader (its chunk
-/// pool is the node's DRAM tier, its SSD readers the SSD tier), the metrics registry and the
-/// node's settings. Owned by the node (shared_ptr, so that instances on detached threads keep it
-/// alive until they exit). The loader and the metrics registry are thread-safe; the rest is
-/// read-only once built.
+/// What a node's actors share: the device, the loader (its chunk pool is the node's DRAM tier, its
+/// SSD readers the SSD tier), the metrics registry and the node's settings. Owned by the node
+/// (shared_ptr, so that instances on detached threads keep it alive until they exit). The loader
+/// and the metrics registry are thread-safe; the rest is read-only once built.
 
 #include "gpu/device.hpp"
 #include "gpu/host/thread_pool.hpp"
