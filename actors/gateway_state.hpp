@@ -66,8 +66,6 @@ struct gateway_state {
 
 using gateway_ptr = gateway_actor::stateful_pointer<gateway_state>;
 
-/// A model's router (its handle is untyped in model_frontend) as its interface.
-inline router_actor as_router(const caf::actor& a) { return caf::actor_cast<router_actor>(a); }
 
 /// Answers with an OpenAI-form error (and counts it).
 void send_error(gateway_ptr self, http::responder& r, const api::api_error& e);

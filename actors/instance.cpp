@@ -82,17 +82,6 @@ struct instance_state {
 
 using instance_actor_ptr = instance_actor::stateful_pointer<instance_state>;
 
-/// Sends to `dest`, an untyped actor (the router, or the sink a request names), as this
-/// instance: the router tells instances apart by the sender of their events. (A typed actor's
-/// send() takes typed receivers only.)
-template <class... Ts>
-void tell(instance_actor_ptr self, const caf::actor& dest, Ts&&... xs) {
-  caf::unsafe_send_as(self, dest, std::forward<Ts>(xs)...);
-}
-
-/// Another instance (a migration's source or target), as its interface.
-instance_actor peer(const caf::actor& a) { return caf::actor_cast<instance_actor>(a); }
-
 /// The weights: on a host device, in place in the node's DRAM tier (loader::map when the model
 /// is ready there; else a load_mode::in_place load, which reads it there first): no copy, and
 /// instances of a model share one copy. Otherwise, or where the tier's layout or room says no,
@@ -192,7 +181,7 @@ void abort_migration(instance_actor_ptr self, std::string reason) {
   spdlog::warn("instance {}: migration aborted, {} sequences stay here: {}", self->state.spec.name,
                m.remaining.size(), reason);
   for (auto id : m.remaining)
-    self->send(peer(m.order.target), migrate_drop{id});
+    self->send(as_instance(m.order.target), migrate_drop{id});
   m.report.kept += static_cast<std::int32_t>(m.remaining.size());
   m.report.aborted = true;
   m.report.reason = std::move(reason);
@@ -208,7 +197,7 @@ void ack_caught_up(instance_actor_ptr self) {
       continue;
     if (auto up = s.eng->held_caught_up(in.seq_id); up && *up) {
       in.acked = true;
-      self->send(peer(in.source), migrate_ack{id, in.tokens, false, {}});
+      self->send(as_instance(in.source), migrate_ack{id, in.tokens, false, {}});
     }
   }
 }
@@ -248,7 +237,7 @@ void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
   // a CPU), the target never closes a gap below a couple of tokens: after max_rounds the
   // handoff goes ahead with whatever gap is left (the pause grows by its prefill).
   if (gap > m.order.max_gap && ++m.rounds[a.request_id] < migrate_order::max_rounds) {
-    self->send(peer(m.order.target), migrate_state{a.request_id, std::move(*st), false, {}});
+    self->send(as_instance(m.order.target), migrate_state{a.request_id, std::move(*st), false, {}});
     return;
   }
   // The handoff: this copy stops between two steps, so every token it sampled has already gone
@@ -258,7 +247,7 @@ void on_migrate_ack(instance_actor_ptr self, migrate_ack& a) {
   auto sink = req->second.reply_to;
   s.by_sequence.erase(req->second.seq_id);
   s.requests.erase(req);
-  self->send(peer(m.order.target), migrate_state{a.request_id, std::move(*st), true, sink});
+  self->send(as_instance(m.order.target), migrate_state{a.request_id, std::move(*st), true, sink});
   tell(self, sink, migrate_handoff{a.request_id, m.order.target, next_index});
   const auto now = std::chrono::steady_clock::now();
   std::erase_if(s.forwarded,
@@ -279,7 +268,7 @@ void on_migrate_state(instance_actor_ptr self, migrate_state& m) {
            failure_event(m.request_id,
                          with_context(std::move(e), "taking over a migrated request")));
     else
-      self->send(peer(source), migrate_ack{m.request_id, 0, true, std::move(e)});
+      self->send(as_instance(source), migrate_ack{m.request_id, 0, true, std::move(e)});
   };
   if (s.load_error)
     return refuse(*s.load_error);
@@ -349,7 +338,7 @@ void run_step(instance_actor_ptr self) {
       s.by_sequence.erase(it);
       s.requests.erase(request_id);
       if (s.out.active && s.out.remaining.erase(request_id) != 0) {
-        self->send(peer(s.out.order.target), migrate_drop{request_id});
+        self->send(as_instance(s.out.order.target), migrate_drop{request_id});
         ++s.out.report.finished_on_source;
         finish_migration(self);
       }
@@ -443,11 +432,11 @@ instance_actor::behavior_type instance_fn(instance_actor_ptr self,
         auto it = st.requests.find(c.request_id);
         if (it == st.requests.end()) {
           if (auto f = st.forwarded.find(c.request_id); f != st.forwarded.end())
-            self->send(peer(f->second.first), c);
+            self->send(as_instance(f->second.first), c);
           return;
         }
         if (st.out.active && st.out.remaining.erase(c.request_id) != 0) {
-          self->send(peer(st.out.order.target), migrate_drop{c.request_id});
+          self->send(as_instance(st.out.order.target), migrate_drop{c.request_id});
           finish_migration(self);
         }
         (void)st.eng->cancel(it->second.seq_id);
@@ -476,7 +465,7 @@ instance_actor::behavior_type instance_fn(instance_actor_ptr self,
           st.out.report.tokens_sent += total_tokens(*state);
           ++st.out.report.rounds;
           st.out.remaining.insert(id);
-          self->send(peer(o.target), migrate_state{id, std::move(*state), false, {}});
+          self->send(as_instance(o.target), migrate_state{id, std::move(*state), false, {}});
         }
         spdlog::info("instance {}: migrating {} sequences", st.spec.name, st.out.remaining.size());
         self->delayed_send(self, std::chrono::milliseconds(o.timeout_ms), timeout_atom::value,

@@ -33,6 +33,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_context.hpp"
 
+#include <caf/actor_cast.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -55,6 +56,11 @@ using instance_actor = caf::typed_actor<
 /// device (detached). Its weights and KV cache count against the slot that reserved them for
 /// it (slot.hpp), and it computes on that slot's `pool` (a pool of its own when the spec asks
 /// for another thread count).
+/// An instance's handle, as messages carry it, as its interface.
+[[nodiscard]] inline instance_actor as_instance(const caf::actor& a) {
+  return caf::actor_cast<instance_actor>(a);
+}
+
 [[nodiscard]] instance_actor spawn_instance(caf::actor_system& sys,
                                             std::shared_ptr<node_context> ctx, model_spec spec,
                                             checkpoint ckpt,

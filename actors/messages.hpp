@@ -13,6 +13,7 @@
 #include <caf/atom.hpp>
 #include <caf/fwd.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/send.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -275,6 +276,14 @@ typename Inspector::result_type inspect(Inspector& f, migration_report& x) {
 
 /// A token_event that ends request `id` with error `e` before any token.
 [[nodiscard]] token_event failure_event(std::uint64_t id, error e);
+
+/// Sends to `dest`, an untyped handle (a router, a request's sink), with `self` as the sender,
+/// which a router tells its instances' events apart by. A typed actor's send() takes typed
+/// receivers only, and anon_send() would drop the sender.
+template <class Self, class... Ts>
+void tell(Self* self, const caf::actor& dest, Ts&&... xs) {
+  caf::unsafe_send_as(self, dest, std::forward<Ts>(xs)...);
+}
 
 // --- node, slots, instances --------------------------------------------------------------
 

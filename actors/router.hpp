@@ -30,6 +30,7 @@
 #include "actors/messages.hpp"
 #include "runtime/common/metrics.hpp"
 
+#include <caf/actor_cast.hpp>
 #include <caf/fwd.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -49,6 +50,11 @@ using router_actor = caf::typed_actor<
     caf::replies_to<migrate_atom, std::string, std::string, std::int32_t>::with<
         migration_report>,
     caf::reacts_to<stop_atom>>;
+
+/// A router's handle, as messages and the gateway's model table carry it, as its interface.
+[[nodiscard]] inline router_actor as_router(const caf::actor& a) {
+  return caf::actor_cast<router_actor>(a);
+}
 
 [[nodiscard]] caf::actor spawn_router(caf::actor_system& sys, model_spec spec,
                                       caf::actor scheduler,

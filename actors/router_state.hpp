@@ -81,18 +81,6 @@ struct router_state {
 
 using router_ptr = router_actor::stateful_pointer<router_state>;
 
-/// Sends to `dest`, an untyped actor (a request's sink), as the router. (A typed actor's send()
-/// takes typed receivers only.)
-template <class... Ts>
-void tell(router_ptr self, const caf::actor& dest, Ts&&... xs) {
-  caf::unsafe_send_as(self, dest, std::forward<Ts>(xs)...);
-}
-
-/// An instance's handle as its interface.
-inline instance_actor as_instance(const caf::actor& a) {
-  return caf::actor_cast<instance_actor>(a);
-}
-
 /// A failover resumes a request at most this many times; then it fails (a request that kills
 /// every instance it touches must not take the cluster down with it).
 inline constexpr std::int32_t max_resumes = 3;
