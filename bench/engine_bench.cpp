@@ -3,6 +3,11 @@
 #include "bench/timing.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
+#if THAW_HAVE_CUDA
+#include "bench/gpu_reference.hpp"
+#include "gpu/cuda/cuda_device.hpp"
+#include "runtime/engine/cuda_model_runner.hpp"
+#endif
 #include "runtime/engine/sampler.hpp"
 
 #include <algorithm>
@@ -191,11 +196,25 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
     if (b < 1)
       return make_error(errc::invalid_argument, "bench engine: a batch size must be >= 1");
   const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  host_runner_options ro;
-  ro.threads = o.threads;
-  ro.num_kv_blocks = std::max(max_batch * kv_blocks_for(o.prompt_len + o.gen),
-                              2 * kv_blocks_for(o.prefix_len + 17));
-  THAW_ASSIGN(auto m, load_host_model(o.checkpoint, ro));
+  const std::int32_t kv_blocks = std::max(max_batch * kv_blocks_for(o.prompt_len + o.gen),
+                                          2 * kv_blocks_for(o.prefix_len + 17));
+  const bool gpu = o.device == "cuda";
+  if (!gpu && o.device != "host")
+    return make_error(errc::invalid_argument,
+                      "bench engine: device '" + o.device + "' (host or cuda)");
+  loaded_model m;
+  if (gpu) {
+#if THAW_HAVE_CUDA
+    THAW_ASSIGN(m, load_cuda_model(o.checkpoint, {.num_kv_blocks = kv_blocks}));
+#else
+    return make_error(errc::unsupported, "bench engine: this thaw was built without CUDA");
+#endif
+  } else {
+    host_runner_options ro;
+    ro.threads = o.threads;
+    ro.num_kv_blocks = kv_blocks;
+    THAW_ASSIGN(m, load_host_model(o.checkpoint, ro));
+  }
   const auto& cfg = m.runner->config();
   if (static_cast<std::uint64_t>(std::max(o.prompt_len + o.gen, o.prefix_len + 17)) >
       cfg.max_position_embeddings)
@@ -215,12 +234,22 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   // counts for the reference as much as for thaw: the ratio errs against thaw.
   std::uint64_t sink = 0;
   double best_read = 1e30;
-  auto measure_read = [&] {
+  auto measure_read = [&]() -> status {
+    if (gpu) {
+#if THAW_HAVE_CUDA
+      // The GPU's memory bandwidth (GB/s) over a copy of the weights' size, as seconds to read
+      // the weights once.
+      THAW_ASSIGN(const double gbps, device_copy_gbps(0, weight_bytes));
+      best_read = std::min(best_read, static_cast<double>(weight_bytes) / (gbps * 1e9));
+#endif
+      return {};
+    }
     for (int k = 0; k < 3; ++k)
       best_read = std::min(best_read, read_seconds(static_cast<const std::byte*>(m.weights->data()),
                                                    weight_bytes, o.threads, sink));
+    return {};
   };
-  measure_read();
+  THAW_TRY(measure_read());
 
   nlohmann::json out;
   out["checkpoint"] = o.checkpoint.string();
@@ -241,7 +270,7 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   for (int k = 0; k < o.repeats; ++k)
     for (std::size_t i = 0; i < nb; ++i) {
       THAW_ASSIGN(auto r, run_once(*m.runner, o.batches[i], o.prompt_len, o.gen));
-      measure_read();
+      THAW_TRY(measure_read());
       pre[i].push_back(r.prefill_seconds);
       dec[i].push_back(r.decode_seconds);
     }
@@ -273,6 +302,26 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
     row["decode_fraction_of_bandwidth_limit"] =
         row["decode_steps_per_s"].get<double>() / limit_steps_per_s;
   out["read_gbps"] = read_gbps;
+  out["device"] = m.dev->name();
+  if (gpu) {
+#if THAW_HAVE_CUDA
+    // Prefill as matrix work: 2 flops per weight of every matrix per prompt token (attention's
+    // own products left out, so the figure errs low), against a plain GEMM in the same type.
+    double matrix_weights = 0;
+    for (const auto& t : m.ckpt->info().tensors)
+      if (t.shape.size() == 2 && (t.name != "model.embed_tokens.weight" || cfg.tie_word_embeddings))
+        matrix_weights += static_cast<double>(t.shape[0]) * static_cast<double>(t.shape[1]);
+    THAW_ASSIGN(const double peak, gemm_tflops(0, cfg.torch_dtype, o.gemm_size, o.gemm_size,
+                                               o.gemm_size));
+    out["gemm_tflops"] = peak;
+    out["gemm_size"] = o.gemm_size;
+    for (auto& row : rows) {
+      const double tokens_per_s = row["prefill_tokens_per_s"].get<double>();
+      row["prefill_tflops"] = 2.0 * matrix_weights * tokens_per_s / 1e12;
+      row["prefill_fraction_of_gemm_peak"] = row["prefill_tflops"].get<double>() / peak;
+    }
+#endif
+  }
   if (o.prefix_len > 0) {
     THAW_ASSIGN(out["prefix_cache"], run_prefix_bench(*m.runner, o));
   }
@@ -290,9 +339,14 @@ std::string format_engine_bench(const nlohmann::json& r) {
                 r["weight_bytes"].get<double>() / 1e6, r["threads"].get<int>(),
                 r["prompt_len"].get<int>(), r["gen"].get<int>());
   s += line;
-  std::snprintf(line, sizeof line, "  read bandwidth of the weights (limit): %.2f GB/s\n",
-                r["read_gbps"].get<double>());
+  std::snprintf(line, sizeof line, "  on %s; read bandwidth of the weights (limit): %.2f GB/s\n",
+                r.value("device", std::string("host")).c_str(), r["read_gbps"].get<double>());
   s += line;
+  if (r.contains("gemm_tflops")) {
+    std::snprintf(line, sizeof line, "  cuBLAS GEMM %d^3 (prefill's reference): %.1f TFLOP/s\n",
+                  r["gemm_size"].get<int>(), r["gemm_tflops"].get<double>());
+    s += line;
+  }
   s += "  batch   prefill tok/s   decode tok/s   decode vs bandwidth limit   decode vs batch 1\n";
   for (const auto& row : r["batches"]) {
     std::snprintf(line, sizeof line, "  %5d   %13.1f   %12.1f   %25.2f", row["batch"].get<int>(),
@@ -302,6 +356,12 @@ std::string format_engine_bench(const nlohmann::json& r) {
     if (row.contains("decode_speedup_over_batch_1")) {
       std::snprintf(line, sizeof line, "   %16.2fx",
                     row["decode_speedup_over_batch_1"].get<double>());
+      s += line;
+    }
+    if (row.contains("prefill_tflops")) {
+      std::snprintf(line, sizeof line, "   prefill %.1f TFLOP/s (%.2f of GEMM)",
+                    row["prefill_tflops"].get<double>(),
+                    row["prefill_fraction_of_gemm_peak"].get<double>());
       s += line;
     }
     s += "\n";

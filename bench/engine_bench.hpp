@@ -7,7 +7,8 @@
 /// buffer. Reports, per batch size: prefill tokens/s (every sequence's prompt in one forward),
 /// decode tokens/s (greedy, one token per sequence per step), and decode steps/s as a fraction
 /// of the bandwidth limit. Each figure is the median of `repeats` runs. With a prefix length, also
-/// the time to first token with and without a cached prefix (through the step loop).
+/// the time to first token with and without a cached prefix (through the step loop). On a GPU
+/// (`device` = "cuda") the same figures, against the GPU's own limits.
 
 #include "runtime/common/error.hpp"
 
@@ -29,6 +30,11 @@ struct engine_bench_options {
   /// prompt is `prefix_len` tokens plus 16 of its own, first with an empty cache, then after
   /// another request with the same prefix finished. 0: not measured.
   int prefix_len = 0;
+  /// "host", or "cuda" (GPU 0): then the limit is the GPU's memory bandwidth, measured by a
+  /// device-to-device copy of the weights' size, and prefill is also reported in TFLOP/s
+  /// against a plain cuBLAS GEMM (`gemm_size` cubed, in the weights' type) measured in the run.
+  std::string device = "host";
+  int gemm_size = 8192;
 };
 
 /// Runs the benchmark; the result is the JSON document `thaw bench engine --json` prints.

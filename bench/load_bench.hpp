@@ -13,6 +13,12 @@
 /// Each figure is the median over rounds, reported in GB/s and as a ratio to its reference. A
 /// first, separately reported load of a copy the rounds read last pays the device buffer's
 /// first touch, so the rounds measure the loader's steady state.
+///
+/// With device "cuda" (GPU 0, where thaw is built with CUDA) the loader's figures are a GPU's
+/// instead: the cold load SSD -> DRAM tier -> GPU against the same raw reads
+/// (thaw_cold_to_gpu), and the load from the DRAM tier to the GPU (thaw_dram_to_gpu) against one
+/// cudaMemcpy of the model's size from pinned host memory (cuda_memcpy_h2d), the PCIe limit. A
+/// GPU cannot run a model from host memory, so there is no in-place load.
 
 #include "runtime/common/error.hpp"
 #include "runtime/loader/loader.hpp"
@@ -32,6 +38,9 @@ struct load_bench_options {
   std::filesystem::path work_dir;    ///< where copies go; default: beside the checkpoint
   bool keep_copies = false;          ///< leave the copies for the next run (else removed)
   loader_options loader;             ///< pool_bytes is raised to hold the model if needed
+  /// Where the loader puts the model: "host" (the host device) or "cuda" (GPU 0). "cuda" is an
+  /// error, naming why, in a build without CUDA or on a machine without a usable GPU.
+  std::string device = "host";
   std::function<void(const std::string&)> log; ///< progress lines for a person
 };
 

@@ -36,7 +36,7 @@ int run_bench_engine(bench_engine_args& a) {
 void add_bench_engine_command(CLI::App& bench) {
   auto a = std::make_shared<bench_engine_args>();
   auto* cmd = bench.add_subcommand(
-      "engine", "Prefill and decode tokens/s of the host forward pass, against memory bandwidth");
+      "engine", "Prefill and decode tokens/s of the forward pass, against memory bandwidth");
   cmd->add_option("CKPT", a->o.checkpoint, "Checkpoint directory")->required();
   cmd->add_option("--prompt-len", a->o.prompt_len, "Prompt tokens per sequence")
       ->check(CLI::Range(1, 1 << 20))
@@ -50,6 +50,12 @@ void add_bench_engine_command(CLI::App& bench) {
   cmd->add_option("--prefix-len", a->o.prefix_len,
                   "Also time the first token with a cached prefix of this many tokens (0: skip)")
       ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--device", a->o.device, "host, or cuda (GPU 0)")
+      ->check(CLI::IsMember({"host", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--gemm-size", a->o.gemm_size, "GPU: side of the reference cuBLAS GEMM")
+      ->check(CLI::Range(256, 32768))
       ->capture_default_str();
   cmd->add_flag("--json", a->json, "Print JSON");
   add_common_options(*cmd, a->common);

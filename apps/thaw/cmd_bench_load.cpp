@@ -16,6 +16,7 @@ struct bench_load_args {
   std::string checkpoint;
   std::string source;
   std::string work_dir;
+  std::string device = "host";
   int copies = 3;
   int rounds = 0;
   bool json = false;
@@ -38,6 +39,7 @@ int run_bench_load(const bench_load_args& a) {
   o.rounds = a.rounds;
   o.work_dir = a.work_dir;
   o.keep_copies = a.keep_copies;
+  o.device = a.device;
   o.loader = *lopt;
   o.log = [](const std::string& line) { std::fprintf(stderr, "bench load: %s\n", line.c_str()); };
   auto result = bench::run_load_bench(o);
@@ -62,6 +64,10 @@ void add_bench_load_command(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--rounds", args->rounds, "Rounds (default: one per copy)")->check(CLI::Range(0, 100));
   cmd->add_option("--work-dir", args->work_dir, "Where the copies go (default: beside CKPT)");
+  cmd->add_option("--device", args->device,
+                  "Where the loader puts the model: host, or cuda (GPU 0, against cudaMemcpy)")
+      ->check(CLI::IsMember({"host", "cuda"}))
+      ->capture_default_str();
   cmd->add_flag("--keep-copies", args->keep_copies, "Keep the copies for the next run");
   cmd->add_flag("--json", args->json, "Print JSON");
   add_common_options(*cmd, args->common);

@@ -1,5 +1,6 @@
 // thaw generate CKPT --prompt TEXT: one completion through the engine's step loop on the host
-// runner, streamed as it is sampled (or printed at the end), with timings.
+// runner (or, with --device cuda, the CUDA runner), streamed as it is sampled (or printed at the
+// end), with timings.
 
 #include "apps/thaw/commands.hpp"
 
@@ -7,6 +8,9 @@
 #include "runtime/engine/chat_template.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
+#if THAW_HAVE_CUDA
+#include "runtime/engine/cuda_model_runner.hpp"
+#endif
 #include "runtime/engine/tokenizer.hpp"
 
 #include <chrono>
@@ -28,6 +32,7 @@ struct generate_args {
   bool json = false;
   int threads = 2;
   std::int32_t kv_blocks = 256;
+  std::string device = "host";
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -53,10 +58,19 @@ expected<int> generate(generate_args& a) {
   // A chat template writes BOS itself where the family wants it.
   THAW_ASSIGN(a.request.prompt, tok.encode(text, /*add_special=*/!a.chat));
 
-  host_runner_options ro;
-  ro.threads = a.threads;
-  ro.num_kv_blocks = a.kv_blocks;
-  THAW_ASSIGN(auto model, load_host_model(dir, ro));
+  loaded_model model;
+  if (a.device == "cuda") {
+#if THAW_HAVE_CUDA
+    THAW_ASSIGN(model, load_cuda_model(dir, {.num_kv_blocks = a.kv_blocks}));
+#else
+    return make_error(errc::unsupported, "device cuda: this thaw was built without CUDA");
+#endif
+  } else {
+    host_runner_options ro;
+    ro.threads = a.threads;
+    ro.num_kv_blocks = a.kv_blocks;
+    THAW_ASSIGN(model, load_host_model(dir, ro));
+  }
   engine e(*model.runner, &tok);
 
   const auto prompt_tokens = a.request.prompt.size();
@@ -145,6 +159,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", a->request.ignore_eos, "Keep generating after EOS");
   cmd->add_flag("--stream", a->stream, "Print text as it is generated");
   cmd->add_flag("--json", a->json, "Print JSON (with --stream: one line per token, then a summary)");
+  cmd->add_option("--device", a->device, "host, or cuda (GPU 0)")
+      ->check(CLI::IsMember({"host", "cuda"}))
+      ->capture_default_str();
   cmd->add_option("--threads", a->threads, "Compute threads")->check(CLI::Range(1, 256))->capture_default_str();
   cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks of 16 tokens")
       ->check(CLI::Range(1, 1 << 24))

@@ -15,11 +15,6 @@ namespace {
 
 using std::int64_t;
 
-struct weight {
-  const std::byte* data = nullptr;
-  dtype type = dtype::f32;
-};
-
 struct layer_weights {
   weight q, k, v, o, gate, up, down;
   std::vector<float> attn_norm, mlp_norm, q_bias, k_bias, v_bias;
@@ -76,20 +71,7 @@ private:
 expected<weight> host_model_runner::find(const checkpoint& ckpt, const weight_files& buf,
                                          const std::string& name,
                                          std::vector<std::uint64_t> shape) const {
-  const tensor_entry* t = ckpt.find_tensor(name);
-  if (t == nullptr)
-    return make_error(errc::invalid_argument, "host runner: checkpoint has no tensor " + name);
-  if (t->shape != shape)
-    return make_error(errc::invalid_argument, "host runner: " + name + " has shape " +
-                                                  shape_to_string(t->shape) + ", expected " +
-                                                  shape_to_string(shape));
-  std::uint64_t n = 1;
-  for (auto d : shape)
-    n *= d;
-  if (t->file >= buf.files.size() || t->file >= ckpt.info().files.size() ||
-      t->offset + n * dtype_size(t->type) > ckpt.info().files[t->file].bytes)
-    return make_error(errc::invalid_argument, "host runner: " + name + " lies outside its file");
-  return weight{buf.files[t->file] + t->offset, t->type};
+  return find_weight(ckpt, buf, name, shape, "host runner");
 }
 
 expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
@@ -166,35 +148,8 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
   const auto& c = cfg_;
   const auto vocab = static_cast<int64_t>(c.vocab_size);
   // Validate everything before computing anything.
-  int64_t total = 0, want = 0;
-  for (std::size_t b = 0; b < batch.size(); ++b) {
-    const auto& it = batch[b];
-    const std::string who = "forward: item " + std::to_string(b) + ": ";
-    if (it.tokens.empty())
-      return make_error(errc::invalid_argument, who + "no tokens");
-    if (it.start_pos < 0)
-      return make_error(errc::invalid_argument, who + "negative start_pos");
-    for (auto t : it.tokens)
-      if (t < 0 || t >= vocab)
-        return make_error(errc::invalid_argument,
-                          who + "token " + std::to_string(t) + " outside the vocabulary");
-    const int64_t end = int64_t{it.start_pos} + static_cast<int64_t>(it.tokens.size());
-    if (static_cast<int64_t>(it.block_table.size()) < kv_blocks_for(end))
-      return make_error(errc::invalid_argument,
-                        who + "block table of " + std::to_string(it.block_table.size()) +
-                            " blocks does not cover " + std::to_string(end) + " positions");
-    for (auto id : it.block_table)
-      if (id < 0 || id >= blocks_)
-        return make_error(errc::invalid_argument,
-                          who + "block id " + std::to_string(id) + " out of range");
-    total += static_cast<int64_t>(it.tokens.size());
-    want += it.want_logits ? 1 : 0;
-  }
-  if (static_cast<int64_t>(logits.size()) < want * vocab)
-    return make_error(errc::invalid_argument, "forward: logits span holds " +
-                                                  std::to_string(logits.size()) + " floats, " +
-                                                  std::to_string(want * vocab) + " needed");
-
+  THAW_ASSIGN(const forward_shape shape, validate_forward(c, blocks_, batch, logits.size()));
+  const int64_t total = shape.tokens, want = shape.want_logits;
   const auto h = static_cast<int64_t>(c.hidden_size);
   const auto nh = static_cast<int64_t>(c.num_heads);
   const auto nkv = static_cast<int64_t>(c.num_kv_heads);
@@ -328,14 +283,6 @@ status host_model_runner::compute(std::span<const forward_item> batch, std::span
 }
 
 } // namespace
-
-weight_files weights_in(const checkpoint& ckpt, const device_buffer& buffer) {
-  weight_files w;
-  const auto* base = static_cast<const std::byte*>(const_cast<device_buffer&>(buffer).data());
-  for (std::uint32_t f = 0; f < ckpt.info().files.size(); ++f)
-    w.files.push_back(base + ckpt.file_base(f));
-  return w;
-}
 
 expected<std::unique_ptr<model_runner>>
 make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,

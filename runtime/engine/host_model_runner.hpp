@@ -8,7 +8,9 @@
 #include "gpu/device.hpp"
 #include "gpu/host/thread_pool.hpp"
 #include "runtime/checkpoint/checkpoint.hpp"
+#include "runtime/loader/loader.hpp"
 #include "runtime/engine/model_runner.hpp"
+#include "runtime/engine/model_weights.hpp"
 
 #include <filesystem>
 #include <memory>
@@ -28,17 +30,6 @@ struct host_runner_options {
   device* kv_device = nullptr;
 };
 
-/// Where a checkpoint's weights are for the runner: each data file's bytes, contiguous (a
-/// tensor is at files[t.file] + t.offset). A loaded model's files lie one after the other in
-/// its device buffer (weights_in); a model run in place from the DRAM tier has a run of pool
-/// chunks per file (loader::map).
-struct weight_files {
-  std::vector<const std::byte*> files;
-};
-
-/// The files of a device buffer laid out as the checkpoint's (file f at file_base(f)).
-[[nodiscard]] weight_files weights_in(const checkpoint& ckpt, const device_buffer& buffer);
-
 /// Builds a runner over `weights` (which must outlive it). Its forward passes run on the pool's
 /// leader thread; the calling thread waits. `invalid_argument` when a tensor is
 /// missing, has an unexpected shape, or lies outside its file, or the options are bad.
@@ -51,10 +42,13 @@ make_host_model_runner(const checkpoint& ckpt, const weight_files& weights,
 make_host_model_runner(const checkpoint& ckpt, const device_buffer& weights,
                        const host_runner_options& opt);
 
-/// A checkpoint loaded into host memory with its runner; members are destroyed runner first.
+/// A checkpoint loaded onto a device with its runner; members are destroyed runner first.
 struct loaded_model {
   std::unique_ptr<device> dev;
   std::unique_ptr<checkpoint> ckpt;
+  /// The loader of a load that may still be running when the model is handed over (CUDA: the
+  /// runner waits per layer); null once nothing is loading.
+  std::unique_ptr<loader> ld;
   std::unique_ptr<device_buffer> weights;
   std::unique_ptr<model_runner> runner;
 };

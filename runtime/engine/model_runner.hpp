@@ -47,6 +47,20 @@ struct forward_item {
   bool want_logits = false;
 };
 
+/// The checks every runner makes before computing anything (forward()'s `invalid_argument`
+/// cases, each naming the item): no tokens, a negative start_pos, a token outside the
+/// vocabulary, a block table too short or with a block id outside [0, num_blocks), or `logits`
+/// smaller than vocab_size floats per item that wants them. Counts the batch's tokens and the
+/// items that want logits.
+struct forward_shape {
+  std::int64_t tokens = 0;
+  std::int64_t want_logits = 0;
+};
+[[nodiscard]] expected<forward_shape> validate_forward(const model_config& cfg,
+                                                       std::int32_t num_blocks,
+                                                       std::span<const forward_item> batch,
+                                                       std::size_t logits_size);
+
 class model_runner {
 public:
   virtual ~model_runner() = default;

@@ -135,6 +135,44 @@ TEST(Cli, BenchLoadPrintsRatios) {
   EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
 }
 
+TEST(Cli, BenchLoadOntoCudaMeasuresAGpuOrSaysWhyNot) {
+  testing::temp_dir dir;
+  auto ck = tiny_checkpoint(dir, 3, "fp32");
+  auto r = run("bench load " + ck + " --device cuda --copies 2 --json --set loader.pool_bytes=64MiB",
+               dir);
+  if (r.exit_code != 0) {
+    // No GPU here (CI), or a build without CUDA: a clear error saying which, before any copy of
+    // the model is made.
+    EXPECT_EQ(r.exit_code, 1) << r.all;
+    EXPECT_NE(r.all.find("thaw bench load: "), std::string::npos) << r.all;
+    EXPECT_NE(r.all.find("--device cuda: "), std::string::npos) << r.all;
+    EXPECT_TRUE(r.all.find("unavailable") != std::string::npos ||
+                r.all.find("built without CUDA") != std::string::npos)
+        << r.all;
+    EXPECT_FALSE(std::filesystem::exists(dir / ".thaw-bench-ck"));
+  } else {
+    // A GPU: the loads onto it against the raw reads and against one pinned cudaMemcpy.
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["device"].get<std::string>().rfind("cuda:0", 0), 0u) << j["device"];
+    for (const char* k : {"thaw_cold_to_gpu", "thaw_dram_to_gpu", "cuda_memcpy_h2d",
+                          "raw_odirect_to_memory"})
+      EXPECT_GT(j["gbps"][k].get<double>(), 0.0) << k;
+    for (const char* k : {"thaw_dram_to_gpu_vs_cuda_memcpy_h2d",
+                          "thaw_cold_to_gpu_vs_raw_odirect_to_memory",
+                          "thaw_cold_to_gpu_vs_raw_odirect",
+                          "thaw_cold_to_gpu_vs_raw_odirect_to_memory_paired"})
+      EXPECT_GT(j["ratios"][k].get<double>(), 0.0) << k;
+    EXPECT_TRUE(j["targets"].contains("thaw_dram_to_gpu_vs_cuda_memcpy_h2d >= 0.9"));
+    EXPECT_FALSE(j["gbps"].contains("thaw_cold_in_place")) << "a GPU loads by copying";
+    auto model = j["model_bytes"].get<std::uint64_t>();
+    EXPECT_EQ(j["loader_stats"]["bytes_read_ssd"].get<std::uint64_t>(), 3 * model); // 1 a round + 1
+  }
+
+  r = run("bench load " + ck + " --device tpu", dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.all.find("tpu"), std::string::npos) << r.all;
+}
+
 TEST(Cli, BenchUcxComparesTheDataPlaneWithRawGets) {
   testing::temp_dir dir;
   auto r = run("bench ucx --bytes 8MiB --segment 1MiB --piece 512KiB --rounds 2 --json", dir);
