@@ -128,10 +128,22 @@ chunk_pool::~chunk_pool() {
   if (free_chunks() != total_chunks_)
     spdlog::error("chunk pool destroyed with {} of {} chunks still held", total_chunks_ - free_chunks(),
                   total_chunks_);
+  for (auto* dev : also_registered_)
+    dev->unregister_host_memory(base_);
   if (device_ != nullptr)
     device_->unregister_host_memory(base_);
   if (owned_)
     ::munmap(base_, mapped_);
+}
+
+status chunk_pool::register_with(device& dev) {
+  auto same_kind = [&](const device* d) { return d != nullptr && d->kind() == dev.kind(); };
+  if (same_kind(device_) || std::any_of(also_registered_.begin(), also_registered_.end(), same_kind))
+    return {};
+  if (auto registered = dev.register_host_memory(base_, mapped_); !registered)
+    return with_context(std::move(registered).err(), "chunk pool: registering with " + dev.name());
+  also_registered_.push_back(&dev);
+  return {};
 }
 
 std::optional<chunk_pool::handle> chunk_pool::try_acquire() {

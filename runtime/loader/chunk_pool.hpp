@@ -75,6 +75,11 @@ public:
   chunk_pool(const chunk_pool&) = delete;
   chunk_pool& operator=(const chunk_pool&) = delete;
 
+  /// Registers the pool's memory with another device too (a GPU the loader also copies to);
+  /// unregistered when the pool goes. A second device of a kind the memory is already
+  /// registered with is a no-op: CUDA registers host memory portably, for every GPU at once.
+  [[nodiscard]] status register_with(device& dev);
+
   /// One free chunk, or nullopt when none is free.
   [[nodiscard]] std::optional<handle> try_acquire();
   /// `n` chunks, or nullopt and nothing taken when fewer than `n` are free. Consecutive chunks
@@ -104,6 +109,7 @@ private:
   std::uint64_t chunk_bytes_;
   std::size_t total_chunks_;
   device* device_; ///< where the memory is registered, or null
+  std::vector<device*> also_registered_; ///< register_with's devices
   bool owned_;     ///< the pool mapped its memory (else a memory_source's owner frees it)
   mutable std::mutex mutex_;
   std::vector<std::uint32_t> free_; ///< a stack: the most recently used chunk is reused first

@@ -18,6 +18,8 @@ struct load_state {
   std::string name;
   load_mode mode = load_mode::copy; ///< set before the driver starts; it alone may change it
   std::unique_ptr<device_buffer> buffer;
+  device* target = nullptr;      ///< where a copy goes: the loader's device or an added one
+  copy_engine* engine = nullptr; ///< that device's copy lanes
   std::unique_ptr<mapped_model> mapped;
   bool mapped_taken = false;
   bool handles_gone = false; ///< every load_handle copy is gone: nobody can take a mapping
@@ -297,8 +299,11 @@ loader::~loader() {
   // pool: stop in that order. (Members may be null when create() failed part way.)
   if (engine_)
     engine_->drain();
+  for (auto& [dev, engine] : targets_)
+    engine->drain();
   reader_.reset();
   engine_.reset();
+  targets_.clear();
   tier_.reset();
   pool_.reset();
 }
@@ -478,10 +483,33 @@ void loader::reap_finished() {
   });
 }
 
-expected<load_handle> loader::load(const checkpoint& ckpt, load_mode mode) {
+status loader::add_device(device& dev) {
+  if (&dev == &device_ ||
+      std::any_of(targets_.begin(), targets_.end(), [&](const auto& t) { return t.first == &dev; }))
+    return {};
+  THAW_TRY(pool_->register_with(dev));
+  targets_.emplace_back(&dev, dev.make_copy_engine(options_.copy_lanes));
+  return {};
+}
+
+expected<load_handle> loader::load(const checkpoint& ckpt, load_mode mode, device* target) {
   reap_finished();
+  copy_engine* engine = engine_.get();
+  if (target == nullptr || target == &device_) {
+    target = &device_;
+  } else {
+    auto it = std::find_if(targets_.begin(), targets_.end(),
+                           [&](const auto& t) { return t.first == target; });
+    if (it == targets_.end())
+      return make_error(errc::invalid_argument,
+                        "loader: " + target->name() + " is not one of its devices (add_device)");
+    engine = it->second.get();
+    mode = load_mode::copy; // only the loader's own (host) device can run from the tier
+  }
   THAW_TRY(tier_->check_fits(ckpt));
   auto s = std::make_shared<detail::load_state>();
+  s->target = target;
+  s->engine = engine;
   s->ckpt = ckpt;
   s->name = ckpt.dir().has_filename() ? ckpt.dir().filename().string()
                                       : ckpt.dir().parent_path().filename().string();
@@ -490,7 +518,7 @@ expected<load_handle> loader::load(const checkpoint& ckpt, load_mode mode) {
     mode = load_mode::copy;
   s->mode = mode;
   if (mode == load_mode::copy) {
-    auto buffer = device_.allocate(ckpt.total_bytes());
+    auto buffer = target->allocate(ckpt.total_bytes());
     if (!buffer)
       return with_context(std::move(buffer).err(), "loading " + s->name);
     s->buffer = std::move(*buffer);
@@ -560,7 +588,7 @@ status loader::copy_segments(detail::load_state& s, cached_model& model, std::st
     }
     for (std::uint32_t p = 0; p < pieces; ++p) {
       const auto len = std::min<std::uint64_t>(left, buffers[p].size());
-      engine_->submit(*s.buffer, dst, buffers[p].data(), len,
+      s.engine->submit(*s.buffer, dst, buffers[p].data(), len,
                       [&s, i, len](status st) { s.on_copied(i, len, std::move(st)); });
       dst += len;
       left -= len;
@@ -618,7 +646,7 @@ void loader::run(detail::load_state& s) {
       files = tier_->file_bytes(lease->model(), s.ckpt);
       if (files.empty() || tier_->pinned_chunks() + keep_unpinned() > pool_->total_chunks()) {
         files.clear();
-        auto buffer = device_.allocate(s.ckpt.total_bytes());
+        auto buffer = s.target->allocate(s.ckpt.total_bytes());
         std::lock_guard lock{s.mutex};
         s.mode = load_mode::copy;
         if (buffer)

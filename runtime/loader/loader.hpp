@@ -242,8 +242,17 @@ public:
   /// hold the buffer or the model can never fit in the chunk pool (`resource_exhausted` naming
   /// the model, its size and the pool's). Errors met later (missing or corrupt data files) are
   /// reported by the handle and name the file.
+  /// `target`: another device added with add_device (a node's GPU) to load into instead of the
+  /// loader's own; its loads copy (invalid_argument for a device not added).
   [[nodiscard]] expected<load_handle> load(const checkpoint& ckpt,
-                                          load_mode mode = load_mode::copy);
+                                          load_mode mode = load_mode::copy,
+                                          device* target = nullptr);
+
+  /// Makes `dev` a further target of load(): the chunk pool is registered with it (pinned, for
+  /// a GPU) and it gets copy lanes of its own (loader.copy_lanes), so that the DRAM tier is
+  /// shared by every device of a node: a model read once from SSD loads onto any of them at
+  /// memory speed. `dev` must outlive the loader. Not thread-safe with load(): call before.
+  [[nodiscard]] status add_device(device& dev);
 
   /// On a host device, whose memory the chunk pool already is: when `ckpt` is ready in the DRAM
   /// tier with each data file whole in consecutive pool chunks (dram_tier::file_bytes; the pool
@@ -292,6 +301,8 @@ private:
   std::unique_ptr<dram_tier> tier_;
   std::unique_ptr<ssd_reader> reader_;
   std::unique_ptr<copy_engine> engine_;
+  /// add_device's targets, each with its copy lanes.
+  std::vector<std::pair<device*, std::unique_ptr<copy_engine>>> targets_;
   std::atomic<std::uint64_t> bytes_from_dram_{0};
   std::atomic<std::uint64_t> loads_started_{0};
   std::atomic<std::uint64_t> maps_{0};

@@ -208,6 +208,36 @@ TEST_F(Loader, SecondLoadComesFromDramWithoutReading) {
   EXPECT_NE(second->buffer().data(), first->buffer().data());
 }
 
+TEST_F(Loader, AnAddedDeviceLoadsFromTheSharedTierThroughItsOwnLanes) {
+  // A node's GPUs are further targets of its one loader: the model is read from SSD once, and
+  // each device gets a copy from the DRAM tier into its own memory.
+  const auto ckpt = make(4);
+  auto l = make_loader(small_options(), dev);
+  host_device other;
+  gated_device unknown;
+  ASSERT_TRUE(l->add_device(other));
+  ASSERT_TRUE(l->add_device(other)) << "adding a device twice is harmless";
+
+  auto here = l->load(ckpt);
+  ASSERT_TRUE(here && here->wait());
+  const auto reads = l->stats().ssd_reads;
+  const auto held = other.allocated_bytes();
+  // An in-place load onto another device copies: only the loader's own memory is the tier.
+  auto there = l->load(ckpt, load_mode::in_place, &other);
+  ASSERT_TRUE(there) << there.err().to_string();
+  ASSERT_TRUE(there->wait());
+  EXPECT_EQ(there->mode(), load_mode::copy);
+  EXPECT_EQ(there->progress().source, load_source::dram);
+  EXPECT_EQ(l->stats().ssd_reads, reads);
+  EXPECT_GE(other.allocated_bytes(), held + ckpt.total_bytes()) << "the buffer is the other's";
+  EXPECT_EQ(buffer_bytes(*there), testing::concatenated_data(ckpt));
+
+  auto refused = l->load(ckpt, load_mode::copy, &unknown);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err().code, errc::invalid_argument);
+  EXPECT_NE(refused.err().message.find("gated host"), std::string::npos) << refused.err().message;
+}
+
 TEST_F(Loader, SmallPoolEvictsLeastRecentlyUsedModels) {
   const auto a = make(1), b = make(2), c = make(3);
   const auto per_model = a.chunks().size() * (64 << 10);
