@@ -84,6 +84,10 @@ expected<serve_options> serve_options::from_config(const config& cfg) {
     return make_error(errc::invalid_argument, "config key 'node.threads' must be 1..1024");
   o.node.cpu_slots = static_cast<std::int32_t>(slots);
   o.node.threads = static_cast<std::int32_t>(threads);
+  THAW_ASSIGN(auto gpus, cfg.get_int("node.gpus", o.node.gpus));
+  if (gpus < 0 || gpus > 64)
+    return make_error(errc::invalid_argument, "config key 'node.gpus' must be 0..64");
+  o.node.gpus = static_cast<std::int32_t>(gpus);
   THAW_ASSIGN(o.node.data_plane, cfg.get_bool("node.data_plane", o.node.data_plane));
   THAW_ASSIGN(o.node.data_address, cfg.get_string("node.data_address", o.node.data_address));
   THAW_ASSIGN(auto data_port, cfg.get_int("node.data_port", o.node.data_port));

@@ -1,6 +1,10 @@
 #include "actors/instance.hpp"
 
 #include "runtime/engine/host_model_runner.hpp"
+#if THAW_HAVE_CUDA
+#include "gpu/cuda/cuda_device.hpp"
+#include "runtime/engine/cuda_model_runner.hpp"
+#endif
 #include "runtime/engine/tokenizer.hpp"
 
 #include <caf/actor_system.hpp>
@@ -44,7 +48,8 @@ struct incoming_sequence {
 struct instance_state {
   std::shared_ptr<node_context> ctx;
   model_spec spec;
-  std::shared_ptr<host::thread_pool> pool; ///< its slot's compute threads
+  std::shared_ptr<host::thread_pool> pool; ///< its slot's compute threads (CPU slots)
+  device* gpu = nullptr;                   ///< its slot's GPU (GPU slots)
   // Destroyed bottom-up: engine before runner before weights (the runner reads them).
   std::unique_ptr<checkpoint> ckpt;
   std::unique_ptr<device_buffer> weights; ///< a loaded copy, or
@@ -82,15 +87,33 @@ struct instance_state {
 
 using instance_actor_ptr = instance_actor::stateful_pointer<instance_state>;
 
-/// The weights: on a host device, in place in the node's DRAM tier (loader::map when the model
-/// is ready there; else a load_mode::in_place load, which reads it there first): no copy, and
-/// instances of a model share one copy. Otherwise, or where the tier's layout or room says no,
-/// loaded into a buffer of the instance's own. Then the runner, the tokenizer and the engine.
+/// The weights: on a GPU slot, copied to its GPU from the node's DRAM tier. On the CPU, in place
+/// in the node's DRAM tier (loader::map when the model is ready there; else a
+/// load_mode::in_place load, which reads it there first): no copy, and instances of a model
+/// share one copy. Otherwise, or where the tier's layout or room says no, loaded into a buffer
+/// of the instance's own. Then the runner, the tokenizer and the engine.
 status load(instance_state& s) {
   const auto t0 = std::chrono::steady_clock::now();
   load_source source = load_source::dram;
   weight_files files;
-  if (!(s.mapped = s.ctx->ld->map(*s.ckpt))) {
+  if (s.gpu != nullptr) {
+    // On a GPU: copied from the node's DRAM tier (read from SSD first if it is not there) on
+    // the GPU's copy lanes, then the CUDA runner over it.
+#if THAW_HAVE_CUDA
+    THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt, load_mode::copy, s.gpu));
+    THAW_TRY(handle.wait());
+    s.started.transfer_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    source = handle.progress().source;
+    THAW_ASSIGN(s.weights, handle.take_buffer());
+    cuda_runner_options co;
+    co.num_kv_blocks = s.spec.kv_blocks;
+    THAW_ASSIGN(s.runner, make_cuda_model_runner(*s.ckpt, weights_in(*s.ckpt, *s.weights),
+                                                 static_cast<cuda::cuda_device&>(*s.gpu), co));
+#else
+    return make_error(errc::unsupported, "a GPU slot in a thaw built without CUDA");
+#endif
+  } else if (!(s.mapped = s.ctx->ld->map(*s.ckpt))) {
     THAW_ASSIGN(auto handle, s.ctx->ld->load(*s.ckpt, load_mode::in_place));
     THAW_TRY(handle.wait());
     s.started.transfer_seconds =
@@ -107,14 +130,16 @@ status load(instance_state& s) {
     files.files = s.mapped->files();
     s.started.mapped = true;
   }
-  host_runner_options ro;
-  ro.num_kv_blocks = s.spec.kv_blocks;
-  if (s.spec.threads > 0 && s.spec.threads != s.ctx->options.threads)
-    ro.threads = s.spec.threads; // a pool of its own
-  else
-    ro.pool = s.pool;
-  ro.kv_device = s.ctx->dev.get();
-  THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, files, ro));
+  if (s.gpu == nullptr) {
+    host_runner_options ro;
+    ro.num_kv_blocks = s.spec.kv_blocks;
+    if (s.spec.threads > 0 && s.spec.threads != s.ctx->options.threads)
+      ro.threads = s.spec.threads; // a pool of its own
+    else
+      ro.pool = s.pool;
+    ro.kv_device = s.ctx->dev.get();
+    THAW_ASSIGN(s.runner, make_host_model_runner(*s.ckpt, files, ro));
+  }
   THAW_ASSIGN(s.tok, s.ctx->tokenizer_for(s.ckpt->content_id(), s.ckpt->dir()));
   s.eng = std::make_unique<engine>(*s.runner, s.tok.get());
   s.started.node = s.ctx->options.name;
@@ -356,11 +381,12 @@ void run_step(instance_actor_ptr self) {
 instance_actor::behavior_type instance_fn(instance_actor_ptr self,
                                           std::shared_ptr<node_context> ctx, model_spec spec,
                                           std::shared_ptr<checkpoint> ckpt,
-                                          std::shared_ptr<host::thread_pool> pool) {
+                                          std::shared_ptr<host::thread_pool> pool, device* gpu) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
   s.ckpt = std::make_unique<checkpoint>(std::move(*ckpt));
   s.pool = std::move(pool);
+  s.gpu = gpu;
   s.spec = std::move(spec);
   if (auto r = load(s); !r) {
     s.load_error = with_context(std::move(r).err(), "loading " + s.spec.name);
@@ -492,9 +518,10 @@ instance_actor::behavior_type instance_fn(instance_actor_ptr self,
 
 instance_actor spawn_instance(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
                           model_spec spec, checkpoint ckpt,
-                          std::shared_ptr<host::thread_pool> pool) {
+                          std::shared_ptr<host::thread_pool> pool, device* gpu) {
   return sys.spawn<caf::detached>(instance_fn, std::move(ctx), std::move(spec),
-                                  std::make_shared<checkpoint>(std::move(ckpt)), std::move(pool));
+                                  std::make_shared<checkpoint>(std::move(ckpt)), std::move(pool),
+                                  gpu);
 }
 
 std::uint64_t instance_bytes(std::uint64_t weight_bytes, const model_config& cfg,

@@ -5,6 +5,9 @@
 #include "actors/slot.hpp"
 #include "actors/ssd_tier.hpp"
 #include "gpu/host/host_device.hpp"
+#if THAW_HAVE_CUDA
+#include "gpu/cuda/cuda_device.hpp"
+#endif
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -173,8 +176,9 @@ void next_placement(node_ptr self) {
   run();
 }
 
-/// Starts an instance of `spec` from `load` on the slot with the most free memory that fits it
-/// and delivers its instance_started (or the error) through `rp`.
+/// Starts an instance of `spec` from `load` on a GPU slot that fits it, else the CPU slot with
+/// the most free memory that does, and delivers its instance_started (or the error) through
+/// `rp`.
 void place(node_ptr self, model_spec spec, slot_load load,
            caf::typed_response_promise<instance_started> rp, double pull_seconds = 0,
            double fetch_seconds = 0) {
@@ -183,14 +187,20 @@ void place(node_ptr self, model_spec spec, slot_load load,
     const auto bytes = instance_bytes(weight_bytes, load.ckpt->config(), spec.kv_blocks);
     with_slots(self, [=](std::vector<slot_report> reports) mutable {
       auto& s = self->state;
+      // A GPU slot where one fits (it decodes many times faster), else a CPU slot; among
+      // those, the one with the most free memory.
       std::optional<std::size_t> best;
       std::uint64_t best_free = 0;
+      bool best_gpu = false;
       for (std::size_t i = 0; i < reports.size(); ++i) {
         const auto& info = reports[i].info;
         const auto free = info.memory_bytes - info.used_bytes;
-        if (info.memory_bytes > 0 && free >= bytes && (!best || free > best_free)) {
+        const bool gpu = info.kind == "cuda";
+        if (info.memory_bytes > 0 && free >= bytes &&
+            (!best || (gpu && !best_gpu) || (gpu == best_gpu && free > best_free))) {
           best = i;
           best_free = free;
+          best_gpu = gpu;
         }
       }
       if (!best) {
@@ -279,6 +289,12 @@ node_actor::behavior_type node_fn(node_ptr self, std::shared_ptr<node_context> c
                                  caf::actor_cast<caf::actor>(self)));
     self->link_to(s.slots.back());
   }
+  for (auto& gpu : s.ctx->gpus) { // GPU slots follow the CPU slots
+    const auto index = static_cast<std::int32_t>(s.slots.size());
+    s.slots.push_back(spawn_slot(sys, s.ctx, index, gpu->memory_bytes(),
+                                 caf::actor_cast<caf::actor>(self), gpu.get()));
+    self->link_to(s.slots.back());
+  }
   report(self);
   return {
       [=](start_atom, model_spec& spec,
@@ -320,6 +336,8 @@ expected<std::shared_ptr<node_context>> node_context::create(node_options option
     return make_error(errc::invalid_argument, "node.cpu_slots: must be at least 1");
   if (options.threads < 1)
     return make_error(errc::invalid_argument, "node.threads: must be at least 1");
+  if (options.gpus < 0)
+    return make_error(errc::invalid_argument, "node.gpus: must be 0 or more");
   THAW_TRY(options.loader.validate());
   auto ctx = std::make_shared<node_context>();
   ctx->options = std::move(options);
@@ -342,6 +360,20 @@ expected<std::shared_ptr<node_context>> node_context::create(node_options option
     };
   }
   THAW_ASSIGN(ctx->ld, loader::create(ctx->options.loader, *ctx->dev, pool_memory));
+  for (std::int32_t i = 0; i < ctx->options.gpus; ++i) {
+#if THAW_HAVE_CUDA
+    auto gpu = cuda::make_cuda_device({.ordinal = i});
+    if (!gpu)
+      return with_context(std::move(gpu).err(), "node.gpus = " + std::to_string(ctx->options.gpus));
+    if (auto added = ctx->ld->add_device(**gpu); !added)
+      return with_context(std::move(added).err(), "node.gpus: " + (*gpu)->name());
+    ctx->gpus.push_back(std::move(*gpu));
+#else
+    return make_error(errc::unsupported,
+                      "node.gpus = " + std::to_string(ctx->options.gpus) +
+                          ": this thaw was built without the CUDA backend");
+#endif
+  }
   return ctx;
 }
 

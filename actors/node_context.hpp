@@ -26,6 +26,9 @@ struct node_options {
   std::int32_t cpu_slots = 1;                   ///< node.cpu_slots
   std::uint64_t slot_memory_bytes = 8ull << 30; ///< node.slot_memory_bytes, per CPU slot
   std::int32_t threads = 2;                     ///< node.threads: compute threads per CPU slot
+  /// node.gpus: GPU slots, one for each of GPUs 0 .. gpus - 1 (a build with the CUDA backend).
+  /// Their instances load from the node's one DRAM tier onto their GPU and run the CUDA runner.
+  std::int32_t gpus = 0;
   loader_options loader;                        ///< loader.*: DRAM tier size, chunks, readers
   /// node.data_plane: a UCX data plane through which peers read this node's DRAM tier and this
   /// node pulls models it lacks on disk from theirs (the remote tier). Cluster nodes only: an
@@ -43,6 +46,8 @@ struct node_options {
 struct node_context {
   node_options options;
   std::unique_ptr<device> dev;
+  /// The node's GPUs (node.gpus), each a further target of the loader; destroyed after it.
+  std::vector<std::unique_ptr<device>> gpus;
   /// Null without node.data_plane. When present, the loader's chunk pool is memory it allocated
   /// (UCX shared memory where it can: a peer on the same host then reads it with one copy), so
   /// it must outlive the loader: declared first, destroyed last.
@@ -50,8 +55,9 @@ struct node_context {
   std::unique_ptr<loader> ld;
   std::shared_ptr<metrics::registry> metrics;
 
-  /// Makes the host device, the data plane when `with_data_plane` and options.data_plane, and
-  /// the loader. Errors name the bad option (or the data plane's failure).
+  /// Makes the host device, the data plane when `with_data_plane` and options.data_plane, the
+  /// loader and the GPUs of node.gpus. Errors name the bad option (or the data plane's or the
+  /// GPU's failure: node.gpus on a machine without them says why).
   [[nodiscard]] static expected<std::shared_ptr<node_context>>
   create(node_options options, std::shared_ptr<metrics::registry> metrics,
          bool with_data_plane = false);

@@ -28,6 +28,7 @@ struct slot_state {
   /// The slot's compute threads: the instances placed here share them (their forward passes
   /// take turns), and a cold start creates none.
   std::shared_ptr<host::thread_pool> pool;
+  device* gpu = nullptr; ///< a GPU slot's GPU (no pool then)
   std::unordered_map<caf::actor_addr, placed_instance> instances;
   /// The instances' addresses again, for the slot's exit (which outlives the state): they are
   /// stopped when the slot goes.
@@ -60,7 +61,7 @@ caf::result<instance_started> start(slot_ptr self, model_spec spec, slot_load lo
                                  std::to_string(s.index) + " has " +
                                  std::to_string(s.memory_bytes - s.used_bytes) + " free"));
   s.used_bytes += bytes;
-  auto inst = spawn_instance(self->system(), s.ctx, spec, *load.ckpt, s.pool);
+  auto inst = spawn_instance(self->system(), s.ctx, spec, *load.ckpt, s.pool, s.gpu);
   // Monitored, not linked: an instance that goes, whatever the reason (even a kill, which a
   // link would pass on), frees its bytes and leaves the slot be.
   self->monitor(inst);
@@ -85,7 +86,7 @@ slot_report report(slot_ptr self) {
   const auto& s = self->state;
   slot_report r;
   r.info.index = s.index;
-  r.info.kind = "cpu";
+  r.info.kind = s.gpu != nullptr ? "cuda" : "cpu";
   r.info.memory_bytes = s.memory_bytes;
   r.info.used_bytes = s.used_bytes;
   for (const auto& [addr, inst] : s.instances) {
@@ -97,13 +98,15 @@ slot_report report(slot_ptr self) {
 
 slot_actor::behavior_type slot_fn(slot_ptr self, std::shared_ptr<node_context> ctx,
                                   std::int32_t index, std::uint64_t memory_bytes,
-                                  caf::actor node) {
+                                  caf::actor node, device* gpu) {
   auto& s = self->state;
   s.ctx = std::move(ctx);
   s.node = node.address();
   s.index = index;
   s.memory_bytes = memory_bytes;
-  s.pool = std::make_shared<host::thread_pool>(s.ctx->options.threads);
+  s.gpu = gpu;
+  if (gpu == nullptr)
+    s.pool = std::make_shared<host::thread_pool>(s.ctx->options.threads);
   self->set_down_handler([=](const caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.instances.find(dm.source);
@@ -137,8 +140,9 @@ slot_actor::behavior_type slot_fn(slot_ptr self, std::shared_ptr<node_context> c
 } // namespace
 
 slot_actor spawn_slot(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
-                      std::int32_t index, std::uint64_t memory_bytes, caf::actor node) {
-  return sys.spawn(slot_fn, std::move(ctx), index, memory_bytes, std::move(node));
+                      std::int32_t index, std::uint64_t memory_bytes, caf::actor node,
+                      device* gpu) {
+  return sys.spawn(slot_fn, std::move(ctx), index, memory_bytes, std::move(node), gpu);
 }
 
 } // namespace thaw

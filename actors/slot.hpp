@@ -1,10 +1,10 @@
 #pragma once
-/// The slot actor: one per device of a node (CPU slots where there is no GPU, as many and as
-/// large as node.cpu_slots and node.slot_memory_bytes say). It owns the slot's memory account
-/// and its compute threads, and supervises the instances it runs: it monitors each (one that
-/// exits, stopped, crashed or killed, frees its memory and never takes the slot or the node
-/// down) and stops those left when it goes itself (it goes with its node, which is linked to
-/// it). A CUDA slot will own its device context.
+/// The slot actor: one per device of a node: CPU slots (as many and as large as node.cpu_slots
+/// and node.slot_memory_bytes say) and a GPU slot per GPU of node.gpus (as large as the GPU's
+/// memory). It owns the slot's memory account and, on the CPU, its compute threads, and
+/// supervises the instances it runs: it monitors each (one that exits, stopped, crashed or
+/// killed, frees its memory and never takes the slot or the node down) and stops those left
+/// when it goes itself (it goes with its node, which is linked to it).
 ///
 ///   (start_atom, model_spec, slot_load) -> instance_started | error
 ///       reserves the instance's bytes (weights plus KV cache; resource_exhausted naming both
@@ -53,12 +53,13 @@ using slot_actor =
                      caf::reacts_to<stop_atom, caf::actor>,
                      caf::replies_to<status_atom>::with<slot_report>>;
 
-/// Spawns slot `index` of `memory_bytes` with a pool of ctx->options.threads compute threads
-/// (shared by the instances placed here; one whose spec asks for another count gets its own).
+/// Spawns slot `index` of `memory_bytes`: on `gpu` (one of ctx->gpus), or, when null, on the
+/// CPU with a pool of ctx->options.threads compute threads (shared by the instances placed
+/// here; one whose spec asks for another count gets its own).
 /// `node` (may be invalid) gets (changed_atom) whenever an instance here exits.
 [[nodiscard]] slot_actor spawn_slot(caf::actor_system& sys, std::shared_ptr<node_context> ctx,
                                     std::int32_t index, std::uint64_t memory_bytes,
-                                    caf::actor node);
+                                    caf::actor node, device* gpu = nullptr);
 
 } // namespace thaw
 

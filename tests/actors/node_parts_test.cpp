@@ -10,6 +10,10 @@
 #include "runtime/common/metrics.hpp"
 #include "tests/support/test_checkpoint.hpp"
 #include "tests/support/test_models.hpp"
+#if THAW_HAVE_CUDA
+#include "gpu/cuda/cuda_device.hpp"
+#include "tests/support/cuda_test.hpp"
+#endif
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -79,6 +83,52 @@ protected:
   std::unique_ptr<caf::actor_system> sys_;
   std::vector<caf::actor> spawned_;
 };
+
+TEST_F(NodeParts, GpusTheMachineDoesNotHaveAreRefusedSayingWhy) {
+#if THAW_HAVE_CUDA
+  if (cuda::device_count() > 0)
+    GTEST_SKIP() << "this machine has a GPU; the test is for machines without one";
+#endif
+  node_options no;
+  no.gpus = 1;
+  no.loader.pool_bytes = 64ull << 20;
+  auto ctx = node_context::create(no, std::make_shared<metrics::registry>());
+  ASSERT_FALSE(ctx);
+  EXPECT_NE(ctx.err().message.find("node.gpus = 1"), std::string::npos) << ctx.err().to_string();
+#if THAW_HAVE_CUDA
+  EXPECT_EQ(ctx.err().code, errc::device_error);
+  EXPECT_NE(ctx.err().message.find(cuda::unavailable_reason()), std::string::npos)
+      << ctx.err().to_string();
+#else
+  EXPECT_EQ(ctx.err().code, errc::unsupported);
+#endif
+}
+
+#if THAW_HAVE_CUDA
+TEST_F(NodeParts, AGpuSlotLoadsItsInstancesOntoTheGpuFromTheSharedTier) {
+  THAW_SKIP_WITHOUT_GPU();
+  node_options no;
+  no.gpus = 1;
+  auto ctx = context(no);
+  ASSERT_EQ(ctx->gpus.size(), 1u);
+  caf::scoped_actor node{*sys_};
+  auto* gpu = ctx->gpus[0].get();
+  auto slot = keep(spawn_slot(*sys_, ctx, 1, gpu->memory_bytes(),
+                              caf::actor_cast<caf::actor>(node), gpu));
+  auto ck = std::make_shared<const checkpoint>(*checkpoint::open(ckpt()));
+  auto first = ask<instance_started>(slot, start_atom::value, spec(), slot_load{ck, nullptr});
+  ASSERT_TRUE(first) << first.err().to_string();
+  EXPECT_EQ(first->source, "ssd");
+  EXPECT_FALSE(first->mapped);
+  auto second = ask<instance_started>(slot, start_atom::value, spec(), slot_load{ck, nullptr});
+  ASSERT_TRUE(second) << second.err().to_string();
+  EXPECT_EQ(second->source, "dram") << "read from SSD once, for every device of the node";
+  auto st = ask<slot_report>(slot, status_atom::value);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->info.kind, "cuda");
+  EXPECT_EQ(st->info.used_bytes, 2 * tiny_bytes());
+}
+#endif
 
 TEST_F(NodeParts, ASlotRefusesWhatDoesNotFitAndFreesTheBytesOfAKilledInstance) {
   auto ctx = context();

@@ -681,6 +681,18 @@ TEST(ServeOptions, HttpOutputLimitsComeFromTheConfig) {
   EXPECT_NE(bad.err().message.find("http.write_timeout"), std::string::npos) << bad.err().message;
 }
 
+TEST(ServeOptions, GpuSlotsComeFromTheConfig) {
+  auto d = parse("");
+  ASSERT_TRUE(d) << d.err().to_string();
+  EXPECT_EQ(d->node.gpus, 0) << "CPU slots only unless asked";
+  auto o = parse("[node]\ngpus = 2\n");
+  ASSERT_TRUE(o) << o.err().to_string();
+  EXPECT_EQ(o->node.gpus, 2);
+  auto bad = parse("[node]\ngpus = -1\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.err().message.find("node.gpus"), std::string::npos) << bad.err().message;
+}
+
 TEST(ServeOptions, HowLongAPullWaitsForRoomComesFromTheConfig) {
   auto d = parse("");
   ASSERT_TRUE(d) << d.err().to_string();
