@@ -260,9 +260,9 @@ struct engine::impl {
       s.inserted_blocks = full;
   }
 
-  /// Samples the next token of `s` from `row`, appends it, and fills `ev`; true when `s` ended.
-  bool advance(sequence& s, std::span<const float> row, sequence_event& ev) {
-    auto picked = sample(row, s.request.sampling, s.rng);
+  /// Appends `picked`, the next token of `s` sampled from its logits, and fills `ev`; true when
+  /// `s` ended.
+  bool advance(sequence& s, expected<sample_result> picked, sequence_event& ev) {
     if (!picked) {
       ev.finish = finish_reason::error;
       ev.failure = std::move(picked).err();
@@ -326,9 +326,28 @@ struct engine::impl {
       rows += item.want_logits ? 1 : 0;
       batch.push_back(item);
     }
+    // Where the runner can sample where its logits are (a GPU), only tokens come back; top
+    // alternatives (logprobs > 0) need the whole rows here.
+    bool on_device = runner->samples_on_device();
+    std::vector<sampling_params> params;
+    std::vector<rng_state> rngs;
+    if (on_device)
+      for (std::size_t i = 0; i < plan.size() && on_device; ++i)
+        if (batch[i].want_logits) {
+          on_device = plan[i].seq->request.sampling.logprobs <= 0;
+          params.push_back(plan[i].seq->request.sampling);
+          rngs.push_back(plan[i].seq->rng);
+        }
     const std::size_t vocab = runner->config().vocab_size;
-    logits.resize(rows * vocab);
-    auto ran = runner->forward(batch, logits);
+    std::vector<expected<sample_result>> picked;
+    status ran;
+    if (on_device) {
+      picked.assign(rows, make_error(errc::internal, "not sampled"));
+      ran = runner->forward_sampled(batch, params, rngs, picked);
+    } else {
+      logits.resize(rows * vocab);
+      ran = runner->forward(batch, logits);
+    }
     if (!ran) {
       for (auto& p : plan) {
         sequence_event ev;
@@ -359,7 +378,16 @@ struct engine::impl {
         ev.cached_tokens = s.cached_tokens;
         s.reported_cached = true;
       }
-      if (advance(s, std::span<const float>(logits).subspan(row * vocab, vocab), ev))
+      expected<sample_result> next = make_error(errc::internal, "not sampled");
+      if (on_device) {
+        next = std::move(picked[row]);
+        if (next && s.request.sampling.temperature > 0.0f)
+          ++s.rng.counter; // the one draw the device made from this stream
+      } else {
+        next = sample(std::span<const float>(logits).subspan(row * vocab, vocab),
+                      s.request.sampling, s.rng);
+      }
+      if (advance(s, std::move(next), ev))
         finished.push_back(&s);
       ev.rng = s.rng;
       if (s.stops)

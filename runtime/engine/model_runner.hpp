@@ -12,6 +12,7 @@
 
 #include "runtime/checkpoint/model_config.hpp"
 #include "runtime/common/error.hpp"
+#include "runtime/engine/sampler.hpp"
 
 #include <cstdint>
 #include <span>
@@ -78,6 +79,27 @@ public:
   /// computed then. Deterministic: the same batch gives the same logits bit for bit.
   [[nodiscard]] virtual status forward(std::span<const forward_item> batch,
                                        std::span<float> logits) = 0;
+
+  /// Whether forward_sampled is implemented: a runner whose logits live on a device (CUDA)
+  /// samples there and sends back tokens instead of vocab_size floats a row.
+  [[nodiscard]] virtual bool samples_on_device() const noexcept { return false; }
+
+  /// forward(), then for each item that wants logits, in batch order, the token thaw::sample
+  /// would pick from them with params[i] and rngs[i] (the stream before the draw; the caller
+  /// advances its own by one draw when temperature > 0), and its logprob when
+  /// params[i].logprobs == 0. Top alternatives (logprobs > 0) are not offered: ask forward()
+  /// for those. `out[i]` is an error (naming the NaN's index, or every logit -inf) where the
+  /// host sampler's would be. `unsupported` unless samples_on_device().
+  [[nodiscard]] virtual status forward_sampled(std::span<const forward_item> batch,
+                                               std::span<const sampling_params> params,
+                                               std::span<const rng_state> rngs,
+                                               std::span<expected<sample_result>> out) {
+    (void)batch;
+    (void)params;
+    (void)rngs;
+    (void)out;
+    return make_error(errc::unsupported, "forward_sampled: this runner samples on the host");
+  }
 };
 
 } // namespace thaw

@@ -136,6 +136,78 @@ TEST_F(EngineTest, SeededSequenceIsTheSameWhateverIsBatchedWithIt) {
   EXPECT_NE(alone(r), expect);
 }
 
+/// The host runner as a runner that samples where its logits are, as the CUDA runner does:
+/// forward_sampled runs the forward and picks each row's token with thaw::sample on a copy of
+/// the stream it is given. It checks the engine's side of the contract (parameters and streams
+/// in batch order, the caller's stream advanced by the draw, logprobs > 0 left to forward()).
+class sampling_runner final : public model_runner {
+public:
+  explicit sampling_runner(model_runner& inner) : inner_(inner) {}
+  const model_config& config() const noexcept override { return inner_.config(); }
+  std::int32_t num_kv_blocks() const noexcept override { return inner_.num_kv_blocks(); }
+  status forward(std::span<const forward_item> batch, std::span<float> logits) override {
+    ++plain_calls;
+    return inner_.forward(batch, logits);
+  }
+  bool samples_on_device() const noexcept override { return true; }
+  status forward_sampled(std::span<const forward_item> batch,
+                         std::span<const sampling_params> params, std::span<const rng_state> rngs,
+                         std::span<expected<sample_result>> out) override {
+    ++sampled_calls;
+    const auto V = static_cast<std::size_t>(config().vocab_size);
+    std::vector<float> logits(params.size() * V);
+    THAW_TRY(inner_.forward(batch, logits));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      EXPECT_LE(params[i].logprobs, 0);
+      rng_state rng = rngs[i];
+      out[i] = sample(std::span<const float>(logits).subspan(i * V, V), params[i], rng);
+    }
+    return {};
+  }
+  int plain_calls = 0;
+  int sampled_calls = 0;
+
+private:
+  model_runner& inner_;
+};
+
+TEST_F(EngineTest, ARunnerThatSamplesOnItsDeviceGivesTheSameTokensAndStreams) {
+  std::vector<generation_request> reqs{request(prompt(20, 5), 15),
+                                       request(prompt(30, 6), 15, 0.8f, 77),
+                                       request(prompt(12, 7), 15, 1.2f, 78)};
+  reqs[1].sampling.top_p = 0.9f;
+  reqs[2].sampling.top_k = 40;
+  reqs[2].sampling.logprobs = 0;
+  auto run = [&](model_runner& r) {
+    engine e(r, nullptr, {.max_batch_tokens = 24});
+    std::vector<sequence_id> ids;
+    for (const auto& q : reqs)
+      ids.push_back(*e.add(q));
+    auto o = drain(e);
+    std::vector<std::pair<std::vector<std::int32_t>, rng_state>> got;
+    for (auto id : ids)
+      got.emplace_back(o.tokens[id], o.last[id].rng);
+    return got;
+  };
+  auto host = load();
+  auto device = load();
+  sampling_runner sampler(*device.runner);
+  const auto expect = run(*host.runner);
+  EXPECT_EQ(run(sampler), expect);
+  EXPECT_GT(sampler.sampled_calls, 0);
+  EXPECT_EQ(sampler.plain_calls, 0);
+  EXPECT_GT(expect[1].second.counter, 0u) << "the seeded streams advanced";
+
+  // Top alternatives need the whole rows: such a request goes through forward().
+  reqs = {request(prompt(20, 5), 4, 0.8f, 9)};
+  reqs[0].sampling.logprobs = 2;
+  auto again = load();
+  sampling_runner with_top(*again.runner);
+  EXPECT_EQ(run(with_top), run(*load().runner));
+  EXPECT_GT(with_top.plain_calls, 0);
+  EXPECT_EQ(with_top.sampled_calls, 0);
+}
+
 TEST_F(EngineTest, ChunkedPrefillGivesTheSameTokensAsOneChunk) {
   auto r = request(prompt(70, 3), 10);
   engine_options small;
