@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -268,6 +269,16 @@ TEST(cuda_kernels, convert_matches_convert_elements_bit_for_bit) {
   f[2] = 1.0f + 1.0f / 256;
   f[3] = std::numeric_limits<float>::infinity();
   f[4] = 3e38f;
+  // NaNs of both signs and with payloads: the hardware's conversions make them canonical
+  // (0x7fff); thaw::convert_elements keeps the sign (and bf16 the payload's top).
+  f[5] = std::bit_cast<float>(0x7fc00000u);
+  f[6] = std::bit_cast<float>(0xffc00000u);
+  f[7] = std::bit_cast<float>(0x7fa5a000u); // signalling, payload in the bf16 half
+  f[8] = std::bit_cast<float>(0xff812000u);
+  f[9] = -std::numeric_limits<float>::infinity();
+  f[10] = -0.0f;
+  f[11] = 65520.0f; // the f16 rounding boundary to inf
+  f[12] = 3.0e-8f;  // f16 subnormal range, rounds to the smallest subnormal
   for (const dtype from : out_types) {
     std::vector<std::uint8_t> in(f.size() * thaw::dtype_size(from));
     thaw::convert_elements(dtype::f32, f.data(), from, in.data(), f.size());
