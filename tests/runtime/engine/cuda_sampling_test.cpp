@@ -9,6 +9,7 @@
 // within that rounding of a boundary between two candidates (probability ~1e-6 per draw), so
 // each parameter set allows at most 1 mismatch in its draws (in practice 0).
 #include "gpu/kernels/kernels.hpp"
+#include "gpu/kernels/sample_order.hpp"
 #include "gpu/kernels/sample_rng.hpp"
 #include "runtime/engine/sampler.hpp"
 #include "tests/support/cuda_buffer.hpp"
@@ -16,10 +17,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <iostream>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <span>
 #include <string>
@@ -66,6 +70,74 @@ TEST(cuda_sampling, uniform_is_the_cpu_streams) {
       thaw::rng_state rng{seed, counter};
       EXPECT_EQ(k::sample_uniform(seed, counter), rng.next_uniform());
     }
+}
+
+TEST(cuda_sampling, order_key_grows_with_the_value_and_ties_zeros) {
+  // Host side only: the bisection's keys. Every pair of special and random values (negative
+  // numbers, subnormals, both zeros, both infinities, the extremes) orders as the floats do.
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> v = {-inf, -std::numeric_limits<float>::max(), -3.5f, -1.0f, -1e-30f,
+                          -std::numeric_limits<float>::denorm_min(), -0.0f, 0.0f,
+                          std::numeric_limits<float>::denorm_min(),
+                          std::numeric_limits<float>::min(), 1e-30f, 0.25f, 1.0f,
+                          std::nextafter(1.0f, 2.0f), std::numeric_limits<float>::max(), inf};
+  std::mt19937 rng(21);
+  for (int i = 0; i < 2000; ++i) {
+    const auto bits = static_cast<std::uint32_t>(rng());
+    const auto f = std::bit_cast<float>(bits);
+    if (f == f)
+      v.push_back(f);
+  }
+  for (const float a : v)
+    for (const float b : v) {
+      const auto ka = k::sample_order_key(a), kb = k::sample_order_key(b);
+      ASSERT_EQ(a < b, ka < kb) << a << " vs " << b;
+      ASSERT_EQ(a == b, ka == kb) << a << " vs " << b;
+    }
+}
+
+TEST(cuda_sampling, key_order_and_prefixes_are_the_cpu_samplers_order) {
+  // Host side only: sorting by (key descending, id ascending) gives thaw::sample's by_value_desc
+  // order, on quarter-rounded logits with many ties, -0 / +0 and -inf; every prefix is what
+  // in_prefix says, and earliest picks the shorter prefix.
+  std::mt19937 rng(22);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> l(3000);
+  for (auto& x : l)
+    x = std::round(normal(rng) * 4.0f) / 4.0f;
+  for (int i = 0; i < 40; ++i)
+    l[rng() % l.size()] = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < 40; ++i)
+    l[rng() % l.size()] = (i % 2) ? -0.0f : 0.0f;
+  std::vector<std::int64_t> by_cpu(l.size()), by_key(l.size());
+  std::iota(by_cpu.begin(), by_cpu.end(), 0);
+  by_key = by_cpu;
+  std::sort(by_cpu.begin(), by_cpu.end(), [&](std::int64_t a, std::int64_t b) {
+    return l[a] > l[b] || (l[a] == l[b] && a < b);
+  });
+  std::sort(by_key.begin(), by_key.end(), [&](std::int64_t a, std::int64_t b) {
+    const auto ka = k::sample_order_key(l[a]), kb = k::sample_order_key(l[b]);
+    return ka > kb || (ka == kb && a < b);
+  });
+  ASSERT_EQ(by_key, by_cpu);
+  for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{17}, std::size_t{1500},
+                              l.size()}) {
+    const std::int64_t last = by_cpu[n - 1];
+    const k::sample_boundary b{k::sample_order_key(l[last]), last};
+    std::size_t inside = 0;
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const bool in = k::sample_in_prefix(k::sample_order_key(l[i]), static_cast<std::int64_t>(i), b);
+      const auto at = std::find(by_cpu.begin(), by_cpu.end(), static_cast<std::int64_t>(i)) -
+                      by_cpu.begin();
+      ASSERT_EQ(in, static_cast<std::size_t>(at) < n) << "prefix " << n << " id " << i;
+      inside += in ? 1 : 0;
+    }
+    EXPECT_EQ(inside, n);
+    const std::int64_t other = by_cpu[n / 2];
+    const k::sample_boundary c{k::sample_order_key(l[other]), other};
+    EXPECT_EQ(k::sample_earliest(b, c).id, other);
+    EXPECT_EQ(k::sample_earliest(c, b).id, other);
+  }
 }
 
 TEST(cuda_sampling, greedy_takes_the_lowest_id_of_tied_maxima) {
