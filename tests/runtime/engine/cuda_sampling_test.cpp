@@ -244,3 +244,68 @@ TEST(cuda_sampling, draws_the_cpu_samplers_token) {
       }
     }
 }
+
+TEST(cuda_sampling, negative_logits_negative_infinity_and_signed_zeros) {
+  THAW_SKIP_WITHOUT_GPU();
+  // Rows the random test rarely makes: every logit negative; most logits -inf with top_k larger
+  // than the finite ones (the count bisection then ends among the -inf keys); a maximum of 0
+  // shared by -0 and +0; each under the filters one at a time and together.
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const std::int64_t V = 32000;
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(-20.0f, 2.0f);
+  std::vector<float> logits(static_cast<std::size_t>(3 * V));
+  for (std::int64_t i = 0; i < V; ++i)
+    logits[static_cast<std::size_t>(i)] = std::round(normal(rng) * 2.0f) / 2.0f;
+  for (std::int64_t i = V; i < 2 * V; ++i)
+    logits[static_cast<std::size_t>(i)] = (i % 997 == 0) ? normal(rng) : -inf;
+  for (std::int64_t i = 2 * V; i < 3 * V; ++i)
+    logits[static_cast<std::size_t>(i)] = std::min(0.0f, std::round(normal(rng) + 18.0f));
+  logits[static_cast<std::size_t>(2 * V + 40)] = -0.0f;
+  logits[static_cast<std::size_t>(2 * V + 7)] = 0.0f;
+  logits[static_cast<std::size_t>(2 * V + 9000)] = -0.0f;
+  struct combo {
+    float temperature;
+    std::int32_t top_k;
+    float top_p, min_p;
+  };
+  const combo combos[] = {{0.0f, 0, 1.0f, 0.0f},  {1.0f, 0, 1.0f, 0.0f},  {1.0f, 100, 1.0f, 0.0f},
+                          {0.9f, 0, 0.7f, 0.0f},  {1.1f, 0, 1.0f, 0.1f},  {1.0f, 60, 0.9f, 0.05f},
+                          {1.0f, 5, 1.0f, 0.0f}};
+  for (const auto& c : combos) {
+    std::vector<k::sample_request> reqs;
+    for (int rep = 0; rep < 16; ++rep)
+      for (std::int64_t r = 0; r < 3; ++r) {
+        k::sample_request q;
+        q.temperature = c.temperature;
+        q.top_k = c.top_k;
+        q.top_p = c.top_p;
+        q.min_p = c.min_p;
+        q.seed = rng();
+        q.counter = static_cast<std::uint64_t>(rep);
+        q.want_logprob = 1;
+        reqs.push_back(q);
+      }
+    std::vector<float> all;
+    for (int rep = 0; rep < 16; ++rep)
+      all.insert(all.end(), logits.begin(), logits.end());
+    const auto out = gpu_sample(all, V, reqs);
+    int mismatches = 0;
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      const auto r = static_cast<std::int64_t>(i % 3);
+      thaw::rng_state state{reqs[i].seed, reqs[i].counter};
+      const auto cpu = thaw::sample(
+          std::span<const float>(logits.data() + r * V, static_cast<std::size_t>(V)),
+          params_of(reqs[i]), state);
+      ASSERT_TRUE(cpu.has_value());
+      ASSERT_EQ(out[i].status, k::sample_status::ok);
+      if (out[i].token != cpu->token) {
+        ++mismatches;
+        continue;
+      }
+      EXPECT_NEAR(out[i].logprob, cpu->logprob, 1e-4) << "row " << r;
+    }
+    EXPECT_LE(mismatches, 1) << "T=" << c.temperature << " top_k=" << c.top_k
+                             << " top_p=" << c.top_p << " min_p=" << c.min_p;
+  }
+}
