@@ -9,6 +9,7 @@
 // then scanned in id order. The weights exp((l - max) / T) are recomputed in each pass in f32,
 // as the CPU computes them, rather than stored: a 128k vocabulary does not fit in shared memory.
 #include "gpu/kernels/kernel_common.cuh"
+#include "gpu/kernels/sample_order.hpp"
 #include "gpu/kernels/sample_rng.hpp"
 
 #include <cfloat>
@@ -88,25 +89,13 @@ __device__ double block_exclusive_scan(double v, double* total) {
   return before + excl;
 }
 
-/// The logit's order as an unsigned integer (larger value, larger key); -0 is +0, as the CPU's
-/// == treats them.
-__device__ __forceinline__ uint32_t order_key(float v) {
-  uint32_t u = __float_as_uint(v);
-  if ((u & 0x7fffffffu) == 0)
-    u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/// The last element of a prefix of the order (key descending, id ascending).
-struct boundary {
-  uint32_t key;
-  int64_t id;
-};
+using boundary = sample_boundary;
+__device__ __forceinline__ uint32_t order_key(float v) { return sample_order_key(v); }
 __device__ __forceinline__ bool in_prefix(uint32_t key, int64_t id, boundary b) {
-  return key > b.key || (key == b.key && id <= b.id);
+  return sample_in_prefix(key, id, b);
 }
 __device__ __forceinline__ boundary earliest(boundary a, boundary b) {
-  return (a.key > b.key || (a.key == b.key && a.id < b.id)) ? a : b;
+  return sample_earliest(a, b);
 }
 
 /// One row and its temperature: the weight of element i as thaw::sample computes it.

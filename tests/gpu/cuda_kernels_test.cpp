@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -268,6 +269,16 @@ TEST(cuda_kernels, convert_matches_convert_elements_bit_for_bit) {
   f[2] = 1.0f + 1.0f / 256;
   f[3] = std::numeric_limits<float>::infinity();
   f[4] = 3e38f;
+  // NaNs of both signs and with payloads: the hardware's conversions make them canonical
+  // (0x7fff); thaw::convert_elements keeps the sign (and bf16 the payload's top).
+  f[5] = std::bit_cast<float>(0x7fc00000u);
+  f[6] = std::bit_cast<float>(0xffc00000u);
+  f[7] = std::bit_cast<float>(0x7fa5a000u); // signalling, payload in the bf16 half
+  f[8] = std::bit_cast<float>(0xff812000u);
+  f[9] = -std::numeric_limits<float>::infinity();
+  f[10] = -0.0f;
+  f[11] = 65520.0f; // the f16 rounding boundary to inf
+  f[12] = 3.0e-8f;  // f16 subnormal range, rounds to the smallest subnormal
   for (const dtype from : out_types) {
     std::vector<std::uint8_t> in(f.size() * thaw::dtype_size(from));
     thaw::convert_elements(dtype::f32, f.data(), from, in.data(), f.size());
@@ -373,7 +384,9 @@ TEST(cuda_kernels, attention_prefill_matches_reference) {
   const std::vector<std::pair<std::int32_t, std::int32_t>> items = {
       {0, 7}, {21, 33}, {5, 1}, {100, 100}, {0, 16}};
   for (const auto& s : shapes)
-    for (const std::int32_t window : {0, 24})
+    // Windows shorter than a tile (1, 5): rows of one tile start at different blocks, so a row
+    // meets whole blocks it must skip before its first score (the online softmax's -inf start).
+    for (const std::int32_t window : {0, 1, 5, 24})
       for (const dtype type : out_types) {
         std::vector<std::int32_t> written, pos, tok_item;
         std::vector<k::attention_tile> tiles;
@@ -417,35 +430,41 @@ TEST(cuda_kernels, attention_prefill_matches_reference) {
 TEST(cuda_kernels, attention_decode_matches_reference) {
   THAW_SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
-  // Context lengths (pos + 1) per item; 0 is a padding item (pos = -1: zero output).
-  const std::vector<std::int32_t> lengths = {1, 17, 2000, 0, 300, 16, 33};
-  for (const auto& s : shapes)
-    for (const std::int32_t window : {0, 100})
-      for (const dtype type : out_types) {
-        const paged_cache c(s, lengths, rng);
-        const auto S = static_cast<std::int64_t>(lengths.size());
-        std::vector<std::int32_t> pos;
-        for (const auto n : lengths)
-          pos.push_back(n - 1);
-        const auto q = random_floats(static_cast<std::size_t>(S * s.NH * s.D), rng);
-        const float scale = 1.0f / std::sqrt(static_cast<float>(s.D));
-        std::vector<float> want(q.size(), 0.0f);
-        for (std::int64_t i = 0; i < S; ++i)
-          if (pos[static_cast<std::size_t>(i)] >= 0)
-            reference_attention(c, q.data() + i * s.NH * s.D, i, pos[static_cast<std::size_t>(i)],
-                                s.NH, window, scale, want.data() + i * s.NH * s.D);
-        device_buffer<float> d_q(q), d_k(c.k), d_v(c.v);
-        device_buffer<std::int32_t> d_pos(pos), d_tables(c.tables);
-        std::vector<std::uint8_t> poison(q.size() * thaw::dtype_size(type), 0xff); // NaN
-        device_buffer<std::uint8_t> d_out(poison);
-        ASSERT_EQ(k::attention_decode(d_q.get(), d_k.get(), d_v.get(), S, d_pos.get(),
-                                      d_tables.get(), c.MB, s.NH, s.NKV, s.D, window, scale,
-                                      d_out.get(), type, nullptr),
-                  cudaSuccess);
-        cuda_sync();
-        expect_near_all(download_f32(d_out, type, want.size()), want, attention_abs_tol,
-                        rel_tol(type), label(s, S, type) + " window=" + std::to_string(window));
-      }
+  // Context lengths (pos + 1) per item; 0 is a padding item (pos = -1: zero output). The wide
+  // batch has S * NH >= 264 (S = 96) for every shape, so it takes the 8-warp launch
+  // that the narrow one (16 warps) never reaches.
+  const std::vector<std::int32_t> narrow = {1, 17, 2000, 0, 300, 16, 33};
+  std::vector<std::int32_t> wide;
+  for (std::int32_t i = 0; i < 96; ++i)
+    wide.push_back(i % 11 == 3 ? 0 : 1 + (i * 37) % 400);
+  for (const auto& lengths : {narrow, wide})
+    for (const auto& s : shapes)
+      for (const std::int32_t window : {0, 100})
+        for (const dtype type : out_types) {
+          const paged_cache c(s, lengths, rng);
+          const auto S = static_cast<std::int64_t>(lengths.size());
+          std::vector<std::int32_t> pos;
+          for (const auto n : lengths)
+            pos.push_back(n - 1);
+          const auto q = random_floats(static_cast<std::size_t>(S * s.NH * s.D), rng);
+          const float scale = 1.0f / std::sqrt(static_cast<float>(s.D));
+          std::vector<float> want(q.size(), 0.0f);
+          for (std::int64_t i = 0; i < S; ++i)
+            if (pos[static_cast<std::size_t>(i)] >= 0)
+              reference_attention(c, q.data() + i * s.NH * s.D, i, pos[static_cast<std::size_t>(i)],
+                                  s.NH, window, scale, want.data() + i * s.NH * s.D);
+          device_buffer<float> d_q(q), d_k(c.k), d_v(c.v);
+          device_buffer<std::int32_t> d_pos(pos), d_tables(c.tables);
+          std::vector<std::uint8_t> poison(q.size() * thaw::dtype_size(type), 0xff); // NaN
+          device_buffer<std::uint8_t> d_out(poison);
+          ASSERT_EQ(k::attention_decode(d_q.get(), d_k.get(), d_v.get(), S, d_pos.get(),
+                                        d_tables.get(), c.MB, s.NH, s.NKV, s.D, window, scale,
+                                        d_out.get(), type, nullptr),
+                    cudaSuccess);
+          cuda_sync();
+          expect_near_all(download_f32(d_out, type, want.size()), want, attention_abs_tol,
+                          rel_tol(type), label(s, S, type) + " window=" + std::to_string(window));
+        }
 }
 
 TEST(cuda_kernels, attention_rejects_unsupported_head_dim) {

@@ -9,6 +9,7 @@
 // within that rounding of a boundary between two candidates (probability ~1e-6 per draw), so
 // each parameter set allows at most 1 mismatch in its draws (in practice 0).
 #include "gpu/kernels/kernels.hpp"
+#include "gpu/kernels/sample_order.hpp"
 #include "gpu/kernels/sample_rng.hpp"
 #include "runtime/engine/sampler.hpp"
 #include "tests/support/cuda_buffer.hpp"
@@ -16,10 +17,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <iostream>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <span>
 #include <string>
@@ -66,6 +70,74 @@ TEST(cuda_sampling, uniform_is_the_cpu_streams) {
       thaw::rng_state rng{seed, counter};
       EXPECT_EQ(k::sample_uniform(seed, counter), rng.next_uniform());
     }
+}
+
+TEST(cuda_sampling, order_key_grows_with_the_value_and_ties_zeros) {
+  // Host side only: the bisection's keys. Every pair of special and random values (negative
+  // numbers, subnormals, both zeros, both infinities, the extremes) orders as the floats do.
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> v = {-inf, -std::numeric_limits<float>::max(), -3.5f, -1.0f, -1e-30f,
+                          -std::numeric_limits<float>::denorm_min(), -0.0f, 0.0f,
+                          std::numeric_limits<float>::denorm_min(),
+                          std::numeric_limits<float>::min(), 1e-30f, 0.25f, 1.0f,
+                          std::nextafter(1.0f, 2.0f), std::numeric_limits<float>::max(), inf};
+  std::mt19937 rng(21);
+  for (int i = 0; i < 2000; ++i) {
+    const auto bits = static_cast<std::uint32_t>(rng());
+    const auto f = std::bit_cast<float>(bits);
+    if (f == f)
+      v.push_back(f);
+  }
+  for (const float a : v)
+    for (const float b : v) {
+      const auto ka = k::sample_order_key(a), kb = k::sample_order_key(b);
+      ASSERT_EQ(a < b, ka < kb) << a << " vs " << b;
+      ASSERT_EQ(a == b, ka == kb) << a << " vs " << b;
+    }
+}
+
+TEST(cuda_sampling, key_order_and_prefixes_are_the_cpu_samplers_order) {
+  // Host side only: sorting by (key descending, id ascending) gives thaw::sample's by_value_desc
+  // order, on quarter-rounded logits with many ties, -0 / +0 and -inf; every prefix is what
+  // in_prefix says, and earliest picks the shorter prefix.
+  std::mt19937 rng(22);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> l(3000);
+  for (auto& x : l)
+    x = std::round(normal(rng) * 4.0f) / 4.0f;
+  for (int i = 0; i < 40; ++i)
+    l[rng() % l.size()] = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < 40; ++i)
+    l[rng() % l.size()] = (i % 2) ? -0.0f : 0.0f;
+  std::vector<std::int64_t> by_cpu(l.size()), by_key(l.size());
+  std::iota(by_cpu.begin(), by_cpu.end(), 0);
+  by_key = by_cpu;
+  std::sort(by_cpu.begin(), by_cpu.end(), [&](std::int64_t a, std::int64_t b) {
+    return l[a] > l[b] || (l[a] == l[b] && a < b);
+  });
+  std::sort(by_key.begin(), by_key.end(), [&](std::int64_t a, std::int64_t b) {
+    const auto ka = k::sample_order_key(l[a]), kb = k::sample_order_key(l[b]);
+    return ka > kb || (ka == kb && a < b);
+  });
+  ASSERT_EQ(by_key, by_cpu);
+  for (const std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{17}, std::size_t{1500},
+                              l.size()}) {
+    const std::int64_t last = by_cpu[n - 1];
+    const k::sample_boundary b{k::sample_order_key(l[last]), last};
+    std::size_t inside = 0;
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      const bool in = k::sample_in_prefix(k::sample_order_key(l[i]), static_cast<std::int64_t>(i), b);
+      const auto at = std::find(by_cpu.begin(), by_cpu.end(), static_cast<std::int64_t>(i)) -
+                      by_cpu.begin();
+      ASSERT_EQ(in, static_cast<std::size_t>(at) < n) << "prefix " << n << " id " << i;
+      inside += in ? 1 : 0;
+    }
+    EXPECT_EQ(inside, n);
+    const std::int64_t other = by_cpu[n / 2];
+    const k::sample_boundary c{k::sample_order_key(l[other]), other};
+    EXPECT_EQ(k::sample_earliest(b, c).id, other);
+    EXPECT_EQ(k::sample_earliest(c, b).id, other);
+  }
 }
 
 TEST(cuda_sampling, greedy_takes_the_lowest_id_of_tied_maxima) {
@@ -171,4 +243,69 @@ TEST(cuda_sampling, draws_the_cpu_samplers_token) {
         EXPECT_LE(mismatches, 1);
       }
     }
+}
+
+TEST(cuda_sampling, negative_logits_negative_infinity_and_signed_zeros) {
+  THAW_SKIP_WITHOUT_GPU();
+  // Rows the random test rarely makes: every logit negative; most logits -inf with top_k larger
+  // than the finite ones (the count bisection then ends among the -inf keys); a maximum of 0
+  // shared by -0 and +0; each under the filters one at a time and together.
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const std::int64_t V = 32000;
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(-20.0f, 2.0f);
+  std::vector<float> logits(static_cast<std::size_t>(3 * V));
+  for (std::int64_t i = 0; i < V; ++i)
+    logits[static_cast<std::size_t>(i)] = std::round(normal(rng) * 2.0f) / 2.0f;
+  for (std::int64_t i = V; i < 2 * V; ++i)
+    logits[static_cast<std::size_t>(i)] = (i % 997 == 0) ? normal(rng) : -inf;
+  for (std::int64_t i = 2 * V; i < 3 * V; ++i)
+    logits[static_cast<std::size_t>(i)] = std::min(0.0f, std::round(normal(rng) + 18.0f));
+  logits[static_cast<std::size_t>(2 * V + 40)] = -0.0f;
+  logits[static_cast<std::size_t>(2 * V + 7)] = 0.0f;
+  logits[static_cast<std::size_t>(2 * V + 9000)] = -0.0f;
+  struct combo {
+    float temperature;
+    std::int32_t top_k;
+    float top_p, min_p;
+  };
+  const combo combos[] = {{0.0f, 0, 1.0f, 0.0f},  {1.0f, 0, 1.0f, 0.0f},  {1.0f, 100, 1.0f, 0.0f},
+                          {0.9f, 0, 0.7f, 0.0f},  {1.1f, 0, 1.0f, 0.1f},  {1.0f, 60, 0.9f, 0.05f},
+                          {1.0f, 5, 1.0f, 0.0f}};
+  for (const auto& c : combos) {
+    std::vector<k::sample_request> reqs;
+    for (int rep = 0; rep < 16; ++rep)
+      for (std::int64_t r = 0; r < 3; ++r) {
+        k::sample_request q;
+        q.temperature = c.temperature;
+        q.top_k = c.top_k;
+        q.top_p = c.top_p;
+        q.min_p = c.min_p;
+        q.seed = rng();
+        q.counter = static_cast<std::uint64_t>(rep);
+        q.want_logprob = 1;
+        reqs.push_back(q);
+      }
+    std::vector<float> all;
+    for (int rep = 0; rep < 16; ++rep)
+      all.insert(all.end(), logits.begin(), logits.end());
+    const auto out = gpu_sample(all, V, reqs);
+    int mismatches = 0;
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      const auto r = static_cast<std::int64_t>(i % 3);
+      thaw::rng_state state{reqs[i].seed, reqs[i].counter};
+      const auto cpu = thaw::sample(
+          std::span<const float>(logits.data() + r * V, static_cast<std::size_t>(V)),
+          params_of(reqs[i]), state);
+      ASSERT_TRUE(cpu.has_value());
+      ASSERT_EQ(out[i].status, k::sample_status::ok);
+      if (out[i].token != cpu->token) {
+        ++mismatches;
+        continue;
+      }
+      EXPECT_NEAR(out[i].logprob, cpu->logprob, 1e-4) << "row " << r;
+    }
+    EXPECT_LE(mismatches, 1) << "T=" << c.temperature << " top_k=" << c.top_k
+                             << " top_p=" << c.top_p << " min_p=" << c.min_p;
+  }
 }
