@@ -379,4 +379,12 @@ void softmax_avx2(float* x, std::int64_t n) noexcept {
     x[i] *= inv;
 }
 
+void exp_avx2(float* x, std::int64_t n) noexcept {
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i)
+    x[i] = exp1(x[i]);
+}
+
 } // namespace thaw::host::detail
