@@ -1,6 +1,7 @@
 #include "bench/engine_bench.hpp"
 
 #include "bench/timing.hpp"
+#include "gpu/host/host_ops.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
 #if THAW_HAVE_CUDA
@@ -202,6 +203,24 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   if (!gpu && o.device != "host")
     return make_error(errc::invalid_argument,
                       "bench engine: device '" + o.device + "' (host or cuda)");
+  // The forced kernel path, for this run only.
+  struct restore_path {
+    host::kernel_path saved = host::active_kernel_path();
+    ~restore_path() { host::set_kernel_path(saved); }
+  } restore;
+  if (!o.kernels.empty()) {
+    bool known = false;
+    for (const auto p : {host::kernel_path::scalar, host::kernel_path::avx2,
+                         host::kernel_path::avx512, host::kernel_path::w16_emulated})
+      if (host::kernel_path_name(p) == o.kernels) {
+        host::set_kernel_path(p);
+        known = true;
+      }
+    if (!known)
+      return make_error(errc::invalid_argument,
+                        "bench engine: kernels '" + o.kernels +
+                            "' (scalar, avx2, avx512 or w16_emulated)");
+  }
   loaded_model m;
   if (gpu) {
 #if THAW_HAVE_CUDA
@@ -303,6 +322,8 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
         row["decode_steps_per_s"].get<double>() / limit_steps_per_s;
   out["read_gbps"] = read_gbps;
   out["device"] = m.dev->name();
+  if (!gpu)
+    out["kernels"] = std::string(host::kernel_path_name(host::active_kernel_path()));
   if (gpu) {
 #if THAW_HAVE_CUDA
     // Prefill as matrix work: 2 flops per weight of every matrix per prompt token (attention's
@@ -339,8 +360,11 @@ std::string format_engine_bench(const nlohmann::json& r) {
                 r["weight_bytes"].get<double>() / 1e6, r["threads"].get<int>(),
                 r["prompt_len"].get<int>(), r["gen"].get<int>());
   s += line;
-  std::snprintf(line, sizeof line, "  on %s; read bandwidth of the weights (limit): %.2f GB/s\n",
-                r.value("device", std::string("host")).c_str(), r["read_gbps"].get<double>());
+  const std::string kernels =
+      r.contains("kernels") ? " (" + r["kernels"].get<std::string>() + " kernels)" : "";
+  std::snprintf(line, sizeof line, "  on %s%s; read bandwidth of the weights (limit): %.2f GB/s\n",
+                r.value("device", std::string("host")).c_str(), kernels.c_str(),
+                r["read_gbps"].get<double>());
   s += line;
   if (r.contains("gemm_tflops")) {
     std::snprintf(line, sizeof line, "  cuBLAS GEMM %d^3 (prefill's reference): %.1f TFLOP/s\n",

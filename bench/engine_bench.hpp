@@ -35,6 +35,10 @@ struct engine_bench_options {
   /// against a plain cuBLAS GEMM (`gemm_size` cubed, in the weights' type) measured in the run.
   std::string device = "host";
   int gemm_size = 8192;
+  /// Host kernel path (host::kernel_path_name): empty for the default (the best this CPU runs),
+  /// or scalar, avx2, avx512, w16_emulated. A path the CPU lacks falls back as set_kernel_path
+  /// does; the result names the one used.
+  std::string kernels;
 };
 
 /// Runs the benchmark; the result is the JSON document `thaw bench engine --json` prints.

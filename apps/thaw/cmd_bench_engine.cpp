@@ -57,6 +57,10 @@ void add_bench_engine_command(CLI::App& bench) {
   cmd->add_option("--gemm-size", a->o.gemm_size, "GPU: side of the reference cuBLAS GEMM")
       ->check(CLI::Range(256, 32768))
       ->capture_default_str();
+  cmd->add_option("--kernels", a->o.kernels,
+                  "Host kernel path (default: the best this CPU runs); w16_emulated is the "
+                  "avx512 path's code on AVX2, a test path")
+      ->check(CLI::IsMember({"scalar", "avx2", "avx512", "w16_emulated"}));
   cmd->add_flag("--json", a->json, "Print JSON");
   add_common_options(*cmd, a->common);
   cmd->callback([a] { run_result = run_bench_engine(*a); });

@@ -11,7 +11,7 @@ namespace thaw::host {
 namespace {
 
 bool detect_avx2() noexcept {
-#if defined(THAW_HOST_OPS_AVX2)
+#if defined(THAW_HOST_OPS_X86)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
@@ -20,19 +20,58 @@ bool detect_avx2() noexcept {
 #endif
 }
 
+// libgcc's check of avx512f includes the OS saving the zmm state (XCR0).
+bool detect_avx512() noexcept {
+#if defined(THAW_HOST_OPS_X86)
+  __builtin_cpu_init();
+  return detect_avx2() && __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 const bool have_avx2 = detect_avx2();
-std::atomic<bool> use_avx2{have_avx2};
+const bool have_avx512 = detect_avx512();
+
+// The path set_kernel_path(p) gives on this CPU.
+kernel_path runnable(kernel_path p) noexcept {
+  switch (p) {
+  case kernel_path::avx512:
+    if (have_avx512)
+      return p;
+    [[fallthrough]];
+  case kernel_path::avx2:
+    return have_avx2 ? kernel_path::avx2 : kernel_path::scalar;
+  case kernel_path::w16_emulated:
+    return have_avx2 ? p : kernel_path::scalar;
+  case kernel_path::scalar:
+    break;
+  }
+  return kernel_path::scalar;
+}
+
+std::atomic<kernel_path> current{runnable(kernel_path::avx512)};
 
 } // namespace
 
-bool avx2_available() noexcept { return have_avx2; }
-
-kernel_path active_kernel_path() noexcept {
-  return use_avx2.load(std::memory_order_relaxed) ? kernel_path::avx2 : kernel_path::scalar;
+std::string_view kernel_path_name(kernel_path p) noexcept {
+  switch (p) {
+  case kernel_path::scalar: return "scalar";
+  case kernel_path::avx2: return "avx2";
+  case kernel_path::avx512: return "avx512";
+  case kernel_path::w16_emulated: return "w16_emulated";
+  }
+  return "unknown";
 }
 
+bool avx2_available() noexcept { return have_avx2; }
+
+bool avx512_available() noexcept { return have_avx512; }
+
+kernel_path active_kernel_path() noexcept { return current.load(std::memory_order_relaxed); }
+
 void set_kernel_path(kernel_path p) noexcept {
-  use_avx2.store(p == kernel_path::avx2 && have_avx2, std::memory_order_relaxed);
+  current.store(runnable(p), std::memory_order_relaxed);
 }
 
 // ---- matmul ----
@@ -95,25 +134,52 @@ void softmax_scalar(float* x, std::int64_t n) noexcept {
     x[i] *= inv;
 }
 
-#if !defined(THAW_HOST_OPS_AVX2)
-void matmul_rows_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
-                      const float* x, std::int64_t tokens, float* y, const float* bias,
-                      std::int64_t r0, std::int64_t r1) noexcept {
-  matmul_rows_scalar(w, wtype, rows, in, x, tokens, y, bias, r0, r1);
+void exp_scalar(float* x, std::int64_t n) noexcept {
+  for (std::int64_t i = 0; i < n; ++i)
+    x[i] = std::exp(x[i]);
 }
-void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept {
-  silu_mul_scalar(gate, up, n);
-}
-void softmax_avx2(float* x, std::int64_t n) noexcept { softmax_scalar(x, n); }
-void dot_rows_avx2(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
-                   float* out) noexcept {
-  dot_rows_scalar(q, rows, n, d, scale, out);
-}
-void axpy_rows_avx2(const float* w, const float* rows, std::int64_t n, std::int64_t d,
-                    float* out) noexcept {
-  axpy_rows_scalar(w, rows, n, d, out);
-}
+
+} // namespace detail
+
+namespace {
+
+// One path's bodies, indexed by kernel_path.
+struct kernel_set {
+  decltype(&detail::matmul_rows_scalar) matmul_rows;
+  decltype(&detail::dot_rows_scalar) dot_rows;
+  decltype(&detail::axpy_rows_scalar) axpy_rows;
+  decltype(&detail::silu_mul_scalar) silu_mul;
+  decltype(&detail::softmax_scalar) softmax;
+  decltype(&detail::exp_scalar) exp;
+};
+
+constexpr kernel_set scalar_set{detail::matmul_rows_scalar, detail::dot_rows_scalar,
+                                detail::axpy_rows_scalar,   detail::silu_mul_scalar,
+                                detail::softmax_scalar,     detail::exp_scalar};
+#if defined(THAW_HOST_OPS_X86)
+constexpr kernel_set kernel_sets[] = {
+    scalar_set,
+    {detail::matmul_rows_avx2, detail::dot_rows_avx2, detail::axpy_rows_avx2,
+     detail::silu_mul_avx2, detail::softmax_avx2, detail::exp_avx2},
+    {detail::matmul_rows_avx512, detail::dot_rows_avx512, detail::axpy_rows_avx512,
+     detail::silu_mul_avx512, detail::softmax_avx512, detail::exp_avx512},
+    {detail::matmul_rows_w16_avx2, detail::dot_rows_w16_avx2, detail::axpy_rows_w16_avx2,
+     detail::silu_mul_w16_avx2, detail::softmax_w16_avx2, detail::exp_w16_avx2},
+};
+#else
+// No SIMD files in this build: set_kernel_path never leaves scalar.
+constexpr kernel_set kernel_sets[] = {scalar_set, scalar_set, scalar_set, scalar_set};
 #endif
+
+const kernel_set& active_set() noexcept {
+  return kernel_sets[static_cast<std::size_t>(current.load(std::memory_order_relaxed))];
+}
+
+} // namespace
+
+namespace detail {
+
+void exp_inplace(float* x, std::int64_t n) noexcept { active_set().exp(x, n); }
 
 } // namespace detail
 
@@ -124,7 +190,7 @@ void matmul(thread_pool* pool, const void* w, dtype wtype, std::int64_t rows, st
 }
 
 void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
-  const bool simd = use_avx2.load(std::memory_order_relaxed);
+  const auto rows_body = active_set().matmul_rows;
   std::int64_t total = 0, work = 0;
   for (const auto& j : jobs) {
     total += j.rows;
@@ -136,12 +202,8 @@ void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
     for (const auto& j : jobs) {
       const std::int64_t r0 = std::max<std::int64_t>(b - base, 0);
       const std::int64_t r1 = std::min<std::int64_t>(e - base, j.rows);
-      if (r0 < r1) {
-        if (simd)
-          detail::matmul_rows_avx2(j.w, j.wtype, j.rows, j.in, j.x, j.tokens, j.y, j.bias, r0, r1);
-        else
-          detail::matmul_rows_scalar(j.w, j.wtype, j.rows, j.in, j.x, j.tokens, j.y, j.bias, r0, r1);
-      }
+      if (r0 < r1)
+        rows_body(j.w, j.wtype, j.rows, j.in, j.x, j.tokens, j.y, j.bias, r0, r1);
       base += j.rows;
     }
   };
@@ -154,18 +216,12 @@ void matmul_group(thread_pool* pool, std::span<const matmul_job> jobs) {
 
 void dot_rows(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
               float* out) noexcept {
-  if (use_avx2.load(std::memory_order_relaxed))
-    detail::dot_rows_avx2(q, rows, n, d, scale, out);
-  else
-    detail::dot_rows_scalar(q, rows, n, d, scale, out);
+  active_set().dot_rows(q, rows, n, d, scale, out);
 }
 
 void axpy_rows(const float* w, const float* rows, std::int64_t n, std::int64_t d,
                float* out) noexcept {
-  if (use_avx2.load(std::memory_order_relaxed))
-    detail::axpy_rows_avx2(w, rows, n, d, out);
-  else
-    detail::axpy_rows_scalar(w, rows, n, d, out);
+  active_set().axpy_rows(w, rows, n, d, out);
 }
 
 // ---- element-wise ----
@@ -231,10 +287,7 @@ void rope(float* x, std::int64_t heads, std::int64_t head_dim, const float* cos_
 }
 
 void silu_mul(float* gate, const float* up, std::int64_t n) noexcept {
-  if (use_avx2.load(std::memory_order_relaxed))
-    detail::silu_mul_avx2(gate, up, n);
-  else
-    detail::silu_mul_scalar(gate, up, n);
+  active_set().silu_mul(gate, up, n);
 }
 
 void add(float* x, const float* y, std::int64_t n) noexcept {
@@ -252,10 +305,7 @@ void embedding(const void* table, dtype type, std::int64_t dim, std::int64_t tok
 void softmax(float* x, std::int64_t n) noexcept {
   if (n <= 0)
     return;
-  if (use_avx2.load(std::memory_order_relaxed))
-    detail::softmax_avx2(x, n);
-  else
-    detail::softmax_scalar(x, n);
+  active_set().softmax(x, n);
 }
 
 } // namespace thaw::host

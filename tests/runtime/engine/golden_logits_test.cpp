@@ -149,17 +149,22 @@ TEST_P(golden_logits, prefill_and_decode_match_llama_cpp) {
   }
   std::vector<float> logits(V);
 
-  // Both kernel paths (the SIMD one when this CPU has it, and the scalar one).
+  // Every kernel path this CPU runs: scalar; avx2; avx512; and w16_emulated, the avx512 path's
+  // code on AVX2, so that its numerics meet llama.cpp's even where AVX-512 is absent.
   struct restore_path {
     host::kernel_path saved = host::active_kernel_path();
     ~restore_path() { host::set_kernel_path(saved); }
   } restore;
   std::vector<host::kernel_path> paths{host::kernel_path::scalar};
-  if (host::avx2_available())
+  if (host::avx2_available()) {
     paths.push_back(host::kernel_path::avx2);
+    paths.push_back(host::kernel_path::w16_emulated);
+  }
+  if (host::avx512_available())
+    paths.push_back(host::kernel_path::avx512);
   for (const auto path : paths) {
     host::set_kernel_path(path);
-    const std::string name = path == host::kernel_path::avx2 ? "avx2" : "scalar";
+    const std::string name(host::kernel_path_name(path));
     worst w;
     // Token by token: one forward per position, KV from the earlier forwards.
     for (const auto& gp : g.positions) {

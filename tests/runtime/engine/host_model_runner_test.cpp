@@ -321,9 +321,9 @@ TEST(host_model_runner, invalid_batches_are_rejected) {
   EXPECT_TRUE(r.forward({&no_logits, 1}, none));
 }
 
-TEST(host_model_runner, avx2_and_scalar_paths_agree) {
-  if (!host::avx2_available())
-    GTEST_SKIP() << "no AVX2 on this CPU";
+// The last chunk's logits of a 30-token prompt in chunks on kernel path `p` against the scalar
+// path (tiny-qwen2: bf16 weights, biases).
+void expect_path_agrees_with_scalar(host::kernel_path p) {
   auto f = make("tiny-qwen2", dtype::bf16);
   ASSERT_TRUE(f);
   auto& r = f->r();
@@ -333,10 +333,30 @@ TEST(host_model_runner, avx2_and_scalar_paths_agree) {
   const auto saved = host::active_kernel_path();
   host::set_kernel_path(host::kernel_path::scalar);
   const auto s = prefill_chunks(r, tokens, blocks, 30);
-  host::set_kernel_path(host::kernel_path::avx2);
+  host::set_kernel_path(p);
+  ASSERT_EQ(host::active_kernel_path(), p);
   const auto v = prefill_chunks(r, tokens, blocks, 30);
   host::set_kernel_path(saved);
   EXPECT_LE(max_rel_diff(v, s), 1e-4f);
+}
+
+TEST(host_model_runner, avx2_and_scalar_paths_agree) {
+  if (!host::avx2_available())
+    GTEST_SKIP() << "no AVX2 on this CPU";
+  expect_path_agrees_with_scalar(host::kernel_path::avx2);
+}
+
+TEST(host_model_runner, avx512_and_scalar_paths_agree) {
+  if (!host::avx512_available())
+    GTEST_SKIP() << "no AVX-512 on this CPU";
+  expect_path_agrees_with_scalar(host::kernel_path::avx512);
+}
+
+// The avx512 path's 16-lane code, compiled for AVX2: runs where AVX-512 does not.
+TEST(host_model_runner, w16_emulated_and_scalar_paths_agree) {
+  if (!host::avx2_available())
+    GTEST_SKIP() << "no AVX2 on this CPU (the w16_emulated path runs on AVX2)";
+  expect_path_agrees_with_scalar(host::kernel_path::w16_emulated);
 }
 
 TEST(host_model_runner, stories15m_matches_reference_and_reports_speed) {
