@@ -589,9 +589,12 @@ status cuda_model_runner::run_forward(std::span<const forward_item> batch, std::
   THAW_TRY(run_step(l));
 
   const auto V = static_cast<int64_t>(c.vocab_size);
-  if (l.W > 0)
+  // A padded decode computes a row per padding item too; only the batch's own rows (the
+  // first S) come back.
+  const int64_t back = l.decode ? std::min<int64_t>(S, l.W) : l.W;
+  if (back > 0)
     THAW_CUDA_CHECK(cudaMemcpyAsync(logits_host_.as<float>(), logits_.get(),
-                                    static_cast<std::size_t>(l.W * V) * sizeof(float),
+                                    static_cast<std::size_t>(back * V) * sizeof(float),
                                     cudaMemcpyDeviceToHost, stream_));
   THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
   THAW_CUDA_CHECK(cudaGetLastError());
