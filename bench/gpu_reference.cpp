@@ -54,6 +54,8 @@ expected<double> device_copy_gbps(int ordinal, std::size_t bytes, int repeats) {
   THAW_CUDA_CHECK(cudaMalloc(&a.p, bytes));
   THAW_CUDA_CHECK(cudaMalloc(&b.p, bytes));
   THAW_CUDA_CHECK(cudaMemset(a.p, 1, bytes));
+  // cudaMemset runs on the legacy stream, which the non-blocking timing stream does not wait for.
+  THAW_CUDA_CHECK(cudaDeviceSynchronize());
   timing t;
   THAW_TRY(t.init());
   double best = 1e30;
@@ -79,6 +81,7 @@ expected<double> gemm_tflops(int ordinal, dtype type, std::int64_t m, std::int64
   // Bytes of 0x3c: small finite numbers in f32, f16 and bf16 alike.
   THAW_CUDA_CHECK(cudaMemset(a.p, 0x3c, static_cast<std::size_t>(m * k) * esz));
   THAW_CUDA_CHECK(cudaMemset(b.p, 0x3c, static_cast<std::size_t>(n * k) * esz));
+  THAW_CUDA_CHECK(cudaDeviceSynchronize()); // as above: the GEMM must not race the memsets
   timing t;
   THAW_TRY(t.init());
   THAW_ASSIGN(auto blas, cuda::blas::create(t.stream));

@@ -4,6 +4,8 @@
 
 #include <cublas_v2.h>
 
+#include <algorithm>
+#include <limits>
 #include <string>
 
 namespace thaw::cuda {
@@ -66,7 +68,10 @@ expected<blas> blas::create(cudaStream_t stream, std::size_t workspace_bytes) {
 status blas::linear(const void* w, dtype type, std::int64_t rows, std::int64_t in,
                     std::int64_t ldw, const void* x, std::int64_t ldx, std::int64_t tokens,
                     float* y, std::int64_t ldy, float beta) {
-  if (rows <= 0 || in <= 0 || tokens <= 0 || ldw < in || ldx < in || ldy < rows)
+  // cublasGemmEx takes int sizes: anything wider would be truncated, not refused.
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  if (rows <= 0 || in <= 0 || tokens <= 0 || ldw < in || ldx < in || ldy < rows ||
+      std::max({rows, in, tokens, ldw, ldx, ldy}) > int_max)
     return make_error(errc::invalid_argument,
                       "blas::linear: bad shape rows " + std::to_string(rows) + " in " +
                           std::to_string(in) + " tokens " + std::to_string(tokens));

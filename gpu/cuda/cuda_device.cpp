@@ -325,9 +325,12 @@ private:
       }
       status result = std::move(en.result);
       if (en.event != nullptr) {
+        // Waited for even when this thread could not make the device current (an event needs
+        // no current device): `done` may recycle the source, which the copy may still be reading.
+        const cudaError_t e = cudaEventSynchronize(en.event);
         if (!current)
           result = current;
-        else if (const cudaError_t e = cudaEventSynchronize(en.event); e != cudaSuccess)
+        else if (e != cudaSuccess)
           result = unexpected(runtime_error(e, "cudaEventSynchronize(event)", __FILE__, __LINE__));
         std::lock_guard lock{l.mutex};
         l.spare.push_back(en.event);
@@ -390,6 +393,12 @@ expected<std::unique_ptr<device_buffer>> cuda_device::allocate(std::size_t bytes
   auto& st = *state_;
   if (bytes == 0)
     return make_error(errc::invalid_argument, st.name + ": cannot allocate 0 bytes");
+  // Before rounding: a size within 2 MiB of 2^64 would round up to 0 (cudaMalloc(0) succeeds
+  // with a null pointer) and come back as a null buffer claiming that size.
+  if (bytes > st.limit) {
+    std::lock_guard lock{st.mutex};
+    return st.exhausted(bytes, "over the limit");
+  }
   const std::uint64_t rounded = rounded_size(bytes);
   THAW_TRY(st.make_current());
   state::block b;

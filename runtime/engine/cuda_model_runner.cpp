@@ -136,6 +136,8 @@ private:
   status ensure_capacity(const step_layout& l);
   status enqueue_step(const step_layout& l);
   status run_step(const step_layout& l);
+  status run_forward(std::span<const forward_item> batch, std::span<float> logits,
+                     const forward_shape& shape);
   status linear(const linear_weight& w, const void* x, int64_t T, float* y);
 
   model_config cfg_;
@@ -166,16 +168,23 @@ private:
   int64_t cap_t_ = 0, cap_w_ = 0, cap_ints_ = 0;
   dev_array x_, xn_, q_, k_, v_, att_, tmp_, g_, u_, gu_, xl_, logits_, meta_;
   pinned_array staging_, logits_host_;
+  /// Per (padded batch, block-table width): null once the shape has run eagerly (the warm-up:
+  /// kernels loaded and cuBLAS's choices made outside any capture), then its graph.
   std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
   bool graphs_broken_ = false;
+  void drop_graphs() noexcept {
+    for (auto& [key, exec] : graphs_)
+      if (exec != nullptr)
+        cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
 };
 
 cuda_model_runner::~cuda_model_runner() {
   (void)dev_.make_current();
   if (stream_ != nullptr)
     cudaStreamSynchronize(stream_);
-  for (auto& [key, exec] : graphs_)
-    cudaGraphExecDestroy(exec);
+  drop_graphs();
   blas_.reset();
   if (stream_ != nullptr)
     cudaStreamDestroy(stream_);
@@ -300,8 +309,12 @@ status cuda_model_runner::prepare_layer(int32_t layer) {
   const auto gate = static_cast<std::size_t>(layer + 1);
   if (ready_[gate])
     return {};
-  if (opt_.layer_ready)
+  if (opt_.layer_ready) {
     THAW_TRY(opt_.layer_ready(layer));
+    // The callback is the caller's code and may have made another GPU current on this thread;
+    // everything below launches onto this runner's stream.
+    THAW_TRY(dev_.make_current());
+  }
   const auto& c = cfg_;
   const auto h = static_cast<int64_t>(c.hidden_size);
   const auto hd = static_cast<int64_t>(c.head_dim);
@@ -341,9 +354,7 @@ status cuda_model_runner::ensure_capacity(const step_layout& l) {
     return {};
   // Grow geometrically; buffers move, so graphs captured over the old ones go.
   THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  for (auto& [key, exec] : graphs_)
-    cudaGraphExecDestroy(exec);
-  graphs_.clear();
+  drop_graphs();
   const auto& c = cfg_;
   const int64_t t = pow2_at_least(l.T, 16), w = pow2_at_least(l.W, 16),
                 ints = pow2_at_least(l.ints(), 4096);
@@ -457,6 +468,13 @@ status cuda_model_runner::run_step(const step_layout& l) {
   const auto key = std::make_pair(l.S, l.MB);
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
+    // A shape's first step runs eagerly: lazily loaded kernels are loaded and cuBLAS picks its
+    // kernels for this size outside a capture (the same kernels, so the same logits).
+    THAW_TRY(enqueue_step(l));
+    graphs_.emplace(key, nullptr);
+    return {};
+  }
+  if (it->second == nullptr) {
     // Capture the step once for this shape. A failed capture (a driver that cannot capture
     // some call) leaves graphs off for this runner and the step runs eagerly.
     cudaGraph_t graph = nullptr;
@@ -466,7 +484,7 @@ status cuda_model_runner::run_step(const step_layout& l) {
     cudaGraphExec_t exec = nullptr;
     if (body && ended == cudaSuccess && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
       cudaGraphDestroy(graph);
-      it = graphs_.emplace(key, exec).first;
+      it->second = exec;
     } else {
       if (graph != nullptr)
         cudaGraphDestroy(graph);
@@ -486,6 +504,22 @@ status cuda_model_runner::forward(std::span<const forward_item> batch, std::span
   if (batch.empty())
     return {};
   THAW_TRY(dev_.make_current());
+  // An error left in this thread's slot by an earlier, already reported call would be returned
+  // by the first launcher below as its own (and, in a capture, turn graphs off for good).
+  (void)cudaGetLastError();
+  status s = run_forward(batch, logits, shape);
+  if (!s) {
+    // Work enqueued before the failure still reads the pinned staging buffer (the metadata
+    // copy) and the per-forward buffers: let it end before the next forward rewrites them.
+    (void)cudaStreamSynchronize(stream_);
+    (void)cudaGetLastError();
+  }
+  return s;
+}
+
+status cuda_model_runner::run_forward(std::span<const forward_item> batch, std::span<float> logits,
+                                      const forward_shape& shape) {
+  const auto& c = cfg_;
   step_layout l;
   const auto S = static_cast<int64_t>(batch.size());
   l.decode = shape.tokens == S;
@@ -555,9 +589,12 @@ status cuda_model_runner::forward(std::span<const forward_item> batch, std::span
   THAW_TRY(run_step(l));
 
   const auto V = static_cast<int64_t>(c.vocab_size);
-  if (l.W > 0)
+  // A padded decode computes a row per padding item too; only the batch's own rows (the
+  // first S) come back.
+  const int64_t back = l.decode ? std::min<int64_t>(S, l.W) : l.W;
+  if (back > 0)
     THAW_CUDA_CHECK(cudaMemcpyAsync(logits_host_.as<float>(), logits_.get(),
-                                    static_cast<std::size_t>(l.W * V) * sizeof(float),
+                                    static_cast<std::size_t>(back * V) * sizeof(float),
                                     cudaMemcpyDeviceToHost, stream_));
   THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
   THAW_CUDA_CHECK(cudaGetLastError());

@@ -125,6 +125,14 @@ TEST(CudaDevice, AllocatesFreesAndReusesBlocks) {
   ASSERT_FALSE(zero);
   EXPECT_EQ(zero.err().code, errc::invalid_argument);
 
+  // Sizes that would overflow the rounding are refused, not handed out as a null buffer.
+  for (std::size_t huge : {SIZE_MAX, SIZE_MAX - (2 * mib), SIZE_MAX - 4096}) {
+    auto h = dev->allocate(huge);
+    ASSERT_FALSE(h) << "a buffer of " << huge << " bytes at " << (h ? (*h)->data() : nullptr);
+    EXPECT_EQ(h.err().code, errc::resource_exhausted);
+  }
+  EXPECT_EQ(dev->allocated_bytes(), 4 * mib);
+
   b->reset();
   dev->trim();
   EXPECT_EQ(dev->cached_bytes(), 0u);
