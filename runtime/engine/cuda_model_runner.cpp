@@ -123,6 +123,10 @@ public:
 
   status init(const checkpoint& ckpt, const weight_files& files);
   status forward(std::span<const forward_item> batch, std::span<float> logits) override;
+  [[nodiscard]] bool samples_on_device() const noexcept override { return true; }
+  status forward_sampled(std::span<const forward_item> batch,
+                         std::span<const sampling_params> params, std::span<const rng_state> rngs,
+                         std::span<expected<sample_result>> out) override;
 
 private:
   expected<dev_array> alloc(std::size_t bytes) {
@@ -136,8 +140,18 @@ private:
   status ensure_capacity(const step_layout& l);
   status enqueue_step(const step_layout& l);
   status run_step(const step_layout& l);
-  status run_forward(std::span<const forward_item> batch, std::span<float> logits,
-                     const forward_shape& shape);
+  /// Validates, makes the device current and clears a stale error, runs `body`, and after a
+  /// failure lets enqueued work end before the buffers it reads are reused.
+  template <class Body>
+  status guarded(std::span<const forward_item> batch, std::size_t logits_size, Body&& body);
+  /// Stages the batch's metadata and enqueues the step; the logits are then on the device.
+  expected<step_layout> enqueue_forward(std::span<const forward_item> batch,
+                                        const forward_shape& shape);
+  status copy_logits(std::span<const forward_item> batch, const step_layout& l,
+                     std::span<float> logits);
+  status sample_rows(std::span<const forward_item> batch, const step_layout& l,
+                     std::span<const sampling_params> params, std::span<const rng_state> rngs,
+                     std::span<expected<sample_result>> out);
   status linear(const linear_weight& w, const void* x, int64_t T, float* y);
 
   model_config cfg_;
@@ -168,6 +182,8 @@ private:
   int64_t cap_t_ = 0, cap_w_ = 0, cap_ints_ = 0;
   dev_array x_, xn_, q_, k_, v_, att_, tmp_, g_, u_, gu_, xl_, logits_, meta_;
   pinned_array staging_, logits_host_;
+  dev_array sample_in_, sample_out_;           ///< kernels::sample's requests and results
+  pinned_array sample_staging_, sample_back_;
   /// Per (padded batch, block-table width): null once the shape has run eagerly (the warm-up:
   /// kernels loaded and cuBLAS's choices made outside any capture), then its graph.
   std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
@@ -378,6 +394,12 @@ status cuda_model_runner::ensure_capacity(const step_layout& l) {
   THAW_ASSIGN(meta_, alloc(static_cast<std::size_t>(ints) * sizeof(int32_t)));
   THAW_TRY(staging_.resize(static_cast<std::size_t>(ints) * sizeof(int32_t)));
   THAW_TRY(logits_host_.resize(f4(w * V)));
+  const auto requests = static_cast<std::size_t>(w) * sizeof(kn::sample_request);
+  const auto results = static_cast<std::size_t>(w) * sizeof(kn::sample_output);
+  THAW_ASSIGN(sample_in_, alloc(requests));
+  THAW_ASSIGN(sample_out_, alloc(results));
+  THAW_TRY(sample_staging_.resize(requests));
+  THAW_TRY(sample_back_.resize(results));
   cap_t_ = t;
   cap_w_ = w;
   cap_ints_ = ints;
@@ -497,17 +519,18 @@ status cuda_model_runner::run_step(const step_layout& l) {
   return {};
 }
 
-status cuda_model_runner::forward(std::span<const forward_item> batch, std::span<float> logits) {
-  const auto& c = cfg_;
+template <class Body>
+status cuda_model_runner::guarded(std::span<const forward_item> batch, std::size_t logits_size,
+                                  Body&& body) {
   THAW_ASSIGN(const forward_shape shape,
-              validate_forward(c, opt_.num_kv_blocks, batch, logits.size()));
+              validate_forward(cfg_, opt_.num_kv_blocks, batch, logits_size));
   if (batch.empty())
     return {};
   THAW_TRY(dev_.make_current());
   // An error left in this thread's slot by an earlier, already reported call would be returned
   // by the first launcher below as its own (and, in a capture, turn graphs off for good).
   (void)cudaGetLastError();
-  status s = run_forward(batch, logits, shape);
+  status s = body(shape);
   if (!s) {
     // Work enqueued before the failure still reads the pinned staging buffer (the metadata
     // copy) and the per-forward buffers: let it end before the next forward rewrites them.
@@ -517,9 +540,36 @@ status cuda_model_runner::forward(std::span<const forward_item> batch, std::span
   return s;
 }
 
-status cuda_model_runner::run_forward(std::span<const forward_item> batch, std::span<float> logits,
-                                      const forward_shape& shape) {
-  const auto& c = cfg_;
+status cuda_model_runner::forward(std::span<const forward_item> batch, std::span<float> logits) {
+  return guarded(batch, logits.size(), [&](const forward_shape& shape) -> status {
+    THAW_ASSIGN(const step_layout l, enqueue_forward(batch, shape));
+    return copy_logits(batch, l, logits);
+  });
+}
+
+status cuda_model_runner::forward_sampled(std::span<const forward_item> batch,
+                                          std::span<const sampling_params> params,
+                                          std::span<const rng_state> rngs,
+                                          std::span<expected<sample_result>> out) {
+  std::size_t want = 0;
+  for (const auto& it : batch)
+    want += it.want_logits ? 1 : 0;
+  if (params.size() != want || rngs.size() != want || out.size() != want)
+    return make_error(errc::invalid_argument,
+                      "forward_sampled: " + std::to_string(want) + " items want a token, given " +
+                          std::to_string(params.size()) + " parameters, " +
+                          std::to_string(rngs.size()) + " streams, " +
+                          std::to_string(out.size()) + " results");
+  // No logits come to the host: the validation's logits span is the exact size it asks for.
+  const std::size_t logits_size = want * static_cast<std::size_t>(cfg_.vocab_size);
+  return guarded(batch, logits_size, [&](const forward_shape& shape) -> status {
+    THAW_ASSIGN(const step_layout l, enqueue_forward(batch, shape));
+    return sample_rows(batch, l, params, rngs, out);
+  });
+}
+
+expected<step_layout> cuda_model_runner::enqueue_forward(std::span<const forward_item> batch,
+                                                         const forward_shape& shape) {
   step_layout l;
   const auto S = static_cast<int64_t>(batch.size());
   l.decode = shape.tokens == S;
@@ -587,8 +637,13 @@ status cuda_model_runner::run_forward(std::span<const forward_item> batch, std::
   THAW_CUDA_CHECK(cudaMemcpyAsync(meta_.get(), m, static_cast<std::size_t>(l.ints()) * sizeof(int32_t),
                                   cudaMemcpyHostToDevice, stream_));
   THAW_TRY(run_step(l));
+  return l;
+}
 
-  const auto V = static_cast<int64_t>(c.vocab_size);
+status cuda_model_runner::copy_logits(std::span<const forward_item> batch, const step_layout& l,
+                                      std::span<float> logits) {
+  const auto S = static_cast<int64_t>(batch.size());
+  const auto V = static_cast<int64_t>(cfg_.vocab_size);
   // A padded decode computes a row per padding item too; only the batch's own rows (the
   // first S) come back.
   const int64_t back = l.decode ? std::min<int64_t>(S, l.W) : l.W;
@@ -608,6 +663,78 @@ status cuda_model_runner::run_forward(std::span<const forward_item> batch, std::
     std::memcpy(logits.data() + out * V, logits_host_.as<float>() + src * V,
                 static_cast<std::size_t>(V) * sizeof(float));
     ++out;
+  }
+  return {};
+}
+
+status cuda_model_runner::sample_rows(std::span<const forward_item> batch, const step_layout& l,
+                                      std::span<const sampling_params> params,
+                                      std::span<const rng_state> rngs,
+                                      std::span<expected<sample_result>> out) {
+  // Logits row r of the step is: item r in a (padded) decode, else the r-th item that wants
+  // logits. Rows nobody samples (items without want_logits in a decode) draw greedily.
+  const auto S = static_cast<int64_t>(batch.size());
+  const int64_t n_rows = l.decode ? S : l.W;
+  auto* req = sample_staging_.as<kn::sample_request>();
+  std::vector<int64_t> row_of(params.size(), -1);
+  {
+    std::size_t k = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      if (!batch[static_cast<std::size_t>(s)].want_logits) {
+        if (l.decode)
+          req[s] = kn::sample_request{.temperature = 0.0f};
+        continue;
+      }
+      const int64_t r = l.decode ? s : static_cast<int64_t>(k);
+      row_of[k] = r;
+      const auto& p = params[k];
+      req[r] = kn::sample_request{.temperature = 0.0f};
+      if (auto ok = p.validate(); !ok) {
+        out[k] = std::move(ok).err(); // as thaw::sample would refuse them
+        row_of[k] = -1;
+      } else {
+        req[r] = {p.temperature, p.top_k, p.top_p,          p.min_p,
+                  rngs[k].seed,  rngs[k].counter, p.logprobs >= 0 ? 1 : 0};
+      }
+      ++k;
+    }
+  }
+  if (n_rows == 0) { // nothing to sample: the step itself must still end
+    THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return {};
+  }
+  const auto in_bytes = static_cast<std::size_t>(n_rows) * sizeof(kn::sample_request);
+  const auto out_bytes = static_cast<std::size_t>(n_rows) * sizeof(kn::sample_output);
+  THAW_CUDA_CHECK(cudaMemcpyAsync(sample_in_.get(), req, in_bytes, cudaMemcpyHostToDevice, stream_));
+  THAW_CUDA_CHECK(kn::sample(logits_.as<const float>(), n_rows,
+                             static_cast<int64_t>(cfg_.vocab_size),
+                             sample_in_.as<const kn::sample_request>(),
+                             sample_out_.as<kn::sample_output>(), stream_));
+  THAW_CUDA_CHECK(cudaMemcpyAsync(sample_back_.as<void>(), sample_out_.get(), out_bytes,
+                                  cudaMemcpyDeviceToHost, stream_));
+  THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  THAW_CUDA_CHECK(cudaGetLastError());
+  const auto* got = sample_back_.as<const kn::sample_output>();
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    if (row_of[k] < 0)
+      continue;
+    const auto& g = got[row_of[k]];
+    switch (g.status) {
+      case kn::sample_status::nan_logit:
+        out[k] = make_error(errc::invalid_argument,
+                            "logits: NaN at token " + std::to_string(g.nan_index));
+        break;
+      case kn::sample_status::all_neg_inf:
+        out[k] = make_error(errc::invalid_argument, "logits: every logit is -inf");
+        break;
+      case kn::sample_status::ok: {
+        sample_result r;
+        r.token = g.token;
+        r.logprob = params[k].logprobs >= 0 ? g.logprob : 0.0f;
+        out[k] = std::move(r);
+        break;
+      }
+    }
   }
   return {};
 }

@@ -275,6 +275,62 @@ TEST(cuda_model_runner, tensor_parallel_group_of_one_gives_the_same_logits) {
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
+TEST(cuda_model_runner, sampling_on_the_gpu_picks_the_host_samplers_tokens) {
+  THAW_SKIP_WITHOUT_GPU();
+  auto f = make_pair("tiny-qwen2", dtype::f32);
+  ASSERT_TRUE(f);
+  auto& r = f->g();
+  ASSERT_TRUE(r.samples_on_device());
+  const auto V = static_cast<std::size_t>(r.config().vocab_size);
+  const std::vector<sampling_params> params{
+      {.temperature = 0.0f, .logprobs = 0},
+      {.temperature = 0.8f, .top_p = 0.9f, .seed = 11},
+      {.temperature = 1.1f, .top_k = 20, .seed = 12, .logprobs = 0},
+      {.temperature = 0.7f, .min_p = 0.05f, .seed = 13}};
+  const std::vector<std::vector<std::int32_t>> tables{{0, 1}, {2, 3}, {4, 5}, {6, 7}};
+  int mismatches = 0;
+  for (int step = 0; step < 25; ++step) {
+    // The same forward twice, once with logits back (sampled here), once sampled on the GPU;
+    // the second rewrites the KV the first wrote, with the same values.
+    std::int32_t tok[4] = {step + 1, step + 40, step + 90, step + 150};
+    std::vector<forward_item> batch;
+    for (std::size_t i = 0; i < 4; ++i)
+      batch.push_back({{&tok[i], 1}, step, tables[i], true});
+    std::vector<float> logits(4 * V);
+    ASSERT_TRUE(r.forward(batch, logits));
+    std::vector<rng_state> rngs;
+    for (const auto& p : params)
+      rngs.push_back({p.seed, static_cast<std::uint64_t>(step)});
+    std::vector<expected<sample_result>> got(4, make_error(errc::internal, "unset"));
+    auto ok = r.forward_sampled(batch, params, rngs, got);
+    ASSERT_TRUE(ok) << ok.err().to_string();
+    for (std::size_t i = 0; i < 4; ++i) {
+      rng_state rng = rngs[i];
+      auto want = sample({logits.data() + i * V, V}, params[i], rng);
+      ASSERT_TRUE(want && got[i]) << i;
+      mismatches += got[i]->token != want->token ? 1 : 0;
+      if (params[i].logprobs == 0 && got[i]->token == want->token) {
+        EXPECT_NEAR(got[i]->logprob, want->logprob, 1e-4f);
+      }
+    }
+  }
+  // A draw may differ only where the uniform lands within rounding of a boundary.
+  EXPECT_LE(mismatches, 1);
+  // A bad parameter is that item's error; the others are sampled.
+  auto bad = params;
+  bad[1].top_p = 0.0f;
+  std::int32_t tok[4] = {1, 2, 3, 4};
+  std::vector<forward_item> batch;
+  for (std::size_t i = 0; i < 4; ++i)
+    batch.push_back({{&tok[i], 1}, 0, tables[i], true});
+  std::vector<rng_state> rngs(4);
+  std::vector<expected<sample_result>> got(4, make_error(errc::internal, "unset"));
+  ASSERT_TRUE(r.forward_sampled(batch, bad, rngs, got));
+  ASSERT_FALSE(got[1]);
+  EXPECT_NE(got[1].err().message.find("top_p"), std::string::npos);
+  EXPECT_TRUE(got[0] && got[2] && got[3]);
+}
+
 TEST(cuda_model_runner, invalid_batches_are_rejected_and_the_runner_carries_on) {
   THAW_SKIP_WITHOUT_GPU();
   auto f = make_pair("tiny", dtype::f32, {.num_kv_blocks = 4});
