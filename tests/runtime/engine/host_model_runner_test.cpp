@@ -5,6 +5,7 @@
 #include "gpu/host/host_device.hpp"
 #include "gpu/host/host_ops.hpp"
 #include "tests/support/reference_model.hpp"
+#include "tests/support/runner_checks.hpp"
 #include "tests/support/test_models.hpp"
 
 #include <gtest/gtest.h>
@@ -52,53 +53,11 @@ std::unique_ptr<model_fixture> make(const std::string& preset, dtype t, int thre
   return f;
 }
 
-std::vector<std::int32_t> some_tokens(std::size_t n, std::int32_t vocab, std::int32_t seed = 7) {
-  std::vector<std::int32_t> t(n);
-  for (std::size_t i = 0; i < n; ++i)
-    t[i] = static_cast<std::int32_t>((i * 37 + static_cast<std::size_t>(seed) * 11 + 3) %
-                                     static_cast<std::size_t>(vocab));
-  return t;
-}
-
-std::vector<std::int32_t> iota_blocks(std::int32_t first, std::int32_t n) {
-  std::vector<std::int32_t> b(static_cast<std::size_t>(n));
-  std::iota(b.begin(), b.end(), first);
-  return b;
-}
-
-// Logits at every position by decoding one token at a time.
-std::vector<float> decode_all(model_runner& r, std::span<const std::int32_t> tokens,
-                              std::span<const std::int32_t> blocks) {
-  const auto V = static_cast<std::size_t>(r.config().vocab_size);
-  std::vector<float> out(tokens.size() * V);
-  for (std::size_t i = 0; i < tokens.size(); ++i) {
-    forward_item it{tokens.subspan(i, 1), static_cast<std::int32_t>(i), blocks, true};
-    auto s = r.forward({&it, 1}, {out.data() + i * V, V});
-    EXPECT_TRUE(s) << s.err().to_string();
-  }
-  return out;
-}
-
-// Logits after the last token of each chunk of `chunk` tokens.
-std::vector<float> prefill_chunks(model_runner& r, std::span<const std::int32_t> tokens,
-                                  std::span<const std::int32_t> blocks, std::size_t chunk) {
-  const auto V = static_cast<std::size_t>(r.config().vocab_size);
-  std::vector<float> last(V);
-  for (std::size_t i = 0; i < tokens.size(); i += chunk) {
-    const auto n = std::min(chunk, tokens.size() - i);
-    forward_item it{tokens.subspan(i, n), static_cast<std::int32_t>(i), blocks, true};
-    auto s = r.forward({&it, 1}, last);
-    EXPECT_TRUE(s) << s.err().to_string();
-  }
-  return last;
-}
-
-float max_rel_diff(std::span<const float> a, std::span<const float> ref) {
-  float m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    m = std::max(m, std::abs(a[i] - ref[i]) / std::max(1.0f, std::abs(ref[i])));
-  return m;
-}
+using testing::decode_all;
+using testing::iota_blocks;
+using testing::max_rel_diff;
+using testing::prefill_chunks;
+using testing::some_tokens;
 
 class runner_vs_reference : public ::testing::TestWithParam<std::tuple<std::string, dtype>> {};
 

@@ -4,6 +4,7 @@
 
 #include "gpu/cuda/cuda_device.hpp"
 #include "tests/support/cuda_test.hpp"
+#include "tests/support/gated_device.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_checkpoint.hpp"
 
@@ -22,71 +23,6 @@
 namespace thaw {
 namespace {
 
-/// A CUDA device whose copies wait at a gate until the test opens it, so that a test can act
-/// "mid-load" deterministically; everything else, registration included, is the GPU's.
-class gated_cuda_device final : public device {
-public:
-  explicit gated_cuda_device(cuda::cuda_device& inner) : inner_(inner) {}
-  device_kind kind() const noexcept override { return inner_.kind(); }
-  std::string name() const override { return "gated " + inner_.name(); }
-  std::uint64_t memory_bytes() const noexcept override { return inner_.memory_bytes(); }
-  expected<std::unique_ptr<device_buffer>> allocate(std::size_t bytes) override {
-    return inner_.allocate(bytes);
-  }
-  std::unique_ptr<copy_engine> make_copy_engine(int lanes) override {
-    return std::make_unique<engine>(*this, inner_.make_copy_engine(lanes));
-  }
-  status register_host_memory(void* ptr, std::size_t bytes) override {
-    return inner_.register_host_memory(ptr, bytes);
-  }
-  void unregister_host_memory(void* ptr) noexcept override { inner_.unregister_host_memory(ptr); }
-
-  void wait_for_a_copy() {
-    std::unique_lock lock{mutex_};
-    cv_.wait(lock, [&] { return !held_.empty(); });
-  }
-  void open() {
-    std::deque<std::function<void()>> held;
-    {
-      std::lock_guard lock{mutex_};
-      open_ = true;
-      held.swap(held_);
-    }
-    for (auto& submit : held)
-      submit();
-  }
-
-private:
-  class engine final : public copy_engine {
-  public:
-    engine(gated_cuda_device& dev, std::unique_ptr<copy_engine> inner)
-        : dev_(dev), inner_(std::move(inner)) {}
-    void submit(device_buffer& dst, std::uint64_t offset, const void* src, std::size_t n,
-                completion done) override {
-      std::unique_lock lock{dev_.mutex_};
-      if (dev_.open_) {
-        lock.unlock();
-        inner_->submit(dst, offset, src, n, std::move(done));
-        return;
-      }
-      dev_.held_.push_back([this, &dst, offset, src, n, done = std::move(done)]() mutable {
-        inner_->submit(dst, offset, src, n, std::move(done));
-      });
-      dev_.cv_.notify_all();
-    }
-    void drain() override { inner_->drain(); }
-
-  private:
-    gated_cuda_device& dev_;
-    std::unique_ptr<copy_engine> inner_;
-  };
-
-  cuda::cuda_device& inner_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool open_ = false;
-  std::deque<std::function<void()>> held_;
-};
 
 loader_options small_options(std::uint64_t pool_bytes = 32 << 20) {
   loader_options o;
@@ -200,7 +136,7 @@ TEST_F(CudaLoader, CancelMidLoadStopsAndReturnsEveryChunk) {
   spec.max_file_bytes = 4 << 20;
   const auto ckpt = make(1, spec);
   ASSERT_GT(ckpt.chunks().size(), 900u);
-  gated_cuda_device gated{*dev};
+  testing::gated_device gated{*dev};
   auto o = small_options();
   o.chunk_bytes = 16 << 10;
   o.read_threads = 1;

@@ -1,6 +1,7 @@
 #include "runtime/loader/loader.hpp"
 
 #include "gpu/host/host_device.hpp"
+#include "tests/support/gated_device.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/test_checkpoint.hpp"
 
@@ -16,67 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// A host device whose copies wait at a gate until the test opens it: a load cannot finish
-/// while the gate is shut, so a test can act "mid-load" deterministically.
-class gated_device final : public device {
-public:
-  device_kind kind() const noexcept override { return device_kind::host; }
-  std::string name() const override { return "gated host"; }
-  std::uint64_t memory_bytes() const noexcept override { return inner_.memory_bytes(); }
-  expected<std::unique_ptr<device_buffer>> allocate(std::size_t bytes) override {
-    return inner_.allocate(bytes);
-  }
-  std::unique_ptr<copy_engine> make_copy_engine(int lanes) override {
-    return std::make_unique<engine>(*this, inner_.make_copy_engine(lanes));
-  }
-
-  /// Blocks until at least one copy is held at the gate.
-  void wait_for_a_copy() {
-    std::unique_lock lock{mutex_};
-    cv_.wait(lock, [&] { return !held_.empty(); });
-  }
-  void open() {
-    std::deque<std::function<void()>> held;
-    {
-      std::lock_guard lock{mutex_};
-      open_ = true;
-      held.swap(held_);
-    }
-    for (auto& submit : held)
-      submit();
-  }
-
-private:
-  class engine final : public copy_engine {
-  public:
-    engine(gated_device& dev, std::unique_ptr<copy_engine> inner)
-        : dev_(dev), inner_(std::move(inner)) {}
-    void submit(device_buffer& dst, std::uint64_t offset, const void* src, std::size_t n,
-                completion done) override {
-      std::unique_lock lock{dev_.mutex_};
-      if (dev_.open_) {
-        lock.unlock();
-        inner_->submit(dst, offset, src, n, std::move(done));
-        return;
-      }
-      dev_.held_.push_back([this, &dst, offset, src, n, done = std::move(done)]() mutable {
-        inner_->submit(dst, offset, src, n, std::move(done));
-      });
-      dev_.cv_.notify_all();
-    }
-    void drain() override { inner_->drain(); }
-
-  private:
-    gated_device& dev_;
-    std::unique_ptr<copy_engine> inner_;
-  };
-
-  host_device inner_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool open_ = false;
-  std::deque<std::function<void()>> held_;
-};
+using testing::gated_device;
 
 loader_options small_options(std::uint64_t pool_bytes = 16 << 20) {
   loader_options o;
