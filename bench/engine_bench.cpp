@@ -6,8 +6,6 @@
 #include "runtime/engine/host_model_runner.hpp"
 #if THAW_HAVE_CUDA
 #include "bench/gpu_reference.hpp"
-#include "gpu/cuda/cuda_device.hpp"
-#include "runtime/engine/cuda_model_runner.hpp"
 #endif
 #include "runtime/engine/sampler.hpp"
 
@@ -221,19 +219,10 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
                         "bench engine: kernels '" + o.kernels +
                             "' (scalar, avx2, avx512 or w16_emulated)");
   }
-  loaded_model m;
-  if (gpu) {
-#if THAW_HAVE_CUDA
-    THAW_ASSIGN(m, load_cuda_model(o.checkpoint, {.num_kv_blocks = kv_blocks}));
-#else
-    return make_error(errc::unsupported, "bench engine: this thaw was built without CUDA");
-#endif
-  } else {
-    host_runner_options ro;
-    ro.threads = o.threads;
-    ro.num_kv_blocks = kv_blocks;
-    THAW_ASSIGN(m, load_host_model(o.checkpoint, ro));
-  }
+  host_runner_options ro;
+  ro.threads = o.threads;
+  ro.num_kv_blocks = kv_blocks;
+  THAW_ASSIGN(auto m, load_model_on(o.device, o.checkpoint, ro));
   const auto& cfg = m.runner->config();
   if (static_cast<std::uint64_t>(std::max(o.prompt_len + o.gen, o.prefix_len + 17)) >
       cfg.max_position_embeddings)

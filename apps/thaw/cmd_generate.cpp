@@ -8,9 +8,6 @@
 #include "runtime/engine/chat_template.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/engine/host_model_runner.hpp"
-#if THAW_HAVE_CUDA
-#include "runtime/engine/cuda_model_runner.hpp"
-#endif
 #include "runtime/engine/tokenizer.hpp"
 
 #include <chrono>
@@ -58,19 +55,10 @@ expected<int> generate(generate_args& a) {
   // A chat template writes BOS itself where the family wants it.
   THAW_ASSIGN(a.request.prompt, tok.encode(text, /*add_special=*/!a.chat));
 
-  loaded_model model;
-  if (a.device == "cuda") {
-#if THAW_HAVE_CUDA
-    THAW_ASSIGN(model, load_cuda_model(dir, {.num_kv_blocks = a.kv_blocks}));
-#else
-    return make_error(errc::unsupported, "device cuda: this thaw was built without CUDA");
-#endif
-  } else {
-    host_runner_options ro;
-    ro.threads = a.threads;
-    ro.num_kv_blocks = a.kv_blocks;
-    THAW_ASSIGN(model, load_host_model(dir, ro));
-  }
+  host_runner_options ro;
+  ro.threads = a.threads;
+  ro.num_kv_blocks = a.kv_blocks;
+  THAW_ASSIGN(auto model, load_model_on(a.device, dir, ro));
   engine e(*model.runner, &tok);
 
   const auto prompt_tokens = a.request.prompt.size();

@@ -3,6 +3,9 @@
 #include "gpu/host/host_device.hpp"
 #include "gpu/host/host_ops.hpp"
 #include "runtime/loader/loader.hpp"
+#if THAW_HAVE_CUDA
+#include "runtime/engine/cuda_model_runner.hpp"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -324,6 +327,20 @@ expected<loaded_model> load_host_model(const std::filesystem::path& dir,
   THAW_ASSIGN(m.weights, handle.take_buffer());
   THAW_ASSIGN(m.runner, make_host_model_runner(*m.ckpt, *m.weights, opt));
   return m;
+}
+
+expected<loaded_model> load_model_on(std::string_view device, const std::filesystem::path& dir,
+                                     const host_runner_options& opt) {
+  if (device == "host")
+    return load_host_model(dir, opt);
+  if (device != "cuda")
+    return make_error(errc::invalid_argument,
+                      "device '" + std::string(device) + "' (host or cuda)");
+#if THAW_HAVE_CUDA
+  return load_cuda_model(dir, {.num_kv_blocks = opt.num_kv_blocks});
+#else
+  return make_error(errc::unsupported, "device cuda: this thaw was built without CUDA");
+#endif
 }
 
 } // namespace thaw

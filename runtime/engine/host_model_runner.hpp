@@ -14,6 +14,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string_view>
 
 namespace thaw {
 
@@ -57,5 +58,12 @@ struct loaded_model {
 /// builds a host runner over it.
 [[nodiscard]] expected<loaded_model> load_host_model(const std::filesystem::path& dir,
                                                      const host_runner_options& opt);
+
+/// load_host_model on "host", or, on "cuda" (GPU 0), the CUDA runner's load_cuda_model with
+/// `opt.num_kv_blocks` blocks; `unsupported` for "cuda" in a build without the CUDA backend,
+/// `invalid_argument` for another name.
+[[nodiscard]] expected<loaded_model> load_model_on(std::string_view device,
+                                                   const std::filesystem::path& dir,
+                                                   const host_runner_options& opt);
 
 } // namespace thaw
