@@ -10,6 +10,7 @@
 // reference, to 1e-4 absolute (outputs are averages of values in [-1, 1]); a bf16 output to
 // 2^-8 relative (its rounding is at most 2^-9) and f16 to 2^-10, plus the f32 tolerance.
 #include "gpu/host/host_ops.hpp"
+#include "gpu/kernels/attention_merge.hpp"
 #include "gpu/kernels/kernels.hpp"
 #include "runtime/common/dtype.hpp"
 #include "tests/support/cuda_buffer.hpp"
@@ -465,6 +466,71 @@ TEST(cuda_kernels, attention_decode_matches_reference) {
           expect_near_all(download_f32(d_out, type, want.size()), want, attention_abs_tol,
                           rel_tol(type), label(s, S, type) + " window=" + std::to_string(window));
         }
+}
+
+TEST(cuda_kernels, attention_merge_matches_one_softmax) {
+  // The merge arithmetic of decode attention (attention_merge.hpp), on the host: scores cut
+  // into partials and merged must give the softmax of all of them, empty partials (m = -inf,
+  // their accumulators NaN) skipped rather than weighted by exp2(-inf - -inf).
+  std::mt19937 rng(11);
+  constexpr int D = 3;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Partial sizes; 0 is an empty partial. A partial far below the rest (its exp2 underflows to
+  // 0) and one far above.
+  const std::vector<std::vector<int>> cuts = {{5}, {3, 0, 4}, {0, 7, 0, 0}, {1, 1, 1, 1, 1}};
+  for (const auto& cut : cuts)
+    for (const float shift : {0.0f, -300.0f, 40.0f}) {
+      const int n = static_cast<int>(cut.size());
+      std::vector<float> ml(2 * static_cast<std::size_t>(n)), acc(static_cast<std::size_t>(n * D));
+      std::vector<double> num(D, 0.0);
+      double den = 0.0, big = -INFINITY;
+      std::vector<std::pair<float, std::vector<float>>> all; // (score, value) of every position
+      for (int i = 0; i < n; ++i) {
+        auto scores = random_floats(static_cast<std::size_t>(cut[static_cast<std::size_t>(i)]), rng,
+                                    -8.0f, 8.0f);
+        if (i == 1)
+          for (auto& x : scores)
+            x += shift;
+        float m = -INFINITY, l = 0.0f;
+        for (const float x : scores)
+          m = std::max(m, x);
+        for (int d = 0; d < D; ++d)
+          acc[static_cast<std::size_t>(i * D + d)] = scores.empty() ? nan : 0.0f;
+        for (const float x : scores) {
+          const auto v = random_floats(D, rng);
+          l += exp2f(x - m);
+          for (int d = 0; d < D; ++d)
+            acc[static_cast<std::size_t>(i * D + d)] +=
+              exp2f(x - m) * v[static_cast<std::size_t>(d)];
+          all.emplace_back(x, v);
+          big = std::max(big, static_cast<double>(x));
+        }
+        ml[2 * static_cast<std::size_t>(i)] = m;
+        ml[2 * static_cast<std::size_t>(i) + 1] = l;
+      }
+      for (const auto& [x, v] : all) {
+        const double e = std::exp2(static_cast<double>(x) - big);
+        den += e;
+        for (int d = 0; d < D; ++d)
+          num[static_cast<std::size_t>(d)] += e * v[static_cast<std::size_t>(d)];
+      }
+      const float m = k::merge_max(ml.data(), n);
+      EXPECT_EQ(m, static_cast<float>(big));
+      const float l = k::merge_den(ml.data(), n, m);
+      const std::string what = "cut of " + std::to_string(n) + " shift " + std::to_string(shift);
+      for (int d = 0; d < D; ++d) {
+        const float got = k::merge_column(ml.data(), acc.data() + d, n, D, m) / l;
+        EXPECT_NEAR(got, num[static_cast<std::size_t>(d)] / den, 1e-5) << what << " d=" << d;
+      }
+    }
+  // Every partial empty (a padding item, a table wider than any position): nothing, no NaN.
+  const float ml[] = {-INFINITY, 0.0f, -INFINITY, 0.0f};
+  const float acc[] = {nan, nan};
+  const float m = k::merge_max(ml, 2);
+  EXPECT_EQ(m, -INFINITY);
+  EXPECT_EQ(k::merge_den(ml, 2, m), 0.0f);
+  EXPECT_EQ(k::merge_column(ml, acc, 2, 1, m), 0.0f);
+  EXPECT_EQ(k::merge_scale(-INFINITY, -INFINITY), 0.0f);
 }
 
 TEST(cuda_kernels, attention_rejects_unsupported_head_dim) {
