@@ -5,8 +5,10 @@
 // Positions outside a query's range [lo, pos] are masked by selection, never by arithmetic,
 // and their values are never multiplied: the cache past the last written position (and before
 // a sliding window) may hold anything, NaN included.
+#include "gpu/kernels/attention_merge.hpp"
 #include "gpu/kernels/kernel_common.cuh"
 
+#include <algorithm>
 #include <climits>
 
 namespace thaw::cuda::kernels {
@@ -198,12 +200,18 @@ cudaError_t launch_prefill(const float* q, const float* k_cache, const float* v_
 
 // ---- decode -----------------------------------------------------------------------------
 //
-// One CTA per (query head, item); its warps take the item's KV blocks in turn (warp w: blocks
-// w, w + warps, ...), each with its own online softmax, merged through shared memory at the
-// end. Inside a warp, lane L owns the float2 columns 2L + 64j (NJ of them, NJ * 64 >= D), so
-// every key and value row is one coalesced read; the 16 partial dot products of a block are
-// summed across the warp by a reduce-scatter butterfly (16 shuffles instead of 16 x 5), which
-// leaves position L / 2's score in lane L.
+// Flash decoding: an item's KV blocks are cut into P partitions of part_blocks blocks
+// (decode_split_for), one CTA per (query head, item, partition), so that one long sequence is
+// read by many SMs. P comes from the launch's shape alone, never from the positions, so a CUDA
+// graph captured for a shape stays right for every batch of it. A CTA's warps take its blocks in
+// turn (warp w: blocks w, w + warps, ...), each with its own online softmax, merged through
+// shared memory at the end (attention_merge.hpp). With P = 1 the CTA writes the output itself;
+// otherwise it writes its partial (m, l, unnormalised accumulator) to the scratch and
+// attention_decode_merge_kernel merges each (item, head)'s P partials. Inside a warp, lane L
+// owns the float2 columns 2L + 64j (NJ of them, NJ * 64 >= D), so every key and value row is
+// one coalesced read; the 16 partial dot products of a block are summed across the warp by a
+// reduce-scatter butterfly (16 shuffles instead of 16 x 5), which leaves position L / 2's score
+// in lane L.
 
 __device__ __forceinline__ float block_scores(float (&v)[16], int lane) {
   const unsigned full = 0xffffffffu;
@@ -239,31 +247,53 @@ __device__ __forceinline__ float block_scores(float (&v)[16], int lane) {
 
 constexpr int decode_max_threads = 512;
 
+// Two CTAs of 16 warps per SM for D <= 192, which caps the registers at 64 (ptxas otherwise
+// picks anywhere from 64 to over 100 as the code changes, halving the warps an SM holds, and
+// the loads in flight with them, for a few spilled bytes). D > 192 keeps one CTA: 64 registers
+// would spill its NJ = 4 accumulators.
+template <int NJ>
+constexpr int decode_min_ctas = NJ <= 3 ? 2 : 1;
+
+// part_ml / part_acc: null for P = 1, else the partials, (m, l) pairs [S][NH][P][2] and
+// accumulators [S][NH][P][D].
 template <int NJ, class Out>
-__global__ void __launch_bounds__(decode_max_threads) attention_decode_kernel(const float* __restrict__ q,
-                                        const float* __restrict__ k_cache,
-                                        const float* __restrict__ v_cache,
-                                        const int32_t* __restrict__ pos,
-                                        const int32_t* __restrict__ block_tables, int32_t MB,
-                                        int32_t NH, int32_t NKV, int32_t D, int32_t window,
-                                        float scale_log2, Out* __restrict__ out) {
+__global__ void __launch_bounds__(decode_max_threads, decode_min_ctas<NJ>)
+    attention_decode_kernel(const float* __restrict__ q, const float* __restrict__ k_cache,
+                            const float* __restrict__ v_cache, const int32_t* __restrict__ pos,
+                            const int32_t* __restrict__ block_tables, int32_t MB, int32_t NH,
+                            int32_t NKV, int32_t D, int32_t window, float scale_log2,
+                            int32_t part_blocks, Out* __restrict__ out,
+                            float* __restrict__ part_ml, float* __restrict__ part_acc) {
   extern __shared__ float4 smem_raw[];
   float* smem = reinterpret_cast<float*>(smem_raw);
   const int32_t h = static_cast<int32_t>(blockIdx.x);
   const int64_t s = blockIdx.y;
+  const int32_t part = static_cast<int32_t>(blockIdx.z);
+  const int64_t row = s * NH + h;                 // (item, head)
+  const int64_t partial = row * gridDim.z + part; // (item, head, partition)
+  const bool split = part_ml != nullptr;
   const int32_t kvh = h / (NH / NKV);
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid & 31, warp = tid >> 5;
   const int warps = static_cast<int>(blockDim.x >> 5);
-  Out* o = out + (s * NH + h) * D;
 
   const int32_t p_end = pos[s];
-  if (p_end < 0) { // padding item
-    for (int d = tid; d < D; d += blockDim.x)
-      o[d] = from_f32<Out>(0.0f);
+  const int32_t lo = window_lo(p_end, window);
+  // This CTA's blocks: its partition's that hold a position of [lo, p_end].
+  const int32_t b_first = max(lo / kv_block, part * part_blocks);
+  const int32_t b_last = min(p_end / kv_block, part * part_blocks + part_blocks - 1);
+  if (p_end < 0 || b_first > b_last) { // a padding item, or a partition outside [lo, p_end]
+    if (split) {
+      if (tid == 0) { // an empty partial: the merge skips it (its accumulator is not written)
+        part_ml[2 * partial] = -INFINITY;
+        part_ml[2 * partial + 1] = 0.0f;
+      }
+    } else {
+      for (int d = tid; d < D; d += blockDim.x)
+        out[row * D + d] = from_f32<Out>(0.0f);
+    }
     return;
   }
-  const int32_t lo = window_lo(p_end, window);
 
   float2 qv[NJ];
   const float* qs = q + (s * NH + h) * D;
@@ -284,7 +314,7 @@ __global__ void __launch_bounds__(decode_max_threads) attention_decode_kernel(co
   float m = -INFINITY, l = 0.0f;
 
   const int32_t* table = block_tables + s * MB;
-  for (int32_t b = lo / kv_block + warp; b <= p_end / kv_block; b += warps) {
+  for (int32_t b = b_first + warp; b <= b_last; b += warps) {
     const int64_t base = (static_cast<int64_t>(table[b]) * NKV + kvh) * kv_block * D;
     const float* kb = k_cache + base;
     const float* vb = v_cache + base;
@@ -346,7 +376,8 @@ __global__ void __launch_bounds__(decode_max_threads) attention_decode_kernel(co
     }
   }
 
-  // Merge the warps: smem holds per warp m, l, then D accumulators.
+  // Merge the warps (one that had no block holds m = -inf): smem holds per warp m, l, then D
+  // accumulators.
   float* s_ml = smem;              // [warps][2]
   float* s_acc = smem + 2 * warps; // [warps][D]
   if (lane == 0) {
@@ -362,36 +393,111 @@ __global__ void __launch_bounds__(decode_max_threads) attention_decode_kernel(co
     }
   }
   __syncthreads();
-  float big = -INFINITY;
-  for (int w = 0; w < warps; ++w)
-    big = fmaxf(big, s_ml[2 * w]);
-  float den = 0.0f;
-  for (int w = 0; w < warps; ++w)
-    if (s_ml[2 * w] != -INFINITY) // a warp that had no block contributes nothing
-      den += s_ml[2 * w + 1] * exp2f(s_ml[2 * w] - big);
-  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
-  for (int d = tid; d < D; d += blockDim.x) {
-    float num = 0.0f;
-    for (int w = 0; w < warps; ++w)
-      if (s_ml[2 * w] != -INFINITY)
-        num += s_acc[w * D + d] * exp2f(s_ml[2 * w] - big);
-    o[d] = from_f32<Out>(num * inv);
+  // At least one warp had a block (the CTA would have returned above): big is finite.
+  const float big = merge_max(s_ml, warps);
+  const float den = merge_den(s_ml, warps, big);
+  if (split) {
+    if (tid == 0) {
+      part_ml[2 * partial] = big;
+      part_ml[2 * partial + 1] = den;
+    }
+    float* a = part_acc + partial * D;
+    for (int d = tid; d < D; d += blockDim.x)
+      a[d] = merge_column(s_ml, s_acc + d, warps, D, big);
+  } else {
+    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    for (int d = tid; d < D; d += blockDim.x)
+      out[row * D + d] = from_f32<Out>(merge_column(s_ml, s_acc + d, warps, D, big) * inv);
   }
+}
+
+// One CTA per (query head, item): merges the item's P partials into the output, thread d
+// (and d + blockDim.x) owning column d. The (m, l) pairs go through shared memory ([P][2]).
+template <class Out>
+__global__ void attention_decode_merge_kernel(const float* __restrict__ part_ml,
+                                              const float* __restrict__ part_acc,
+                                              const int32_t* __restrict__ pos, int32_t parts,
+                                              int32_t NH, int32_t D, Out* __restrict__ out) {
+  extern __shared__ float4 smem_raw[];
+  float* s_ml = reinterpret_cast<float*>(smem_raw);
+  const int64_t s = blockIdx.y;
+  const int64_t row = s * NH + static_cast<int64_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  Out* o = out + row * D;
+  if (pos[s] < 0) { // padding item (every partial is empty): zeros, nothing read
+    for (int d = tid; d < D; d += blockDim.x)
+      o[d] = from_f32<Out>(0.0f);
+    return;
+  }
+  for (int i = tid; i < 2 * parts; i += blockDim.x)
+    s_ml[i] = part_ml[row * 2 * parts + i];
+  __syncthreads();
+  // A partition outside [lo, pos] is empty (m = -inf) and skipped; at least one is not.
+  const float big = merge_max(s_ml, parts);
+  const float den = merge_den(s_ml, parts, big);
+  const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+  const float* acc = part_acc + row * parts * D;
+  for (int d = tid; d < D; d += blockDim.x)
+    o[d] = from_f32<Out>(merge_column(s_ml, acc + d, parts, D, big) * inv);
+}
+
+// How a launch splits the positions: partitions of decode_partition_blocks KV blocks (512
+// positions: enough work per CTA that its fixed costs, the query load and the merges, stay
+// small), as many as the table width MB asks for, but at most decode_max_partitions (the merge
+// keeps their (m, l) in shared memory) and S * NH * P <= decode_max_partials (the scratch stays
+// within (D + 2) * 2^14 floats, and a batch that fills the GPU with CTAs already is not split
+// further); when capped, the partitions grow instead. MB, not the positions: P is fixed for a
+// graph's shape.
+constexpr int64_t decode_partition_blocks = 32;
+constexpr int64_t decode_max_partitions = 256;
+constexpr int64_t decode_max_partials = int64_t{1} << 14;
+
+struct decode_split {
+  int64_t parts = 1;       // P
+  int32_t part_blocks = 0; // KV blocks per partition
+};
+
+decode_split decode_split_for(int64_t S, int64_t NH, int32_t MB) {
+  const int64_t want = (MB + decode_partition_blocks - 1) / decode_partition_blocks;
+  const int64_t fit = decode_max_partials / std::max<int64_t>(1, S * NH);
+  const int64_t parts = std::max<int64_t>(1, std::min({want, decode_max_partitions, fit}));
+  return {parts, static_cast<int32_t>((MB + parts - 1) / parts)};
 }
 
 template <int NJ, class Out>
 cudaError_t launch_decode(const float* q, const float* k_cache, const float* v_cache, int64_t S,
                           const int32_t* pos, const int32_t* block_tables, int32_t MB, int64_t NH,
                           int64_t NKV, int64_t D, int32_t window, float scale, Out* out,
-                          cudaStream_t stream) {
-  // Few CTAs (a small batch): more warps each, so that a long sequence still keeps many loads
-  // in flight; a large batch fills the GPU with CTAs instead.
-  const int warps = S * NH < 2 * 132 ? 16 : 8;
+                          float* scratch, cudaStream_t stream) {
+  const decode_split split = decode_split_for(S, NH, MB);
+  float* part_ml = nullptr;
+  float* part_acc = nullptr;
+  if (split.parts > 1) {
+    if (scratch == nullptr)
+      return cudaErrorInvalidValue;
+    part_ml = scratch;
+    part_acc = scratch + 2 * S * NH * split.parts;
+  }
+  // Few CTAs (a small batch, a short context): more warps each, so that the loads in flight
+  // still cover the bandwidth; many CTAs fill the GPU by themselves.
+  const int warps = S * NH * split.parts < 2 * 132 ? 16 : 8;
   const std::size_t smem = static_cast<std::size_t>(warps) * (D + 2) * sizeof(float);
-  const dim3 grid(static_cast<unsigned>(NH), static_cast<unsigned>(S));
+  const dim3 grid(static_cast<unsigned>(NH), static_cast<unsigned>(S),
+                  static_cast<unsigned>(split.parts));
   attention_decode_kernel<NJ, Out><<<grid, warps * 32, smem, stream>>>(
       q, k_cache, v_cache, pos, block_tables, MB, static_cast<int32_t>(NH),
-      static_cast<int32_t>(NKV), static_cast<int32_t>(D), window, scale * log2e, out);
+      static_cast<int32_t>(NKV), static_cast<int32_t>(D), window, scale * log2e,
+      split.part_blocks, out, part_ml, part_acc);
+  if (split.parts == 1)
+    return cudaGetLastError();
+  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+    return e;
+  const int threads = static_cast<int>(std::min<int64_t>(256, (D + 31) / 32 * 32));
+  attention_decode_merge_kernel<Out>
+      <<<dim3(static_cast<unsigned>(NH), static_cast<unsigned>(S)), threads,
+         static_cast<std::size_t>(2 * split.parts) * sizeof(float), stream>>>(
+          part_ml, part_acc, pos, static_cast<int32_t>(split.parts), static_cast<int32_t>(NH),
+          static_cast<int32_t>(D), out);
   return cudaGetLastError();
 }
 
@@ -424,11 +530,19 @@ cudaError_t attention_prefill(const float* q, const float* k_cache, const float*
   });
 }
 
+int64_t attention_decode_scratch_floats(int64_t S, int64_t NH, int64_t D, int32_t MB) {
+  if (S <= 0 || NH <= 0 || D <= 0 || MB <= 0)
+    return 0;
+  const int64_t parts = decode_split_for(S, NH, MB).parts;
+  return parts > 1 ? S * NH * parts * (D + 2) : 0;
+}
+
 cudaError_t attention_decode(const float* q, const float* k_cache, const float* v_cache,
                              int64_t S, const int32_t* pos, const int32_t* block_tables,
                              int32_t MB, int64_t NH, int64_t NKV, int64_t D, int32_t window,
-                             float scale, void* out, dtype out_type, cudaStream_t stream) {
-  if (bad_shape(NH, NKV, D))
+                             float scale, void* out, dtype out_type, float* scratch,
+                             cudaStream_t stream) {
+  if (bad_shape(NH, NKV, D) || MB <= 0)
     return cudaErrorInvalidValue;
   if (S <= 0)
     return cudaGetLastError();
@@ -437,15 +551,15 @@ cudaError_t attention_decode(const float* q, const float* k_cache, const float* 
     auto* o = static_cast<Out*>(out);
     if (D <= 64)
       return launch_decode<1>(q, k_cache, v_cache, S, pos, block_tables, MB, NH, NKV, D, window,
-                              scale, o, stream);
+                              scale, o, scratch, stream);
     if (D <= 128)
       return launch_decode<2>(q, k_cache, v_cache, S, pos, block_tables, MB, NH, NKV, D, window,
-                              scale, o, stream);
+                              scale, o, scratch, stream);
     if (D <= 192)
       return launch_decode<3>(q, k_cache, v_cache, S, pos, block_tables, MB, NH, NKV, D, window,
-                              scale, o, stream);
+                              scale, o, scratch, stream);
     return launch_decode<4>(q, k_cache, v_cache, S, pos, block_tables, MB, NH, NKV, D, window,
-                            scale, o, stream);
+                            scale, o, scratch, stream);
   });
 }
 

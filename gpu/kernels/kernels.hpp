@@ -80,10 +80,23 @@ cudaError_t attention_prefill(const float* q, const float* k_cache, const float*
 /// position pos[s]) over the paged cache, split across the positions so that one long
 /// sequence still fills the GPU. pos[s] < 0 marks a padding item: its output is zero. Otherwise
 /// as attention_prefill.
+///
+/// Flash decoding: when the block table is wide, each item's positions are cut into P
+/// partitions, run by different CTAs, whose partial softmaxes go to `scratch` and are merged by
+/// a second kernel. P depends on S, NH and MB only, never on pos, so a captured graph stays
+/// valid for any positions. scratch holds attention_decode_scratch_floats(S, NH, D, MB) f32
+/// (null allowed when that is 0), is not read before it is written, and must not be shared
+/// with another launch in flight.
 cudaError_t attention_decode(const float* q, const float* k_cache, const float* v_cache,
                              int64_t S, const int32_t* pos, const int32_t* block_tables,
                              int32_t MB, int64_t NH, int64_t NKV, int64_t D, int32_t window,
-                             float scale, void* out, dtype out_type, cudaStream_t stream);
+                             float scale, void* out, dtype out_type, float* scratch,
+                             cudaStream_t stream);
+
+/// The f32 scratch that attention_decode needs for this shape: 0 when it splits nothing (one
+/// partition per item); at most (D + 2) * 2^14 otherwise. Grows with MB; not monotone in S (a
+/// batch that fills the GPU by itself is not split). A host function: no GPU needed.
+int64_t attention_decode_scratch_floats(int64_t S, int64_t NH, int64_t D, int32_t MB);
 
 /// out[i] = silu(gate[i]) * up[i] in `out_type`, i < n (gate, up f32).
 cudaError_t silu_mul(const float* gate, const float* up, int64_t n, void* out, dtype out_type,

@@ -180,7 +180,9 @@ private:
 
   // Per-forward buffers, grown to fit; growing drops the graphs that point into them.
   int64_t cap_t_ = 0, cap_w_ = 0, cap_ints_ = 0;
+  int64_t cap_mb_ = 0; ///< decode block-table width att_scratch_ is sized for
   dev_array x_, xn_, q_, k_, v_, att_, tmp_, g_, u_, gu_, xl_, logits_, meta_;
+  dev_array att_scratch_; ///< kernels::attention_decode's partials
   pinned_array staging_, logits_host_;
   dev_array sample_in_, sample_out_;           ///< kernels::sample's requests and results
   pinned_array sample_staging_, sample_back_;
@@ -366,7 +368,7 @@ status cuda_model_runner::prepare_layer(int32_t layer) {
 }
 
 status cuda_model_runner::ensure_capacity(const step_layout& l) {
-  if (l.T <= cap_t_ && l.W <= cap_w_ && l.ints() <= cap_ints_)
+  if (l.T <= cap_t_ && l.W <= cap_w_ && l.ints() <= cap_ints_ && (!l.decode || l.MB <= cap_mb_))
     return {};
   // Grow geometrically; buffers move, so graphs captured over the old ones go.
   THAW_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -400,9 +402,19 @@ status cuda_model_runner::ensure_capacity(const step_layout& l) {
   THAW_ASSIGN(sample_out_, alloc(results));
   THAW_TRY(sample_staging_.resize(requests));
   THAW_TRY(sample_back_.resize(results));
+  // Decode attention's scratch, for every decode bucket up to t at table widths up to mb (it
+  // grows with MB, not with S), so that only a wider table than seen so far reallocates.
+  const int64_t mb = l.decode ? std::max(l.MB, cap_mb_) : cap_mb_;
+  int64_t scratch = 0;
+  for (const auto b : decode_buckets)
+    if (b <= t)
+      scratch = std::max(scratch, kn::attention_decode_scratch_floats(b, nh_, hd,
+                                                                      static_cast<int32_t>(mb)));
+  THAW_ASSIGN(att_scratch_, alloc(f4(scratch)));
   cap_t_ = t;
   cap_w_ = w;
   cap_ints_ = ints;
+  cap_mb_ = mb;
   return {};
 }
 
@@ -457,7 +469,7 @@ status cuda_model_runner::enqueue_step(const step_layout& l) {
     if (l.decode)
       THAW_CUDA_CHECK(kn::attention_decode(q, kc, vc, l.S, pos, tables, static_cast<int32_t>(l.MB),
                                            nh_, nkv_, hd, window, scale, att_.get(), act_,
-                                           stream_));
+                                           att_scratch_.as<float>(), stream_));
     else
       THAW_CUDA_CHECK(kn::attention_prefill(q, kc, vc, tiles, l.tiles, pos, tables,
                                             static_cast<int32_t>(l.MB), nh_, nkv_, hd, window,

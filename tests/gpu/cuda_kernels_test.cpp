@@ -10,6 +10,7 @@
 // reference, to 1e-4 absolute (outputs are averages of values in [-1, 1]); a bf16 output to
 // 2^-8 relative (its rounding is at most 2^-9) and f16 to 2^-10, plus the f32 tolerance.
 #include "gpu/host/host_ops.hpp"
+#include "gpu/kernels/attention_merge.hpp"
 #include "gpu/kernels/kernels.hpp"
 #include "runtime/common/dtype.hpp"
 #include "tests/support/cuda_buffer.hpp"
@@ -374,6 +375,40 @@ void reference_attention(const paged_cache& c, const float* q, std::int64_t item
 
 constexpr double attention_abs_tol = 1e-4;
 
+/// Runs attention_decode for items whose contexts are `lengths` (0: a padding item) and compares
+/// with the reference. The output and the scratch start as NaN: a value not written, or a
+/// partial read that should have been skipped, fails.
+void check_decode(const shape_class& s, const std::vector<std::int32_t>& lengths,
+                  std::int32_t window, dtype type, std::mt19937& rng) {
+  const paged_cache c(s, lengths, rng);
+  const auto S = static_cast<std::int64_t>(lengths.size());
+  std::vector<std::int32_t> pos;
+  for (const auto n : lengths)
+    pos.push_back(n - 1);
+  const auto q = random_floats(static_cast<std::size_t>(S * s.NH * s.D), rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.D));
+  std::vector<float> want(q.size(), 0.0f);
+  for (std::int64_t i = 0; i < S; ++i)
+    if (pos[static_cast<std::size_t>(i)] >= 0)
+      reference_attention(c, q.data() + i * s.NH * s.D, i, pos[static_cast<std::size_t>(i)], s.NH,
+                          window, scale, want.data() + i * s.NH * s.D);
+  device_buffer<float> d_q(q), d_k(c.k), d_v(c.v);
+  device_buffer<std::int32_t> d_pos(pos), d_tables(c.tables);
+  std::vector<std::uint8_t> poison(q.size() * thaw::dtype_size(type), 0xff); // NaN
+  device_buffer<std::uint8_t> d_out(poison);
+  const auto scratch_floats = k::attention_decode_scratch_floats(S, s.NH, s.D, c.MB);
+  device_buffer<float> d_scratch(std::vector<float>(static_cast<std::size_t>(scratch_floats),
+                                                    std::numeric_limits<float>::quiet_NaN()));
+  ASSERT_EQ(k::attention_decode(d_q.get(), d_k.get(), d_v.get(), S, d_pos.get(), d_tables.get(),
+                                c.MB, s.NH, s.NKV, s.D, window, scale, d_out.get(), type,
+                                scratch_floats > 0 ? d_scratch.get() : nullptr, nullptr),
+            cudaSuccess);
+  cuda_sync();
+  expect_near_all(download_f32(d_out, type, want.size()), want, attention_abs_tol, rel_tol(type),
+                  label(s, S, type) + " MB=" + std::to_string(c.MB) +
+                      " window=" + std::to_string(window));
+}
+
 } // namespace
 
 TEST(cuda_kernels, attention_prefill_matches_reference) {
@@ -432,7 +467,8 @@ TEST(cuda_kernels, attention_decode_matches_reference) {
   std::mt19937 rng(9);
   // Context lengths (pos + 1) per item; 0 is a padding item (pos = -1: zero output). The wide
   // batch has S * NH >= 264 (S = 96) for every shape, so it takes the 8-warp launch
-  // that the narrow one (16 warps) never reaches.
+  // that the narrow one (16 warps) never reaches. The narrow batch's table (MB = 126) is split
+  // into 4 partitions; the wide one's (MB = 26) is not.
   const std::vector<std::int32_t> narrow = {1, 17, 2000, 0, 300, 16, 33};
   std::vector<std::int32_t> wide;
   for (std::int32_t i = 0; i < 96; ++i)
@@ -440,37 +476,126 @@ TEST(cuda_kernels, attention_decode_matches_reference) {
   for (const auto& lengths : {narrow, wide})
     for (const auto& s : shapes)
       for (const std::int32_t window : {0, 100})
-        for (const dtype type : out_types) {
-          const paged_cache c(s, lengths, rng);
-          const auto S = static_cast<std::int64_t>(lengths.size());
-          std::vector<std::int32_t> pos;
-          for (const auto n : lengths)
-            pos.push_back(n - 1);
-          const auto q = random_floats(static_cast<std::size_t>(S * s.NH * s.D), rng);
-          const float scale = 1.0f / std::sqrt(static_cast<float>(s.D));
-          std::vector<float> want(q.size(), 0.0f);
-          for (std::int64_t i = 0; i < S; ++i)
-            if (pos[static_cast<std::size_t>(i)] >= 0)
-              reference_attention(c, q.data() + i * s.NH * s.D, i, pos[static_cast<std::size_t>(i)],
-                                  s.NH, window, scale, want.data() + i * s.NH * s.D);
-          device_buffer<float> d_q(q), d_k(c.k), d_v(c.v);
-          device_buffer<std::int32_t> d_pos(pos), d_tables(c.tables);
-          std::vector<std::uint8_t> poison(q.size() * thaw::dtype_size(type), 0xff); // NaN
-          device_buffer<std::uint8_t> d_out(poison);
-          ASSERT_EQ(k::attention_decode(d_q.get(), d_k.get(), d_v.get(), S, d_pos.get(),
-                                        d_tables.get(), c.MB, s.NH, s.NKV, s.D, window, scale,
-                                        d_out.get(), type, nullptr),
-                    cudaSuccess);
-          cuda_sync();
-          expect_near_all(download_f32(d_out, type, want.size()), want, attention_abs_tol,
-                          rel_tol(type), label(s, S, type) + " window=" + std::to_string(window));
+        for (const dtype type : out_types)
+          check_decode(s, lengths, window, type, rng);
+}
+
+TEST(cuda_kernels, attention_decode_splits_long_contexts) {
+  THAW_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(10);
+  // Tables of 258 to 314 blocks: 9 or 10 partitions of 512 positions. Short items and windows
+  // leave whole partitions without a position (empty partials the merge must skip); 5000 with
+  // window 600 starts mid-partition and ends in the next.
+  const std::vector<std::vector<std::int32_t>> batches = {
+      {5000}, {3000, 17, 4500}, {0, 4097, 513}};
+  const shape_class picked[] = {shapes[2], shapes[3], shapes[4]}; // D = 64, 128, 256
+  for (const auto& lengths : batches)
+    for (const auto& s : picked)
+      for (const std::int32_t window : {0, 1, 600})
+        for (const dtype type : {dtype::f32, dtype::bf16})
+          check_decode(s, lengths, window, type, rng);
+  // S * NH * P over the bound on partials: fewer, wider partitions (8 of 40 blocks here).
+  std::vector<std::int32_t> many(64, 40);
+  many[5] = 5000;
+  many[9] = 0;
+  check_decode(shapes[2], many, 0, dtype::f32, rng);
+  check_decode(shapes[2], many, 700, dtype::f16, rng);
+}
+
+TEST(cuda_kernels, attention_decode_scratch_follows_the_table_width) {
+  // A host function: runs without a GPU.
+  // One partition (no scratch) up to 32 blocks (512 positions), then one per 32 blocks.
+  EXPECT_EQ(k::attention_decode_scratch_floats(1, 32, 64, 1), 0);
+  EXPECT_EQ(k::attention_decode_scratch_floats(1, 32, 64, 32), 0);
+  EXPECT_EQ(k::attention_decode_scratch_floats(1, 32, 64, 33), 1 * 32 * 2 * 66);
+  EXPECT_EQ(k::attention_decode_scratch_floats(3, 32, 128, 256), 3 * 32 * 8 * 130);
+  // Bounded: S * NH * P <= 2^14 partials, a batch of 2^14 (item, head) rows or more not split.
+  std::int64_t last = 0;
+  for (std::int32_t MB = 1; MB <= 1 << 16; MB *= 2) {
+    const auto n = k::attention_decode_scratch_floats(1, 32, 128, MB);
+    EXPECT_GE(n, last) << MB;
+    EXPECT_LE(n, (128 + 2) << 14) << MB;
+    last = n;
+  }
+  EXPECT_EQ(k::attention_decode_scratch_floats(64, 32, 64, 320), 64 * 32 * 8 * 66);
+  EXPECT_EQ(k::attention_decode_scratch_floats(512, 32, 64, 1 << 12), 0);
+  EXPECT_EQ(k::attention_decode_scratch_floats(0, 32, 64, 64), 0);
+}
+
+TEST(cuda_kernels, attention_merge_matches_one_softmax) {
+  // The merge arithmetic of decode attention (attention_merge.hpp), on the host: scores cut
+  // into partials and merged must give the softmax of all of them, empty partials (m = -inf,
+  // their accumulators NaN) skipped rather than weighted by exp2(-inf - -inf).
+  std::mt19937 rng(11);
+  constexpr int D = 3;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Partial sizes; 0 is an empty partial. A partial far below the rest (its exp2 underflows to
+  // 0) and one far above.
+  const std::vector<std::vector<int>> cuts = {{5}, {3, 0, 4}, {0, 7, 0, 0}, {1, 1, 1, 1, 1}};
+  for (const auto& cut : cuts)
+    for (const float shift : {0.0f, -300.0f, 40.0f}) {
+      const int n = static_cast<int>(cut.size());
+      std::vector<float> ml(2 * static_cast<std::size_t>(n)), acc(static_cast<std::size_t>(n * D));
+      std::vector<double> num(D, 0.0);
+      double den = 0.0, big = -INFINITY;
+      std::vector<std::pair<float, std::vector<float>>> all; // (score, value) of every position
+      for (int i = 0; i < n; ++i) {
+        auto scores = random_floats(static_cast<std::size_t>(cut[static_cast<std::size_t>(i)]), rng,
+                                    -8.0f, 8.0f);
+        if (i == 1)
+          for (auto& x : scores)
+            x += shift;
+        float m = -INFINITY, l = 0.0f;
+        for (const float x : scores)
+          m = std::max(m, x);
+        for (int d = 0; d < D; ++d)
+          acc[static_cast<std::size_t>(i * D + d)] = scores.empty() ? nan : 0.0f;
+        for (const float x : scores) {
+          const auto v = random_floats(D, rng);
+          l += exp2f(x - m);
+          for (int d = 0; d < D; ++d)
+            acc[static_cast<std::size_t>(i * D + d)] +=
+              exp2f(x - m) * v[static_cast<std::size_t>(d)];
+          all.emplace_back(x, v);
+          big = std::max(big, static_cast<double>(x));
         }
+        ml[2 * static_cast<std::size_t>(i)] = m;
+        ml[2 * static_cast<std::size_t>(i) + 1] = l;
+      }
+      for (const auto& [x, v] : all) {
+        const double e = std::exp2(static_cast<double>(x) - big);
+        den += e;
+        for (int d = 0; d < D; ++d)
+          num[static_cast<std::size_t>(d)] += e * v[static_cast<std::size_t>(d)];
+      }
+      const float m = k::merge_max(ml.data(), n);
+      EXPECT_EQ(m, static_cast<float>(big));
+      const float l = k::merge_den(ml.data(), n, m);
+      const std::string what = "cut of " + std::to_string(n) + " shift " + std::to_string(shift);
+      for (int d = 0; d < D; ++d) {
+        const float got = k::merge_column(ml.data(), acc.data() + d, n, D, m) / l;
+        EXPECT_NEAR(got, num[static_cast<std::size_t>(d)] / den, 1e-5) << what << " d=" << d;
+      }
+    }
+  // Every partial empty (a padding item, a table wider than any position): nothing, no NaN.
+  const float ml[] = {-INFINITY, 0.0f, -INFINITY, 0.0f};
+  const float acc[] = {nan, nan};
+  const float m = k::merge_max(ml, 2);
+  EXPECT_EQ(m, -INFINITY);
+  EXPECT_EQ(k::merge_den(ml, 2, m), 0.0f);
+  EXPECT_EQ(k::merge_column(ml, acc, 2, 1, m), 0.0f);
+  EXPECT_EQ(k::merge_scale(-INFINITY, -INFINITY), 0.0f);
 }
 
 TEST(cuda_kernels, attention_rejects_unsupported_head_dim) {
   THAW_SKIP_WITHOUT_GPU();
   EXPECT_EQ(k::attention_decode(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 4, 2, 258, 0,
-                                1.0f, nullptr, dtype::f32, nullptr),
+                                1.0f, nullptr, dtype::f32, nullptr, nullptr),
+            cudaErrorInvalidValue);
+  // A launch that splits (MB = 64: two partitions) needs its scratch.
+  ASSERT_GT(k::attention_decode_scratch_floats(1, 4, 64, 64), 0);
+  EXPECT_EQ(k::attention_decode(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 64, 4, 2, 64, 0,
+                                1.0f, nullptr, dtype::f32, nullptr, nullptr),
             cudaErrorInvalidValue);
   EXPECT_EQ(k::attention_prefill(nullptr, nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 4, 3,
                                  64, 0, 1.0f, nullptr, dtype::f32, nullptr),
