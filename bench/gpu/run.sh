@@ -5,8 +5,8 @@
 #   bench/gpu/run.sh BUILD_DIR [OUT_JSON] [WORK_DIR]
 #
 # What it runs (ratios are to references measured in the same run):
-#   tests   the GPU tests (ctest -R '[Cc]uda': cuda_*, CudaDevice.*, CudaLoader.*): counts of
-#           passed, failed and skipped
+#   tests   the GPU tests (ctest -R '[Cc]uda|Gpu': cuda_*, CudaDevice.*, CudaLoader.*, NodeParts' GPU
+#           slot): counts of passed, failed and skipped
 #   load    thaw bench load --device cuda on llama-3-8b (bf16): the DRAM tier into the GPU
 #           against one pinned cudaMemcpy of the same size, and the cold load from SSD
 #   engine  thaw bench engine --device cuda on llama-3.2-1b (bf16): batch-1 decode as a fraction
@@ -32,7 +32,7 @@ log() { echo "[gpu-bench] $*" >&2; }
 log "GPU tests"
 tests_log="$work/ctest.log"
 set +e
-ctest --test-dir "$build" -R '[Cc]uda' --output-on-failure >"$tests_log" 2>&1
+ctest --test-dir "$build" -R '[Cc]uda|Gpu' --output-on-failure >"$tests_log" 2>&1
 tests_rc=$?
 set -e
 passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$tests_log" || true)
