@@ -164,13 +164,9 @@ private:
   int64_t nh_ = 0, nkv_ = 0, f_ = 0; ///< local query heads, KV heads, intermediate width
   int64_t head_row0_ = 0, kv_row0_ = 0, f_row0_ = 0;
   dtype act_ = dtype::f32; ///< element type of every GEMM (the q projection's type)
-  weight embed_, lm_head_src_, final_norm_src_;
+  model_tensors tensors_; ///< where each tensor lies, as loaded (read by prepare_layer)
   linear_weight lm_head_;
   const float* final_norm_ = nullptr;
-  struct layer_source {
-    weight q, k, v, o, gate, up, down, attn_norm, mlp_norm, q_bias, k_bias, v_bias;
-  };
-  std::vector<layer_source> sources_;
   std::vector<layer_weights> layers_;
   std::vector<bool> ready_; ///< per gate index (layer + 1): weights checked and converted
   std::vector<dev_array> owned_; ///< converted weights (norms, biases, other-typed matrices)
@@ -244,16 +240,10 @@ status cuda_model_runner::as_act(const weight& w, int64_t rows, int64_t in, int6
 status cuda_model_runner::init(const checkpoint& ckpt, const weight_files& files) {
   const auto& c = cfg_;
   const std::string who = "cuda runner";
-  if (c.num_heads == 0 || c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 ||
-      c.head_dim == 0 || c.head_dim % 2 != 0 || c.head_dim > 256)
-    return make_error(errc::invalid_argument,
-                      who + ": unsupported head configuration (head_dim must be even, <= 256)");
-  if (opt_.num_kv_blocks <= 0)
-    return make_error(errc::invalid_argument, who + ": num_kv_blocks must be positive");
-  const auto& rs = c.rope_scaling.type;
-  if (!rs.empty() && rs != "default" && rs != "linear" && rs != "llama3")
-    return make_error(errc::invalid_argument,
-                      who + ": RoPE scaling '" + rs + "' is not supported (linear, llama3)");
+  THAW_TRY(check_runner_config(c, opt_.num_kv_blocks, who));
+  if (c.head_dim > 256)
+    return make_error(errc::invalid_argument, who + ": head_dim " + std::to_string(c.head_dim) +
+                                                  " above the attention kernels' 256");
   const int ws = opt_.comm != nullptr ? opt_.comm->world_size() : 1;
   const int rank = opt_.comm != nullptr ? opt_.comm->rank() : 0;
   if (c.num_heads % ws != 0 || c.num_kv_heads % ws != 0 || c.intermediate_size % ws != 0)
@@ -278,36 +268,8 @@ status cuda_model_runner::init(const checkpoint& ckpt, const weight_files& files
 
   // Find every tensor now (shapes and bounds are checked against the files up front); read
   // none of their bytes until prepare_layer, which may wait for the loader.
-  const std::uint64_t h = c.hidden_size, qd = c.num_heads * c.head_dim,
-                      kd = c.num_kv_heads * c.head_dim, f = c.intermediate_size;
-  THAW_ASSIGN(embed_, find_weight(ckpt, files, "model.embed_tokens.weight", {c.vocab_size, h}, who));
-  if (c.tie_word_embeddings && ckpt.find_tensor("lm_head.weight") == nullptr) {
-    lm_head_src_ = embed_;
-  } else {
-    THAW_ASSIGN(lm_head_src_, find_weight(ckpt, files, "lm_head.weight", {c.vocab_size, h}, who));
-  }
-  THAW_ASSIGN(final_norm_src_, find_weight(ckpt, files, "model.norm.weight", {h}, who));
-  for (std::uint64_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    layer_source s;
-    THAW_ASSIGN(s.q, find_weight(ckpt, files, p + "self_attn.q_proj.weight", {qd, h}, who));
-    THAW_ASSIGN(s.k, find_weight(ckpt, files, p + "self_attn.k_proj.weight", {kd, h}, who));
-    THAW_ASSIGN(s.v, find_weight(ckpt, files, p + "self_attn.v_proj.weight", {kd, h}, who));
-    THAW_ASSIGN(s.o, find_weight(ckpt, files, p + "self_attn.o_proj.weight", {h, qd}, who));
-    THAW_ASSIGN(s.gate, find_weight(ckpt, files, p + "mlp.gate_proj.weight", {f, h}, who));
-    THAW_ASSIGN(s.up, find_weight(ckpt, files, p + "mlp.up_proj.weight", {f, h}, who));
-    THAW_ASSIGN(s.down, find_weight(ckpt, files, p + "mlp.down_proj.weight", {h, f}, who));
-    THAW_ASSIGN(s.attn_norm, find_weight(ckpt, files, p + "input_layernorm.weight", {h}, who));
-    THAW_ASSIGN(s.mlp_norm,
-                find_weight(ckpt, files, p + "post_attention_layernorm.weight", {h}, who));
-    if (c.attention_bias) {
-      THAW_ASSIGN(s.q_bias, find_weight(ckpt, files, p + "self_attn.q_proj.bias", {qd}, who));
-      THAW_ASSIGN(s.k_bias, find_weight(ckpt, files, p + "self_attn.k_proj.bias", {kd}, who));
-      THAW_ASSIGN(s.v_bias, find_weight(ckpt, files, p + "self_attn.v_proj.bias", {kd}, who));
-    }
-    sources_.push_back(s);
-  }
-  act_ = c.num_layers > 0 ? sources_[0].q.type : lm_head_src_.type;
+  THAW_ASSIGN(tensors_, find_model_tensors(ckpt, files, who));
+  act_ = c.num_layers > 0 ? tensors_.layers[0].q.type : tensors_.lm_head.type;
   layers_.resize(c.num_layers);
   ready_.assign(c.num_layers + 2, false);
 
@@ -340,10 +302,10 @@ status cuda_model_runner::prepare_layer(int32_t layer) {
   if (layer == -1) {
     // The embedding table is read in its own type by the embedding kernel.
   } else if (layer == nl) {
-    THAW_TRY(to_f32(final_norm_src_, h, 0, final_norm_));
-    THAW_TRY(as_act(lm_head_src_, static_cast<int64_t>(c.vocab_size), h, 0, 0, h, lm_head_));
+    THAW_TRY(to_f32(tensors_.final_norm, h, 0, final_norm_));
+    THAW_TRY(as_act(tensors_.lm_head, static_cast<int64_t>(c.vocab_size), h, 0, 0, h, lm_head_));
   } else {
-    const auto& s = sources_[static_cast<std::size_t>(layer)];
+    const auto& s = tensors_.layers[static_cast<std::size_t>(layer)];
     auto& w = layers_[static_cast<std::size_t>(layer)];
     const auto qd = static_cast<int64_t>(c.num_heads) * hd;
     const auto f = static_cast<int64_t>(c.intermediate_size);
@@ -448,7 +410,7 @@ status cuda_model_runner::enqueue_step(const step_layout& l) {
   // GPU runs the first layers while later ones are still being copied. (Never while a graph is
   // captured: run_step captures only once every layer is ready.)
   THAW_TRY(prepare_layer(-1));
-  THAW_CUDA_CHECK(kn::embedding(embed_.data, embed_.type, h, tokens, l.T, x, stream_));
+  THAW_CUDA_CHECK(kn::embedding(tensors_.embed.data, tensors_.embed.type, h, tokens, l.T, x, stream_));
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     THAW_TRY(prepare_layer(static_cast<int32_t>(i)));
     const auto& w = layers_[i];

@@ -41,10 +41,6 @@ public:
 
 private:
   status compute(std::span<const forward_item> batch, std::span<float> logits);
-  expected<weight> find(const checkpoint& ckpt, const weight_files& buf, const std::string& name,
-                        std::vector<std::uint64_t> shape) const;
-  expected<std::vector<float>> find_f32(const checkpoint& ckpt, const weight_files& buf,
-                                        const std::string& name, std::uint64_t n) const;
   float* k_at(int64_t layer, int64_t block, int64_t kvh, int64_t slot) {
     const auto hd = static_cast<int64_t>(cfg_.head_dim);
     const auto nkv = static_cast<int64_t>(cfg_.num_kv_heads);
@@ -71,17 +67,8 @@ private:
   float* v_cache_ = nullptr;
 };
 
-expected<weight> host_model_runner::find(const checkpoint& ckpt, const weight_files& buf,
-                                         const std::string& name,
-                                         std::vector<std::uint64_t> shape) const {
-  return find_weight(ckpt, buf, name, shape, "host runner");
-}
-
-expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
-                                                         const weight_files& buf,
-                                                         const std::string& name,
-                                                         std::uint64_t n) const {
-  THAW_ASSIGN(weight w, find(ckpt, buf, name, {n}));
+/// A small tensor (a norm's weights, a bias) as f32 on the host.
+std::vector<float> to_f32(const weight& w, std::uint64_t n) {
   std::vector<float> out(n);
   convert_elements(w.type, w.data, dtype::f32, out.data(), n);
   return out;
@@ -90,40 +77,21 @@ expected<std::vector<float>> host_model_runner::find_f32(const checkpoint& ckpt,
 status host_model_runner::init(const checkpoint& ckpt, const weight_files& buf,
                                device* kv_device) {
   const auto& c = cfg_;
-  if (c.num_heads == 0 || c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 ||
-      c.head_dim == 0 || c.head_dim % 2 != 0)
-    return make_error(errc::invalid_argument, "host runner: unsupported head configuration");
-  if (blocks_ <= 0)
-    return make_error(errc::invalid_argument, "host runner: num_kv_blocks must be positive");
-  const auto& rs = c.rope_scaling.type;
-  if (!rs.empty() && rs != "default" && rs != "linear" && rs != "llama3")
-    return make_error(errc::invalid_argument,
-                      "host runner: RoPE scaling '" + rs + "' is not supported (linear, llama3)");
+  THAW_TRY(check_runner_config(c, blocks_, "host runner"));
+  THAW_ASSIGN(const model_tensors t, find_model_tensors(ckpt, buf, "host runner"));
   const std::uint64_t h = c.hidden_size, qd = c.num_heads * c.head_dim,
-                      kd = c.num_kv_heads * c.head_dim, f = c.intermediate_size;
-  THAW_ASSIGN(embed_, find(ckpt, buf, "model.embed_tokens.weight", {c.vocab_size, h}));
-  if (c.tie_word_embeddings && ckpt.find_tensor("lm_head.weight") == nullptr) {
-    lm_head_ = embed_;
-  } else {
-    THAW_ASSIGN(lm_head_, find(ckpt, buf, "lm_head.weight", {c.vocab_size, h}));
-  }
-  THAW_ASSIGN(final_norm_, find_f32(ckpt, buf, "model.norm.weight", h));
-  for (std::uint64_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    layer_weights w;
-    THAW_ASSIGN(w.q, find(ckpt, buf, p + "self_attn.q_proj.weight", {qd, h}));
-    THAW_ASSIGN(w.k, find(ckpt, buf, p + "self_attn.k_proj.weight", {kd, h}));
-    THAW_ASSIGN(w.v, find(ckpt, buf, p + "self_attn.v_proj.weight", {kd, h}));
-    THAW_ASSIGN(w.o, find(ckpt, buf, p + "self_attn.o_proj.weight", {h, qd}));
-    THAW_ASSIGN(w.gate, find(ckpt, buf, p + "mlp.gate_proj.weight", {f, h}));
-    THAW_ASSIGN(w.up, find(ckpt, buf, p + "mlp.up_proj.weight", {f, h}));
-    THAW_ASSIGN(w.down, find(ckpt, buf, p + "mlp.down_proj.weight", {h, f}));
-    THAW_ASSIGN(w.attn_norm, find_f32(ckpt, buf, p + "input_layernorm.weight", h));
-    THAW_ASSIGN(w.mlp_norm, find_f32(ckpt, buf, p + "post_attention_layernorm.weight", h));
+                      kd = c.num_kv_heads * c.head_dim;
+  embed_ = t.embed;
+  lm_head_ = t.lm_head;
+  final_norm_ = to_f32(t.final_norm, h);
+  for (const auto& tl : t.layers) {
+    layer_weights w{tl.q, tl.k, tl.v, tl.o, tl.gate, tl.up, tl.down};
+    w.attn_norm = to_f32(tl.attn_norm, h);
+    w.mlp_norm = to_f32(tl.mlp_norm, h);
     if (c.attention_bias) {
-      THAW_ASSIGN(w.q_bias, find_f32(ckpt, buf, p + "self_attn.q_proj.bias", qd));
-      THAW_ASSIGN(w.k_bias, find_f32(ckpt, buf, p + "self_attn.k_proj.bias", kd));
-      THAW_ASSIGN(w.v_bias, find_f32(ckpt, buf, p + "self_attn.v_proj.bias", kd));
+      w.q_bias = to_f32(tl.q_bias, qd);
+      w.k_bias = to_f32(tl.k_bias, kd);
+      w.v_bias = to_f32(tl.v_bias, kd);
     }
     layers_.push_back(std::move(w));
   }

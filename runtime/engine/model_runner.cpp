@@ -10,6 +10,21 @@ std::uint64_t kv_block_bytes(const model_config& cfg, std::uint64_t bytes_per_el
          static_cast<std::uint64_t>(kv_block_tokens) * bytes_per_element;
 }
 
+status check_runner_config(const model_config& c, std::int32_t num_kv_blocks,
+                           std::string_view who) {
+  const std::string prefix = std::string(who) + ": ";
+  if (c.num_heads == 0 || c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads != 0 ||
+      c.head_dim == 0 || c.head_dim % 2 != 0)
+    return make_error(errc::invalid_argument, prefix + "unsupported head configuration");
+  if (num_kv_blocks <= 0)
+    return make_error(errc::invalid_argument, prefix + "num_kv_blocks must be positive");
+  const auto& rs = c.rope_scaling.type;
+  if (!rs.empty() && rs != "default" && rs != "linear" && rs != "llama3")
+    return make_error(errc::invalid_argument,
+                      prefix + "RoPE scaling '" + rs + "' is not supported (linear, llama3)");
+  return {};
+}
+
 expected<forward_shape> validate_forward(const model_config& cfg, std::int32_t num_blocks,
                                          std::span<const forward_item> batch,
                                          std::size_t logits_size) {

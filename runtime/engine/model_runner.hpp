@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 namespace thaw {
 
@@ -61,6 +62,13 @@ struct forward_shape {
                                                        std::int32_t num_blocks,
                                                        std::span<const forward_item> batch,
                                                        std::size_t logits_size);
+
+/// The checks every runner makes of a model before building (`invalid_argument`, prefixed by
+/// `who`): heads that GQA can map (num_heads a multiple of num_kv_heads, none zero), an even
+/// head_dim (RoPE), a positive num_kv_blocks, and RoPE scaling the runners implement (none,
+/// "default", "linear", "llama3": host::rope_inv_freq).
+[[nodiscard]] status check_runner_config(const model_config& cfg, std::int32_t num_kv_blocks,
+                                         std::string_view who);
 
 class model_runner {
 public:

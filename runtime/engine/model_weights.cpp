@@ -30,4 +30,42 @@ expected<weight> find_weight(const checkpoint& ckpt, const weight_files& files,
   return weight{files.files[t->file] + t->offset, t->type};
 }
 
+expected<model_tensors> find_model_tensors(const checkpoint& ckpt, const weight_files& files,
+                                           std::string_view who) {
+  const auto& c = ckpt.config();
+  const std::uint64_t h = c.hidden_size, qd = c.num_heads * c.head_dim,
+                      kd = c.num_kv_heads * c.head_dim, f = c.intermediate_size;
+  auto find = [&](const std::string& name, const std::vector<std::uint64_t>& shape) {
+    return find_weight(ckpt, files, name, shape, who);
+  };
+  model_tensors t;
+  THAW_ASSIGN(t.embed, find("model.embed_tokens.weight", {c.vocab_size, h}));
+  if (c.tie_word_embeddings && ckpt.find_tensor("lm_head.weight") == nullptr) {
+    t.lm_head = t.embed;
+  } else {
+    THAW_ASSIGN(t.lm_head, find("lm_head.weight", {c.vocab_size, h}));
+  }
+  THAW_ASSIGN(t.final_norm, find("model.norm.weight", {h}));
+  for (std::uint64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    model_tensors::layer w;
+    THAW_ASSIGN(w.q, find(p + "self_attn.q_proj.weight", {qd, h}));
+    THAW_ASSIGN(w.k, find(p + "self_attn.k_proj.weight", {kd, h}));
+    THAW_ASSIGN(w.v, find(p + "self_attn.v_proj.weight", {kd, h}));
+    THAW_ASSIGN(w.o, find(p + "self_attn.o_proj.weight", {h, qd}));
+    THAW_ASSIGN(w.gate, find(p + "mlp.gate_proj.weight", {f, h}));
+    THAW_ASSIGN(w.up, find(p + "mlp.up_proj.weight", {f, h}));
+    THAW_ASSIGN(w.down, find(p + "mlp.down_proj.weight", {h, f}));
+    THAW_ASSIGN(w.attn_norm, find(p + "input_layernorm.weight", {h}));
+    THAW_ASSIGN(w.mlp_norm, find(p + "post_attention_layernorm.weight", {h}));
+    if (c.attention_bias) {
+      THAW_ASSIGN(w.q_bias, find(p + "self_attn.q_proj.bias", {qd}));
+      THAW_ASSIGN(w.k_bias, find(p + "self_attn.k_proj.bias", {kd}));
+      THAW_ASSIGN(w.v_bias, find(p + "self_attn.v_proj.bias", {kd}));
+    }
+    t.layers.push_back(w);
+  }
+  return t;
+}
+
 } // namespace thaw

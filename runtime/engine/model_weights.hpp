@@ -36,4 +36,20 @@ struct weight {
                                            const std::vector<std::uint64_t>& shape,
                                            std::string_view who);
 
+/// A Llama-family model's tensors in weight_files (Hugging Face names), each found with the
+/// shape `cfg` implies. lm_head is the embedding table when the config ties them and the
+/// checkpoint has no lm_head; the biases are found only with attention_bias (else null data).
+struct model_tensors {
+  struct layer {
+    weight q, k, v, o, gate, up, down, attn_norm, mlp_norm, q_bias, k_bias, v_bias;
+  };
+  weight embed, lm_head, final_norm;
+  std::vector<layer> layers;
+};
+
+/// Every tensor a runner reads, found with find_weight (its errors, prefixed by `who`).
+[[nodiscard]] expected<model_tensors> find_model_tensors(const checkpoint& ckpt,
+                                                         const weight_files& files,
+                                                         std::string_view who);
+
 } // namespace thaw
