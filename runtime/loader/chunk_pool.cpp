@@ -117,7 +117,9 @@ expected<std::unique_ptr<chunk_pool>> chunk_pool::create(std::uint64_t pool_byte
 chunk_pool::chunk_pool(std::byte* base, std::uint64_t mapped, std::uint64_t chunk_bytes,
                        std::size_t total_chunks, device* dev, bool owned)
     : base_(base), mapped_(mapped), chunk_bytes_(chunk_bytes), total_chunks_(total_chunks),
-      device_(dev), owned_(owned) {
+      owned_(owned) {
+  if (dev != nullptr)
+    registered_.push_back(dev);
   free_.reserve(total_chunks);
   // Pushed in reverse so that chunk 0 is handed out first: fresh pools fill front to back.
   for (std::size_t i = total_chunks; i > 0; --i)
@@ -128,21 +130,19 @@ chunk_pool::~chunk_pool() {
   if (free_chunks() != total_chunks_)
     spdlog::error("chunk pool destroyed with {} of {} chunks still held", total_chunks_ - free_chunks(),
                   total_chunks_);
-  for (auto* dev : also_registered_)
+  for (auto* dev : registered_)
     dev->unregister_host_memory(base_);
-  if (device_ != nullptr)
-    device_->unregister_host_memory(base_);
   if (owned_)
     ::munmap(base_, mapped_);
 }
 
 status chunk_pool::register_with(device& dev) {
-  auto same_kind = [&](const device* d) { return d != nullptr && d->kind() == dev.kind(); };
-  if (same_kind(device_) || std::any_of(also_registered_.begin(), also_registered_.end(), same_kind))
+  if (std::any_of(registered_.begin(), registered_.end(),
+                  [&](const device* d) { return d->kind() == dev.kind(); }))
     return {};
   if (auto registered = dev.register_host_memory(base_, mapped_); !registered)
     return with_context(std::move(registered).err(), "chunk pool: registering with " + dev.name());
-  also_registered_.push_back(&dev);
+  registered_.push_back(&dev);
   return {};
 }
 

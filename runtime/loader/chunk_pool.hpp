@@ -108,8 +108,7 @@ private:
   std::uint64_t mapped_;
   std::uint64_t chunk_bytes_;
   std::size_t total_chunks_;
-  device* device_; ///< where the memory is registered, or null
-  std::vector<device*> also_registered_; ///< register_with's devices
+  std::vector<device*> registered_; ///< the devices the memory is registered with
   bool owned_;     ///< the pool mapped its memory (else a memory_source's owner frees it)
   mutable std::mutex mutex_;
   std::vector<std::uint32_t> free_; ///< a stack: the most recently used chunk is reused first

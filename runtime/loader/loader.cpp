@@ -276,7 +276,7 @@ expected<std::unique_ptr<loader>> loader::create(const loader_options& options, 
   THAW_ASSIGN(l->reader_,
               ssd_reader::create(ssd_reader_options{options.read_threads, options.verify_threads,
                                                     options.verify_checksums}));
-  l->engine_ = dev.make_copy_engine(options.copy_lanes);
+  l->targets_.emplace_back(&dev, dev.make_copy_engine(options.copy_lanes));
   return l;
 }
 
@@ -297,12 +297,9 @@ loader::~loader() {
   }
   // Reads may still be finishing for abandoned models; they touch the tier, which touches the
   // pool: stop in that order. (Members may be null when create() failed part way.)
-  if (engine_)
-    engine_->drain();
   for (auto& [dev, engine] : targets_)
     engine->drain();
   reader_.reset();
-  engine_.reset();
   targets_.clear();
   tier_.reset();
   pool_.reset();
@@ -484,8 +481,7 @@ void loader::reap_finished() {
 }
 
 status loader::add_device(device& dev) {
-  if (&dev == &device_ ||
-      std::any_of(targets_.begin(), targets_.end(), [&](const auto& t) { return t.first == &dev; }))
+  if (std::any_of(targets_.begin(), targets_.end(), [&](const auto& t) { return t.first == &dev; }))
     return {};
   THAW_TRY(pool_->register_with(dev));
   targets_.emplace_back(&dev, dev.make_copy_engine(options_.copy_lanes));
@@ -494,22 +490,19 @@ status loader::add_device(device& dev) {
 
 expected<load_handle> loader::load(const checkpoint& ckpt, load_mode mode, device* target) {
   reap_finished();
-  copy_engine* engine = engine_.get();
-  if (target == nullptr || target == &device_) {
+  if (target == nullptr)
     target = &device_;
-  } else {
-    auto it = std::find_if(targets_.begin(), targets_.end(),
-                           [&](const auto& t) { return t.first == target; });
-    if (it == targets_.end())
-      return make_error(errc::invalid_argument,
-                        "loader: " + target->name() + " is not one of its devices (add_device)");
-    engine = it->second.get();
+  auto it = std::find_if(targets_.begin(), targets_.end(),
+                         [&](const auto& t) { return t.first == target; });
+  if (it == targets_.end())
+    return make_error(errc::invalid_argument,
+                      "loader: " + target->name() + " is not one of its devices (add_device)");
+  if (target != &device_)
     mode = load_mode::copy; // only the loader's own (host) device can run from the tier
-  }
   THAW_TRY(tier_->check_fits(ckpt));
   auto s = std::make_shared<detail::load_state>();
   s->target = target;
-  s->engine = engine;
+  s->engine = it->second.get();
   s->ckpt = ckpt;
   s->name = ckpt.dir().has_filename() ? ckpt.dir().filename().string()
                                       : ckpt.dir().parent_path().filename().string();

@@ -300,8 +300,8 @@ private:
   std::unique_ptr<chunk_pool> pool_;
   std::unique_ptr<dram_tier> tier_;
   std::unique_ptr<ssd_reader> reader_;
-  std::unique_ptr<copy_engine> engine_;
-  /// add_device's targets, each with its copy lanes.
+  /// The devices load() copies to, each with its copy lanes: the loader's own first, then
+  /// add_device's.
   std::vector<std::pair<device*, std::unique_ptr<copy_engine>>> targets_;
   std::atomic<std::uint64_t> bytes_from_dram_{0};
   std::atomic<std::uint64_t> loads_started_{0};
