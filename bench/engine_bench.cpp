@@ -197,10 +197,7 @@ expected<nlohmann::json> run_engine_bench(const engine_bench_options& o) {
   const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
   const std::int32_t kv_blocks = std::max(max_batch * kv_blocks_for(o.prompt_len + o.gen),
                                           2 * kv_blocks_for(o.prefix_len + 17));
-  const bool gpu = o.device == "cuda";
-  if (!gpu && o.device != "host")
-    return make_error(errc::invalid_argument,
-                      "bench engine: device '" + o.device + "' (host or cuda)");
+  const bool gpu = o.device == "cuda"; // load_model_on refuses any other than host and cuda
   // The forced kernel path, for this run only.
   struct restore_path {
     host::kernel_path saved = host::active_kernel_path();

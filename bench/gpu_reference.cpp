@@ -1,9 +1,13 @@
 #include "bench/gpu_reference.hpp"
 
+#include "bench/timing.hpp"
+#include "gpu/cuda/cuda_device.hpp"
+
 #include "gpu/cuda/blas.hpp"
 #include "gpu/cuda/cuda_check.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 
 namespace thaw::bench {
@@ -96,6 +100,29 @@ expected<double> gemm_tflops(int ordinal, dtype type, std::int64_t m, std::int64
   }
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) / best /
          1e12;
+}
+
+expected<std::unique_ptr<pinned_h2d_copy>> pinned_h2d_copy::create(cuda::cuda_device& gpu,
+                                                                   std::uint64_t bytes) {
+  std::unique_ptr<pinned_h2d_copy> r{new pinned_h2d_copy(gpu, static_cast<std::size_t>(bytes))};
+  THAW_TRY(gpu.make_current());
+  THAW_CUDA_CHECK(cudaMallocHost(&r->host_, r->bytes_));
+  std::memset(r->host_, 0x5a, r->bytes_);
+  THAW_ASSIGN(r->dst_, gpu.allocate(r->bytes_));
+  THAW_TRY(r->seconds());
+  return r;
+}
+
+pinned_h2d_copy::~pinned_h2d_copy() {
+  if (host_ != nullptr)
+    (void)cudaFreeHost(host_);
+}
+
+expected<double> pinned_h2d_copy::seconds() {
+  THAW_TRY(gpu_.make_current());
+  const auto start = clock::now();
+  THAW_CUDA_CHECK(cudaMemcpy(dst_->data(), host_, bytes_, cudaMemcpyHostToDevice));
+  return since(start);
 }
 
 } // namespace thaw::bench

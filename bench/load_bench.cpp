@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <fcntl.h>
 #include <map>
@@ -18,10 +17,8 @@
 #include <unistd.h>
 
 #ifdef THAW_HAVE_CUDA
-#include "gpu/cuda/cuda_check.hpp"
+#include "bench/gpu_reference.hpp"
 #include "gpu/cuda/cuda_device.hpp"
-
-#include <cuda_runtime_api.h>
 #endif
 
 namespace thaw::bench {
@@ -124,44 +121,6 @@ expected<bench_device> open_bench_device(const std::string& kind) {
 #endif
 }
 
-#ifdef THAW_HAVE_CUDA
-/// The limit of a load from the DRAM tier to a GPU: one cudaMemcpy of the model's size from
-/// pinned host memory (cudaMallocHost) into device memory, with nothing else to do.
-class h2d_reference {
-public:
-  static expected<std::unique_ptr<h2d_reference>> create(cuda::cuda_device& gpu,
-                                                          std::uint64_t bytes) {
-    std::unique_ptr<h2d_reference> r{new h2d_reference(gpu, static_cast<std::size_t>(bytes))};
-    THAW_TRY(gpu.make_current());
-    THAW_CUDA_CHECK(cudaMallocHost(&r->host_, r->bytes_));
-    std::memset(r->host_, 0x5a, r->bytes_);
-    THAW_ASSIGN(r->dst_, gpu.allocate(r->bytes_));
-    THAW_TRY(r->seconds()); // the first copy pays for mapping the destination
-    return r;
-  }
-  ~h2d_reference() {
-    if (host_ != nullptr)
-      (void)cudaFreeHost(host_);
-  }
-  h2d_reference(const h2d_reference&) = delete;
-  h2d_reference& operator=(const h2d_reference&) = delete;
-
-  /// One copy's seconds. From pinned memory cudaMemcpy returns when the bytes have landed.
-  expected<double> seconds() {
-    THAW_TRY(gpu_.make_current());
-    const auto start = clock::now();
-    THAW_CUDA_CHECK(cudaMemcpy(dst_->data(), host_, bytes_, cudaMemcpyHostToDevice));
-    return since(start);
-  }
-
-private:
-  h2d_reference(cuda::cuda_device& gpu, std::size_t bytes) : gpu_(gpu), bytes_(bytes) {}
-  cuda::cuda_device& gpu_;
-  std::size_t bytes_;
-  void* host_ = nullptr;
-  std::unique_ptr<device_buffer> dst_;
-};
-#endif
 
 } // namespace
 
@@ -206,9 +165,9 @@ expected<nlohmann::json> run_load_bench(const load_bench_options& o) {
   const auto block = static_cast<std::size_t>(lopt.chunk_bytes);
   THAW_ASSIGN(auto ref, reference_io::create(std::max(bytes, source_bytes), block));
 #ifdef THAW_HAVE_CUDA
-  std::unique_ptr<h2d_reference> h2d;
+  std::unique_ptr<pinned_h2d_copy> h2d;
   if (bdev.gpu != nullptr) {
-    THAW_ASSIGN(h2d, h2d_reference::create(*bdev.gpu, bytes));
+    THAW_ASSIGN(h2d, pinned_h2d_copy::create(*bdev.gpu, bytes));
   }
 #endif
   // On a GPU a load copies; the names say where the bytes went.
