@@ -52,16 +52,16 @@ using instance_actor = caf::typed_actor<
     caf::reacts_to<migrate_atom, stop_atom, std::string>, caf::reacts_to<migrate_state>,
     caf::reacts_to<migrate_ack>, caf::reacts_to<migrate_drop>>;
 
-/// Spawns an instance of `spec`, whose checkpoint the caller has opened as `ckpt`, on `gpu`
-/// (one of ctx->gpus: loaded there from the node's DRAM tier, run by the CUDA runner) or, when
-/// null, on the CPU (detached). Its weights and KV cache count against the slot that reserved them for
-/// it (slot.hpp), and it computes on that slot's `pool` (a pool of its own when the spec asks
-/// for another thread count).
 /// An instance's handle, as messages carry it, as its interface.
 [[nodiscard]] inline instance_actor as_instance(const caf::actor& a) {
   return caf::actor_cast<instance_actor>(a);
 }
 
+/// Spawns an instance of `spec`, whose checkpoint the caller has opened as `ckpt`, on `gpu`
+/// (one of ctx->gpus: loaded there from the node's DRAM tier, run by the CUDA runner) or, when
+/// null, on the CPU (detached). Its weights and KV cache count against the slot that reserved
+/// them for it (slot.hpp), and on the CPU it computes on that slot's `pool` (a pool of its own
+/// when the spec asks for another thread count).
 [[nodiscard]] instance_actor spawn_instance(caf::actor_system& sys,
                                             std::shared_ptr<node_context> ctx, model_spec spec,
                                             checkpoint ckpt,

@@ -48,7 +48,8 @@ communicator::create_group(const std::vector<int>& devices) {
   auto sorted = devices;
   std::sort(sorted.begin(), sorted.end());
   if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end() || sorted.front() < 0)
-    return make_error(errc::invalid_argument, "communicator: GPU ordinals must be distinct and >= 0");
+    return make_error(errc::invalid_argument,
+                      "communicator: GPU ordinals must be distinct and >= 0");
   int count = 0;
   THAW_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (sorted.back() >= count)

@@ -224,14 +224,14 @@ status cuda_model_runner::as_act(const weight& w, int64_t rows, int64_t in, int6
     out = {at, rows, cols, in};
     return {};
   }
-  THAW_ASSIGN(auto a, alloc(static_cast<std::size_t>(rows * cols) * dtype_size(act_)));
+  const auto act_bytes = static_cast<int64_t>(dtype_size(act_));
+  THAW_ASSIGN(auto a, alloc(static_cast<std::size_t>(rows * cols * act_bytes)));
   if (cols == in) // whole rows: one conversion
     THAW_CUDA_CHECK(kn::convert(at, w.type, a.get(), act_, rows * cols, stream_));
   else
     for (int64_t r = 0; r < rows; ++r)
       THAW_CUDA_CHECK(kn::convert(at + r * in * esz, w.type,
-                                  a.as<std::byte>() + r * cols * static_cast<int64_t>(dtype_size(act_)),
-                                  act_, cols, stream_));
+                                  a.as<std::byte>() + r * cols * act_bytes, act_, cols, stream_));
   out = {a.get(), rows, cols, cols};
   owned_.push_back(std::move(a));
   return {};
@@ -410,7 +410,8 @@ status cuda_model_runner::enqueue_step(const step_layout& l) {
   // GPU runs the first layers while later ones are still being copied. (Never while a graph is
   // captured: run_step captures only once every layer is ready.)
   THAW_TRY(prepare_layer(-1));
-  THAW_CUDA_CHECK(kn::embedding(tensors_.embed.data, tensors_.embed.type, h, tokens, l.T, x, stream_));
+  const weight& embed = tensors_.embed;
+  THAW_CUDA_CHECK(kn::embedding(embed.data, embed.type, h, tokens, l.T, x, stream_));
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     THAW_TRY(prepare_layer(static_cast<int32_t>(i)));
     const auto& w = layers_[i];
@@ -549,7 +550,8 @@ expected<step_layout> cuda_model_runner::enqueue_forward(std::span<const forward
   l.decode = shape.tokens == S;
   int64_t mb = 1;
   for (const auto& it : batch)
-    mb = std::max<int64_t>(mb, kv_blocks_for(it.start_pos + static_cast<int64_t>(it.tokens.size())));
+    mb = std::max<int64_t>(mb,
+                           kv_blocks_for(it.start_pos + static_cast<int64_t>(it.tokens.size())));
   const int64_t bucket = l.decode ? decode_bucket(S) : 0;
   if (l.decode && bucket > 0) {
     // Padded decode: every row computes logits; the wanted ones are picked on the way out.
