@@ -102,7 +102,8 @@ expected<int> generate(generate_args& a) {
                      {"prompt_tokens", prompt_tokens},
                      {"completion_tokens", tokens.size()},
                      {"time_to_first_token_s", first_token},
-                     {"decode_tokens_per_s", decode_tps}};
+                     {"decode_tokens_per_s", decode_tps},
+                     {"device", model.dev->name()}};
     if (!last.stop_reason.empty())
       r["stop"] = last.stop_reason;
     std::printf("%s\n", r.dump(a.stream ? -1 : 2).c_str());

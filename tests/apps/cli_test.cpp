@@ -238,6 +238,39 @@ TEST(Cli, BenchEngineReportsThroughputAgainstBandwidth) {
   r = run("bench engine " + ck + " --prompt-len 5000 --gen 4", dir);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.all.find("max_position_embeddings"), std::string::npos) << r.all;
+  // A forced kernel path is used and named; one this CPU lacks falls back to one it has.
+  r = run("bench engine " + ck + " --prompt-len 8 --gen 2 --repeats 1 --kernels scalar --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["kernels"], "scalar");
+  r = run("bench engine " + ck + " --prompt-len 8 --gen 2 --repeats 1 --kernels avx512 --json", dir);
+  ASSERT_EQ(r.exit_code, 0) << r.all;
+  const auto used = nlohmann::json::parse(r.out)["kernels"].get<std::string>();
+  EXPECT_TRUE(used == "avx512" || used == "avx2" || used == "scalar") << used;
+}
+
+TEST(Cli, GenerateOnCudaRunsOnTheGpuOrSaysWhyNot) {
+  testing::temp_dir dir;
+  auto ck = tiny_checkpoint(dir, 5, "fp32");
+  auto r = run("generate " + ck + " --prompt 'Once upon a time' --max-tokens 6 --temperature 0 "
+                                  "--ignore-eos --device cuda --json",
+               dir);
+  if (r.exit_code != 0) {
+    // No GPU here (CI), or a build without CUDA: an error that says which.
+    EXPECT_EQ(r.exit_code, 1) << r.all;
+    EXPECT_TRUE(r.all.find("cuda:0: unavailable") != std::string::npos ||
+                r.all.find("built without CUDA") != std::string::npos)
+        << r.all;
+  } else {
+    // A GPU: the same greedy tokens as the host runner's.
+    auto host = run("generate " + ck + " --prompt 'Once upon a time' --max-tokens 6 "
+                                       "--temperature 0 --ignore-eos --json",
+                    dir);
+    ASSERT_EQ(host.exit_code, 0) << host.all;
+    const auto gpu = nlohmann::json::parse(r.out);
+    EXPECT_EQ(gpu["device"].get<std::string>().rfind("cuda:0", 0), 0u) << gpu["device"];
+    EXPECT_EQ(nlohmann::json::parse(host.out)["device"], "host");
+    EXPECT_EQ(gpu["tokens"], nlohmann::json::parse(host.out)["tokens"]);
+  }
 }
 
 } // namespace
@@ -316,6 +349,7 @@ TEST(Cli, GenerateStreamsTextAndReportsTheCompletion) {
   EXPECT_EQ(j["completion_tokens"], 12);
   EXPECT_EQ(j["finish_reason"], "length");
   EXPECT_GT(j["prompt_tokens"].get<int>(), 1);
+  EXPECT_EQ(j["device"], "host");
   // The text is the tokens decoded, as thaw tokenize --decode gives it.
   std::string ids;
   for (const auto& t : j["tokens"])
